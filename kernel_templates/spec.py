@@ -1,0 +1,218 @@
+"""The kernel template seam: what a tunable kernel tells the tuner about itself.
+
+A template is one Python file defining a :class:`KernelSpec` subclass (and, usually, the C or
+CUDA source it renders). The tuner only ever talks to a kernel through this interface:
+
+    params        -> the search space (named categorical choices)
+    check()       -> is (config, problem, device) valid, or the reason it is not
+    render()      -> the source to compile, with its entry point and launch geometry
+    make_inputs() -> fresh random inputs (never zeros)
+    reference()   -> the exact answer the kernel is verified against
+    flops()/bytes_moved() -> so latencies read as FLOP/s and against a roofline
+
+Calling convention of a rendered kernel: ``entry(*inputs, output, *scalars)`` where ``inputs``
+are the buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
+:meth:`KernelSpec.output_spec`, and ``scalars`` are :attr:`Source.scalars` in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+Config = Mapping[str, Any]
+Problem = Mapping[str, Any]
+
+
+def canonical_json(value: Mapping[str, Any]) -> str:
+    """A stable text form of a config or problem: the key for caches and database lookups."""
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter: a named, ordered set of choices (Optuna categorical)."""
+
+    name: str
+    choices: tuple[Any, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class ProblemParam:
+    """One problem parameter (a shape dimension, a flag, a dtype) and the values it may take.
+
+    ``kind`` is ``int``, ``bool`` or ``str``; ``choices`` restricts a ``str`` (or any) parameter;
+    ``minimum`` bounds an ``int`` one.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    minimum: int | None = None
+    doc: str = ""
+
+    def parse(self, text: str) -> Any:
+        """Turns the text of ``--shape NAME=VALUE`` into a value, or raises ValueError."""
+        if self.kind is bool:
+            lowered = text.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                value: Any = True
+            elif lowered in {"0", "false", "no", "off"}:
+                value = False
+            else:
+                raise ValueError(f"{self.name} must be true or false, not {text!r}")
+        elif self.kind is int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise ValueError(f"{self.name} must be an integer, not {text!r}") from None
+        else:
+            value = text.strip()
+        self.validate(value)
+        return value
+
+    def validate(self, value: Any) -> None:
+        if self.kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{self.name} must be an integer, not {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.name} must be at least {self.minimum}, not {value}")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise ValueError(f"{self.name} must be one of {allowed}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a spec may ask about the target when checking constraints.
+
+    ``arch`` is ``"cpu"`` or a CUDA arch such as ``"sm_90a"``. ``limits`` holds numbers such as
+    ``max_shared_bytes``, ``max_threads_per_block``, ``sm_count``, ``cores``.
+    """
+
+    arch: str
+    name: str = ""
+    limits: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A rendered kernel: everything a compiler and a launcher need, as plain data.
+
+    ``language`` is ``"c"`` or ``"cuda"``. ``scalars`` are ``(c_type, value)`` pairs passed after
+    the buffers, with c_type one of ``int32``, ``int64``, ``float32``, ``float64``. ``grid``,
+    ``block`` and ``shared_bytes`` describe a CUDA launch and are ignored for C.
+    """
+
+    language: str
+    code: str
+    entry: str
+    options: tuple[str, ...] = ()
+    scalars: tuple[tuple[str, Any], ...] = ()
+    grid: tuple[int, int, int] = (1, 1, 1)
+    block: tuple[int, int, int] = (1, 1, 1)
+    shared_bytes: int = 0
+
+    def digest(self) -> str:
+        """Hash of what determines the compiled code (code, entry, options); not the launch."""
+        text = canonical_json({"language": self.language, "code": self.code,
+                               "entry": self.entry, "options": list(self.options)})
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Shape and dtype of the kernel's output buffer (the worker allocates and poisons it)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class KernelSpec(ABC):
+    """A tunable kernel template.
+
+    Subclasses set the class attributes and implement the abstract methods. Methods must be
+    pure functions of their arguments: the tuner calls ``check`` and ``render`` in the driver, and
+    the workers call ``make_inputs``/``reference``/``output_spec`` in other processes after
+    loading the same spec by name or path.
+
+    ``check`` is called before anything is compiled; a config it rejects never reaches a worker
+    and is stored with the returned reason. ``max_error`` is the bound above which an output is
+    ``wrong_result``: inexact variants stay valid within it and the tuner trades their error
+    against latency on the Pareto front.
+    """
+
+    name: str
+    description: str = ""
+    backend: str = "cpu"  # "cpu" or "cuda"
+    archs: tuple[str, ...] = ("cpu",)
+    params: tuple[Param, ...] = ()
+    problem_params: tuple[ProblemParam, ...] = ()
+
+    def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        """``None`` when the config can run this problem on this device, else the reason."""
+        return None
+
+    @abstractmethod
+    def render(self, config: Config, problem: Problem) -> Source: ...
+
+    @abstractmethod
+    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        """Fresh random inputs, never zeros, as arrays of the backend's kind."""
+
+    @abstractmethod
+    def output_spec(self, problem: Problem) -> OutputSpec: ...
+
+    @abstractmethod
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
+        """The exact output, in higher precision than the kernel computes."""
+
+    @abstractmethod
+    def flops(self, problem: Problem) -> float: ...
+
+    @abstractmethod
+    def bytes_moved(self, problem: Problem) -> float:
+        """The fewest bytes the kernel must move: each input read once, the output written once."""
+
+    def max_error(self, config: Config, problem: Problem) -> float:
+        """Relative L2 error above which a run counts as ``wrong_result``."""
+        return 1e-2
+
+    # ---- conveniences shared by every spec ----
+
+    def default_problem(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.problem_params}
+
+    def parse_problem(self, assignments: Mapping[str, str]) -> dict[str, Any]:
+        """Problem from ``NAME=VALUE`` texts over the defaults; raises ValueError with the reason."""
+        known = {p.name: p for p in self.problem_params}
+        problem = self.default_problem()
+        for key, text in assignments.items():
+            if key not in known:
+                names = ", ".join(known)
+                raise ValueError(f"kernel {self.name!r} has no problem parameter {key!r} (it has: {names})")
+            problem[key] = known[key].parse(text)
+        return problem
+
+    def validate_problem(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """A full problem from a partial mapping of values; raises ValueError with the reason."""
+        known = {p.name: p for p in self.problem_params}
+        unknown = set(problem) - set(known)
+        if unknown:
+            raise ValueError(f"kernel {self.name!r} has no problem parameter {sorted(unknown)[0]!r}")
+        full = self.default_problem() | dict(problem)
+        for key, value in full.items():
+            known[key].validate(value)
+        return full
+
+    def space_size(self) -> int:
+        size = 1
+        for p in self.params:
+            size *= len(p.choices)
+        return size

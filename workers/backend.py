@@ -1,0 +1,59 @@
+"""The backend seam: compile a rendered source, then measure the artifact. One backend per file.
+
+Contract:
+- ``compile`` is pure CPU work and may run in any process with the toolchain (Ray CPU tasks);
+  it caches on disk by a content hash and never raises for a bad source: it returns an
+  :class:`Artifact` whose ``error`` says what the compiler said.
+- ``measure`` runs in the one measuring process of a device, one call at a time, so timings do
+  not disturb each other. It draws fresh inputs from ``job.seed``, poisons the output before
+  every run, times under ``policy``, verifies the output of a timed run against the spec's
+  reference, and returns a :class:`Measurement` (failures as statuses, never exceptions).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.kernel_templates.spec import Device, KernelSpec, Source
+
+from .measurement import Artifact, Job, Measurement
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long to time: Triton's do_bench habit of estimating first, then deriving repeats."""
+
+    warmup_s: float = 0.01
+    budget_s: float = 0.1
+    min_repeats: int = 20
+    max_repeats: int = 1000
+    flush_l2: bool = True
+
+    def repeats_for(self, estimate_s: float) -> int:
+        if estimate_s <= 0:
+            return self.max_repeats
+        return max(self.min_repeats, min(self.max_repeats, int(self.budget_s / estimate_s)))
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def compiler_version(self) -> str: ...
+
+    @abstractmethod
+    def compile(self, source: Source, arch: str) -> Artifact: ...
+
+    @abstractmethod
+    def device(self, arch: str) -> Device:
+        """The device the measuring process would run on, for the spec's constraint checks."""
+
+    @abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Fingerprint of host, device and software: trials are comparable only when it matches."""
+
+    @abstractmethod
+    def measure(self, job: Job, artifact: Artifact, spec: KernelSpec,
+                policy: TimingPolicy) -> Measurement: ...
