@@ -1,0 +1,57 @@
+"""From a kernel spec's parameters to Optuna distributions, and the gate before compilation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from tuner.kernel_templates import Device, KernelSpec, Problem
+
+
+def distributions(spec: KernelSpec) -> dict[str, CategoricalDistribution]:
+    """One categorical distribution per parameter: tile sizes and variants are discrete choices."""
+    return {p.name: CategoricalDistribution(list(p.choices)) for p in spec.params}
+
+
+def grid(spec: KernelSpec) -> dict[str, list[Any]]:
+    return {p.name: list(p.choices) for p in spec.params}
+
+
+def rejection(spec: KernelSpec, config: dict[str, Any], problem: Problem, device: Device) -> str | None:
+    """Why a config must not be compiled, or None. A constraint that raises is a broken template."""
+    try:
+        return spec.check(config, problem, device)
+    except Exception as exc:  # user templates may raise anything
+        raise TemplateError(f"template {spec.name!r}: check() raised {type(exc).__name__}: {exc} "
+                            f"(config {config}); fix the template's constraint function") from None
+
+
+class TemplateError(Exception):
+    """A template whose own code fails (check or render raised): the message names the fix."""
+
+
+def make_sampler(name: str, spec: KernelSpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``--sampler``; NSGA-II by default for the two objectives."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid(spec), seed=seed)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler's dependency)
+        except ImportError:
+            from .errors import UsageError
+
+            raise UsageError("--sampler gp needs PyTorch: pip install torch (or tuner[cuda]), "
+                             "or choose nsga2, tpe, random or grid") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")

@@ -1,0 +1,96 @@
+"""The executor seam: jobs go in, measurements come out in completion order.
+
+Contract: ``start`` is called once and returns what the measuring device is; ``submit`` never
+blocks; ``next_result`` blocks up to ``timeout`` seconds and returns None if nothing finished.
+Every submitted job yields exactly one Measurement, failures included. Not thread-safe: one
+driver thread owns an executor.
+"""
+
+from __future__ import annotations
+
+import collections
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.kernel_templates import Device
+
+from . import get_backend, load_spec
+from .backend import TimingPolicy
+from .measurement import Artifact, Job, Measurement, Status, tail
+
+
+@dataclass(frozen=True)
+class Target:
+    """The device that measures, and the fingerprint its measurements carry."""
+
+    device: Device
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(backend_name: str, arch: str) -> Target:
+    backend = get_backend(backend_name)
+    return Target(backend.device(arch), backend.environment())
+
+
+def compile_job(backend_name: str, job: Job) -> Artifact:
+    return get_backend(backend_name).compile(job.source, job.arch)
+
+
+def measure_job(backend_name: str, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
+    if artifact.error is not None:
+        return failed(job, Status.COMPILE_ERROR, artifact.error, artifact=artifact)
+    backend = get_backend(backend_name)
+    measurement = backend.measure(job, artifact, load_spec(job.spec), policy)
+    measurement.compile_time_s = artifact.compile_time_s
+    measurement.resources = {**artifact.resources, **measurement.resources}
+    return measurement
+
+
+def failed(job: Job, status: Status, reason: str, artifact: Artifact | None = None) -> Measurement:
+    first_line = reason.strip().splitlines()[0] if reason.strip() else status.value
+    return Measurement(trial_id=job.trial_id, status=status, source_hash=job.source.digest(),
+                       compile_time_s=artifact.compile_time_s if artifact else None,
+                       resources=dict(artifact.resources) if artifact else {},
+                       reason=first_line[:300], log=tail(reason))
+
+
+class Executor(ABC):
+    capacity: int = 1  # jobs worth keeping in flight
+
+    @abstractmethod
+    def start(self, backend_name: str, arch: str) -> Target: ...
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def next_result(self, timeout: float | None = None) -> Measurement | None: ...
+
+    def close(self) -> None:
+        """Releases workers; jobs still in flight are dropped."""
+
+
+class LocalExecutor(Executor):
+    """Compiles and measures in this process, one job at a time: for debugging a template.
+
+    A kernel that crashes takes the tuner down with it; use the Ray executor for real studies.
+    """
+
+    def __init__(self, policy: TimingPolicy):
+        self._policy = policy
+        self._queue: collections.deque[Job] = collections.deque()
+        self._backend = ""
+
+    def start(self, backend_name: str, arch: str) -> Target:
+        self._backend = backend_name
+        return describe(backend_name, arch)
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def next_result(self, timeout: float | None = None) -> Measurement | None:
+        if not self._queue:
+            return None
+        job = self._queue.popleft()
+        return measure_job(self._backend, job, compile_job(self._backend, job), self._policy)
