@@ -1,0 +1,124 @@
+"""SQLAlchemy models: one class per table, every table prefixed ``tuner_``.
+
+The prefix keeps our tables apart from Optuna's, which live in the same database so that
+``optuna.load_study(storage=url)`` and optuna-dashboard open our studies. Changing a model
+needs a new Alembic revision in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# JSONB on PostgreSQL so config filters compare values, plain JSON text elsewhere.
+JsonDict = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Kernel(Base):
+    __tablename__ = "tuner_kernels"
+    __table_args__ = (UniqueConstraint("name", "backend", name="uq_tuner_kernels_name_backend"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    backend: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Problem(Base):
+    """A problem instance of a kernel; ``key`` is its canonical JSON, the lookup key."""
+
+    __tablename__ = "tuner_problems"
+    __table_args__ = (UniqueConstraint("kernel_id", "key", name="uq_tuner_problems_kernel_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kernel_id: Mapped[int] = mapped_column(ForeignKey("tuner_kernels.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(2000))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonDict)
+
+
+class Study(Base):
+    __tablename__ = "tuner_studies"
+    __table_args__ = (Index("ix_tuner_studies_problem_arch", "problem_id", "arch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500), unique=True)
+    kernel_id: Mapped[int] = mapped_column(ForeignKey("tuner_kernels.id", ondelete="CASCADE"))
+    problem_id: Mapped[int] = mapped_column(ForeignKey("tuner_problems.id", ondelete="CASCADE"))
+    template_path: Mapped[str | None] = mapped_column(String(2000))
+    arch: Mapped[str] = mapped_column(String(40))
+    device_name: Mapped[str] = mapped_column(String(200))
+    sampler: Mapped[str] = mapped_column(String(100))
+    directions: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SourceText(Base):
+    """Generated kernel sources, stored once per content hash however many trials share them."""
+
+    __tablename__ = "tuner_sources"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(Text)
+
+
+class Trial(Base):
+    """One trial of a study. Unique on (study, number) so two processes cannot store it twice."""
+
+    __tablename__ = "tuner_trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "number", name="uq_tuner_trials_study_number"),
+        # best(), the front and latency sorts: ok trials of a study in latency order.
+        Index("ix_tuner_trials_study_status_latency", "study_id", "status", "median_s"),
+        # reuse lookups: an ok trial of this source on this device and software.
+        Index("ix_tuner_trials_source_env", "source_hash", "env_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("tuner_studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JsonDict)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    median_s: Mapped[float | None] = mapped_column(Double)
+    q1_s: Mapped[float | None] = mapped_column(Double)
+    q3_s: Mapped[float | None] = mapped_column(Double)
+    min_s: Mapped[float | None] = mapped_column(Double)
+    max_s: Mapped[float | None] = mapped_column(Double)
+    mean_s: Mapped[float | None] = mapped_column(Double)
+    repeats: Mapped[int | None] = mapped_column(Integer)
+    clock_mhz: Mapped[float | None] = mapped_column(Double)
+    rel_l2: Mapped[float | None] = mapped_column(Double)
+    max_abs: Mapped[float | None] = mapped_column(Double)
+    compile_time_s: Mapped[float | None] = mapped_column(Double)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON)
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON)
+    env_key: Mapped[str] = mapped_column(String(64))
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+    log: Mapped[str] = mapped_column(Text, default="")
+    reused_from: Mapped[int | None] = mapped_column(
+        ForeignKey("tuner_trials.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FrontMember(Base):
+    """A trial on its study's stored Pareto front (latency vs error)."""
+
+    __tablename__ = "tuner_front"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_studies.id", ondelete="CASCADE"), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("tuner_trials.id", ondelete="CASCADE"), primary_key=True)

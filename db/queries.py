@@ -1,0 +1,191 @@
+"""Read queries over the tuner tables, and the conversion of their rows into records.
+
+Every function takes an open session from :class:`tuner.db.Store`, which owns sessions,
+transactions and error handling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.orm import Session
+
+from .models import FrontMember, Kernel, Problem, Study, Trial
+from .records import StudyRecord, TrialPage, TrialRecord, TunedProblem
+
+OK = "ok"
+# Public sort names of trial listings -> columns; ties always break on the trial number.
+TRIAL_SORTS: dict[str, Any] = {
+    "number": Trial.number,
+    "latency": Trial.median_s,
+    "error": Trial.rel_l2,
+    "compile_time": Trial.compile_time_s,
+    "created": Trial.created_at,
+}
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; every stored one is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# ---- trials ----
+
+def trial_select() -> Select:
+    """Trials with their study's name and whether they are on its stored front."""
+    on_front = FrontMember.trial_id.is_not(None).label("on_front")
+    front_join = and_(FrontMember.trial_id == Trial.id, FrontMember.study_id == Trial.study_id)
+    return (select(Trial, Study.name, on_front)
+            .join(Study, Study.id == Trial.study_id)
+            .outerjoin(FrontMember, front_join))
+
+
+def to_trial(row: Any) -> TrialRecord:
+    trial, study_name, on_front = row
+    return TrialRecord(
+        id=trial.id, study=study_name, number=trial.number, config=dict(trial.config),
+        status=trial.status, reason=trial.reason, median_s=trial.median_s, q1_s=trial.q1_s,
+        q3_s=trial.q3_s, min_s=trial.min_s, max_s=trial.max_s, mean_s=trial.mean_s,
+        repeats=trial.repeats, clock_mhz=trial.clock_mhz, rel_l2=trial.rel_l2,
+        max_abs=trial.max_abs, compile_time_s=trial.compile_time_s,
+        resources=dict(trial.resources), environment=dict(trial.environment),
+        env_key=trial.env_key, source_hash=trial.source_hash, log=trial.log,
+        reused_from=trial.reused_from, on_front=bool(on_front), created_at=utc(trial.created_at))
+
+
+def config_equals(name: str, value: Any) -> ColumnElement[bool]:
+    """``config[name] == value``, compared as the value's JSON type on SQLite and PostgreSQL."""
+    element = Trial.config[name]
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return element.as_boolean() == value
+    if isinstance(value, int):
+        return element.as_integer() == value
+    if isinstance(value, float):
+        return element.as_float() == value
+    if isinstance(value, str):
+        return element.as_string() == value
+    raise ValueError(f"config filter {name}={value!r}: values must be numbers, booleans or text")
+
+
+def trial_filters(study_id: int, status: str | None, max_error: float | None,
+                  params: Mapping[str, Any] | None) -> list[ColumnElement[bool]]:
+    filters = [Trial.study_id == study_id]
+    if status is not None:
+        filters.append(Trial.status == status)
+    if max_error is not None:
+        filters.append(Trial.rel_l2 <= max_error)
+    filters.extend(config_equals(k, v) for k, v in (params or {}).items())
+    return filters
+
+
+def trial_page(session: Session, filters: Sequence[ColumnElement[bool]], *, sort: str,
+               descending: bool, offset: int, limit: int) -> TrialPage:
+    """One page, paged and sorted in SQL (studies hold thousands of trials); missing values last."""
+    if sort not in TRIAL_SORTS:
+        raise ValueError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORTS)}")
+    if offset < 0 or limit < 1:
+        raise ValueError(f"offset must be >= 0 and limit >= 1 (got offset={offset}, limit={limit})")
+    column = TRIAL_SORTS[sort]
+    order = (column.desc() if descending else column.asc()).nulls_last()
+    total = session.scalar(select(func.count()).select_from(Trial).where(*filters)) or 0
+    rows = session.execute(trial_select().where(*filters)
+                           .order_by(order, Trial.number).offset(offset).limit(limit))
+    return TrialPage(items=[to_trial(r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+def front_trials(session: Session, study_id: int) -> list[TrialRecord]:
+    rows = session.execute(trial_select().where(Trial.study_id == study_id,
+                                                FrontMember.trial_id.is_not(None))
+                           .order_by(Trial.median_s, Trial.number))
+    return [to_trial(r) for r in rows]
+
+
+def measured_trials(session: Session, study_id: int) -> list[TrialRecord]:
+    """Ok trials with both a latency and an error: the points a Pareto front is computed over."""
+    rows = session.execute(trial_select().where(
+        Trial.study_id == study_id, Trial.status == OK,
+        Trial.median_s.is_not(None), Trial.rel_l2.is_not(None)).order_by(Trial.number))
+    return [to_trial(r) for r in rows]
+
+
+# ---- best configs ----
+
+def _tuned(kernel: str, arch: str, max_error: float | None) -> list[ColumnElement[bool]]:
+    """Ok, timed trials of ``kernel`` on ``arch`` within ``max_error`` (all joins from Trial)."""
+    filters = [Kernel.name == kernel, Study.arch == arch, Trial.status == OK,
+               Trial.median_s.is_not(None)]
+    if max_error is not None:
+        filters.append(Trial.rel_l2 <= max_error)
+    return filters
+
+
+def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
+               max_error: float | None) -> TrialRecord | None:
+    """The fastest matching trial: one query down the (problem, arch) and latency indexes."""
+    query = (trial_select().join(Problem, Problem.id == Study.problem_id)
+             .join(Kernel, Kernel.id == Study.kernel_id)
+             .where(Problem.key == problem_key, *_tuned(kernel, arch, max_error))
+             .order_by(Trial.median_s, Trial.id).limit(1))
+    row = session.execute(query).first()
+    return to_trial(row) if row else None
+
+
+def tuned_problems(session: Session, *, kernel: str, arch: str,
+                   max_error: float | None) -> list[TunedProblem]:
+    best = func.min(Trial.median_s)
+    # Grouping by the primary key lets PostgreSQL select the row's other columns too.
+    query = (select(Problem.id, Problem.params, best)
+             .join(Study, Study.problem_id == Problem.id)
+             .join(Kernel, Kernel.id == Study.kernel_id)
+             .join(Trial, Trial.study_id == Study.id)
+             .where(*_tuned(kernel, arch, max_error))
+             .group_by(Problem.id))
+    return [TunedProblem(problem_id=pid, problem=dict(params), best_latency_s=latency)
+            for pid, params, latency in session.execute(query)]
+
+
+def measured_before(session: Session, *, kernel: str, problem_key: str, arch: str,
+                    source_hash: str, env_key: str) -> TrialRecord | None:
+    """The first ok trial of this source, problem and arch on the same device and software."""
+    query = (trial_select().join(Problem, Problem.id == Study.problem_id)
+             .join(Kernel, Kernel.id == Study.kernel_id)
+             .where(Trial.source_hash == source_hash, Trial.env_key == env_key,
+                    Trial.status == OK, Kernel.name == kernel, Problem.key == problem_key,
+                    Study.arch == arch)
+             .order_by(Trial.id).limit(1))
+    row = session.execute(query).first()
+    return to_trial(row) if row else None
+
+
+# ---- studies ----
+
+def study_select() -> Select:
+    return (select(Study, Kernel.name, Kernel.backend, Problem.params)
+            .join(Kernel, Kernel.id == Study.kernel_id)
+            .join(Problem, Problem.id == Study.problem_id))
+
+
+def study_records(session: Session, query: Select) -> list[StudyRecord]:
+    """Studies of ``query`` (a :func:`study_select`) with trial counts and best latencies."""
+    rows = session.execute(query.order_by(Study.id)).all()
+    ids = [row[0].id for row in rows]
+    counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+    for study_id, status, n in session.execute(
+            select(Trial.study_id, Trial.status, func.count())
+            .where(Trial.study_id.in_(ids)).group_by(Trial.study_id, Trial.status)):
+        counts[study_id][status] = n
+    best = dict(session.execute(
+        select(Trial.study_id, func.min(Trial.median_s))
+        .where(Trial.study_id.in_(ids), Trial.status == OK).group_by(Trial.study_id)).all())
+    return [_to_study(row, counts[row[0].id], best.get(row[0].id)) for row in rows]
+
+
+def _to_study(row: Any, counts: dict[str, int], best_latency_s: float | None) -> StudyRecord:
+    study, kernel, backend, problem = row
+    return StudyRecord(
+        id=study.id, name=study.name, kernel=kernel, backend=backend,
+        template_path=study.template_path, problem=dict(problem), arch=study.arch,
+        device_name=study.device_name, sampler=study.sampler, directions=list(study.directions),
+        created_at=utc(study.created_at), counts=counts, best_latency_s=best_latency_s)

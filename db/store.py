@@ -1,0 +1,261 @@
+"""The Store: the only code that opens a database session.
+
+It connects (SQLite by default, PostgreSQL for several machines), brings the schema to this
+code's revision, writes studies, trials and fronts, and answers the queries the service layer
+asks, always as plain records. Driver errors become :class:`StoreError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from tuner.workers.measurement import Measurement
+
+from . import queries
+from .engine import BUSY_TIMEOUT_S, is_sqlite, make_engine, parse_url, safe_url
+from .errors import StoreError
+from .keys import env_key, problem_key
+from .models import FrontMember, Kernel, Problem, SourceText, Study, Trial
+from .records import StudyRecord, TrialPage, TrialRecord, TunedProblem
+from .schema import prepare
+
+if TYPE_CHECKING:
+    import optuna
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def describe(exc: SQLAlchemyError, url: URL) -> str:
+    """One line for a driver error: what failed, where (password masked), what to do."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    reason = lines[0]
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    where = safe_url(url)
+    if "connect" in reason.lower() or "unable to open" in reason.lower():
+        return (f"cannot reach database {where}: {reason}; check that the server is running "
+                f"and the URL (--db) is right")
+    return f"database {where} failed: {reason}; check the URL (--db) and retry"
+
+
+class Store:
+    """Storage of studies, trials, generated sources and Pareto fronts in one SQL database."""
+
+    def __init__(self, url: str, parsed: URL, engine_options: Mapping[str, Any]):
+        self.url = url
+        self._url = parsed
+        self._engine = make_engine(parsed, **engine_options)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True,
+             engine_options: Mapping[str, Any] | None = None) -> "Store":
+        """Connects and brings the schema to this code's revision.
+
+        ``create=False`` is for readers: a database without tuner tables is refused rather than
+        created. ``engine_options`` go to ``sqlalchemy.create_engine`` (pool sizes, echo).
+        """
+        parsed = parse_url(url)
+        if parsed.get_backend_name() not in SUPPORTED:
+            raise StoreError(f"unsupported database {safe_url(parsed)}: use a sqlite:/// "
+                             f"or postgresql+psycopg:// URL")
+        if not create:
+            _require_sqlite_file(parsed)
+        store = cls(url, parsed, engine_options or {})
+        try:
+            prepare(store._engine, create=create, where=safe_url(parsed))
+        except SQLAlchemyError as exc:
+            store.close()
+            raise StoreError(describe(exc, parsed)) from None
+        except StoreError:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def optuna_storage(self, **kwargs: Any) -> "optuna.storages.RDBStorage":
+        """Optuna's storage in this same database; ``kwargs`` go to ``RDBStorage``."""
+        import optuna  # slow to import; readers such as `tuner best` never need it
+
+        if is_sqlite(self._url):
+            kwargs.setdefault("engine_kwargs", {"connect_args": {"timeout": BUSY_TIMEOUT_S}})
+        try:
+            return optuna.storages.RDBStorage(self.url, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StoreError(describe(exc, self._url)) from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One transaction: commits on success, rolls back on any error."""
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(describe(exc, self._url)) from None
+
+    # ---- writes ----
+
+    def ensure_study(self, *, name: str, kernel: str, backend: str, template_path: str | None,
+                     problem: dict[str, Any], arch: str, device_name: str, sampler: str,
+                     directions: list[str]) -> StudyRecord:
+        """The study called ``name``, created with its kernel and problem rows if new.
+
+        Safe when two processes start the same study at once. A study of that name for another
+        kernel, problem or arch is refused.
+        """
+        with self._session() as session:
+            kernel_id = _get_or_create(session, Kernel, {"name": kernel, "backend": backend})
+            problem_id = _get_or_create(session, Problem, {"kernel_id": kernel_id,
+                                                           "key": problem_key(problem)},
+                                        params=problem)
+            _insert_ignore(session, Study, ["name"], name=name, kernel_id=kernel_id,
+                           problem_id=problem_id, template_path=template_path, arch=arch,
+                           device_name=device_name, sampler=sampler, directions=directions)
+            study = session.scalars(select(Study).where(Study.name == name)).one()
+            if (study.kernel_id, study.problem_id, study.arch) != (kernel_id, problem_id, arch):
+                raise StoreError(f"study {name!r} already exists for another kernel, problem or "
+                                 f"arch: choose another --study name")
+            return queries.study_records(session, queries.study_select()
+                                         .where(Study.id == study.id))[0]
+
+    def record_trial(self, study: StudyRecord, number: int, config: dict[str, Any],
+                     measurement: Measurement, source_code: str | None,
+                     reused_from: int | None = None) -> TrialRecord:
+        """Stores trial ``number`` of ``study``; if it is already stored, returns that row."""
+        source_hash = measurement.source_hash or None
+        with self._session() as session:
+            if source_code is not None and source_hash is not None:
+                _insert_ignore(session, SourceText, ["hash"], hash=source_hash, code=source_code)
+            _insert_ignore(session, Trial, ["study_id", "number"],
+                           **_trial_values(study.id, number, config, measurement, reused_from))
+            row = session.execute(queries.trial_select().where(
+                Trial.study_id == study.id, Trial.number == number)).one()
+            return queries.to_trial(row)
+
+    def set_front(self, study_id: int, trial_ids: list[int]) -> None:
+        """Replaces the stored front of a study by ``trial_ids`` (trials of that study)."""
+        ids = set(trial_ids)
+        with self._session() as session:
+            # Row lock on PostgreSQL so two processes replacing one front take turns.
+            session.execute(select(Study.id).where(Study.id == study_id).with_for_update())
+            found = session.scalar(select(func.count()).select_from(Trial).where(
+                Trial.study_id == study_id, Trial.id.in_(ids)))
+            if found != len(ids):
+                raise ValueError(f"set_front: some of trials {sorted(ids)} are not in study {study_id}")
+            session.execute(delete(FrontMember).where(FrontMember.study_id == study_id))
+            if ids:
+                session.execute(FrontMember.__table__.insert(),
+                                [{"study_id": study_id, "trial_id": i} for i in sorted(ids)])
+
+    # ---- reads for the tuner ----
+
+    def find_measured(self, *, kernel: str, problem: dict[str, Any], arch: str,
+                      source_hash: str, env_key: str) -> TrialRecord | None:
+        """An ok trial of the same source, problem and arch measured on the same device and
+        software (``env_key``), to reuse instead of measuring again; ``None`` if there is none."""
+        with self._session() as session:
+            return queries.measured_before(session, kernel=kernel, problem_key=problem_key(problem),
+                                           arch=arch, source_hash=source_hash, env_key=env_key)
+
+    def study_trials_for_front(self, study_id: int) -> list[TrialRecord]:
+        """Ok trials with a latency and an error, in trial order."""
+        with self._session() as session:
+            return queries.measured_trials(session, study_id)
+
+    # ---- reads for tuner.service ----
+
+    def studies(self) -> list[StudyRecord]:
+        with self._session() as session:
+            return queries.study_records(session, queries.study_select())
+
+    def study(self, name: str) -> StudyRecord | None:
+        with self._session() as session:
+            found = queries.study_records(session, queries.study_select().where(Study.name == name))
+            return found[0] if found else None
+
+    def trials(self, study_id: int, *, status: str | None = None, max_error: float | None = None,
+               params: Mapping[str, Any] | None = None, sort: str = "number",
+               descending: bool = False, offset: int = 0, limit: int = 100) -> TrialPage:
+        """A page of a study's trials; ValueError for an unknown sort or a bad filter."""
+        filters = queries.trial_filters(study_id, status, max_error, params)
+        with self._session() as session:
+            return queries.trial_page(session, filters, sort=sort, descending=descending,
+                                      offset=offset, limit=limit)
+
+    def front(self, study_id: int) -> list[TrialRecord]:
+        """The stored front, fastest first."""
+        with self._session() as session:
+            return queries.front_trials(session, study_id)
+
+    def trial(self, study_id: int, number: int) -> tuple[TrialRecord, str | None] | None:
+        """A trial and its generated source text (``None`` when it was never stored)."""
+        with self._session() as session:
+            row = session.execute(queries.trial_select().where(
+                Trial.study_id == study_id, Trial.number == number)).first()
+            if row is None:
+                return None
+            trial = queries.to_trial(row)
+            code = session.get(SourceText, trial.source_hash) if trial.source_hash else None
+            return trial, code.code if code else None
+
+    def best_trial(self, *, kernel: str, arch: str, problem: Mapping[str, Any],
+                   max_error: float | None = None) -> TrialRecord | None:
+        """The fastest ok trial of ``kernel`` on ``arch`` for exactly ``problem``."""
+        with self._session() as session:
+            return queries.best_trial(session, kernel=kernel, arch=arch,
+                                      problem_key=problem_key(problem), max_error=max_error)
+
+    def tuned_problems(self, *, kernel: str, arch: str,
+                       max_error: float | None = None) -> list[TunedProblem]:
+        """Every problem of ``kernel`` with an ok trial on ``arch`` within ``max_error``."""
+        with self._session() as session:
+            return queries.tuned_problems(session, kernel=kernel, arch=arch, max_error=max_error)
+
+
+def _require_sqlite_file(url: URL) -> None:
+    """Connecting to a missing SQLite file creates it: a reader must say it is missing instead."""
+    path = url.database
+    if is_sqlite(url) and path and path != ":memory:" and not Path(path).is_file():
+        raise StoreError(f"no database file {path}: pass --db with the database a `tuner run` "
+                         f"wrote, or run a study first")
+
+
+def _insert_ignore(session: Session, model: type, keys: list[str], **values: Any) -> None:
+    """INSERT that does nothing when a row with the same ``keys`` exists (another process won)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+def _get_or_create(session: Session, model: type, keys: dict[str, Any], **extra: Any) -> int:
+    _insert_ignore(session, model, list(keys), **keys, **extra)
+    return session.scalars(select(model.id).filter_by(**keys)).one()
+
+
+def _trial_values(study_id: int, number: int, config: dict[str, Any], m: Measurement,
+                  reused_from: int | None) -> dict[str, Any]:
+    timing = m.timing
+    timing_values = {name: getattr(timing, name, None) for name in
+                     ("median_s", "q1_s", "q3_s", "min_s", "max_s", "mean_s", "repeats",
+                      "clock_mhz")}
+    return dict(study_id=study_id, number=number, config=config, status=m.status.value,
+                reason=m.reason, rel_l2=m.rel_l2, max_abs=m.max_abs,
+                compile_time_s=m.compile_time_s, resources=m.resources,
+                environment=m.environment, env_key=env_key(m.environment),
+                source_hash=m.source_hash or None, log=m.log, reused_from=reused_from,
+                **timing_values)

@@ -1,0 +1,248 @@
+"""The one entry point the CLI and the REST API call: kernels, studies, trials, fronts, best configs.
+
+Neither caller touches the Store's queries. Errors are two kinds: :class:`NotFound` (what was
+asked for is not stored; the message says what is missing and how to get it) and
+:class:`tuner.errors.UsageError` (the request itself is malformed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from tuner.db import Store, StudyRecord, TrialPage, TrialRecord
+from tuner.db.keys import HOST_KEYS
+from tuner.errors import UsageError
+from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec,
+                                    load_spec_file)
+
+
+class NotFound(Exception):
+    """Nothing stored matches the request; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    choices: list[Any]
+    doc: str
+
+
+@dataclass(frozen=True)
+class ProblemParamInfo:
+    name: str
+    kind: str  # "int", "bool" or "str"
+    default: Any
+    choices: list[Any] | None
+    minimum: int | None
+    doc: str
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    name: str
+    backend: str
+    description: str
+    archs: list[str]
+    params: list[ParamInfo]
+    problem_params: list[ProblemParamInfo]
+
+
+@dataclass(frozen=True)
+class TrialDetail:
+    """A trial and the source text it compiled (``None`` when no source was stored)."""
+
+    trial: TrialRecord
+    source: str | None
+
+
+@dataclass(frozen=True)
+class BestAnswer:
+    """The fastest stored config for a request, with where it came from.
+
+    ``exact`` is False when ``problem`` itself was never tuned and the answer comes from
+    ``tuned_problem``, the nearest tuned one at ``distance`` (see :func:`problem_distance`).
+    """
+
+    kernel: str
+    arch: str
+    problem: dict[str, Any]
+    tuned_problem: dict[str, Any]
+    exact: bool
+    distance: float
+    max_error: float | None
+    trial: TrialRecord
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.trial.config
+
+    @property
+    def study(self) -> str:
+        return self.trial.study
+
+    @property
+    def device(self) -> str | None:
+        return self.trial.environment.get("device")
+
+    @property
+    def software(self) -> dict[str, Any]:
+        """The trial's environment less the host name: device and software versions."""
+        return {k: v for k, v in self.trial.environment.items() if k not in HOST_KEYS}
+
+    @property
+    def measured_at(self) -> datetime:
+        return self.trial.created_at
+
+
+def problem_distance(asked: Mapping[str, Any], tuned: Mapping[str, Any]) -> float | None:
+    """How far a tuned problem is from the asked one, or ``None`` when they are not comparable.
+
+    Problems are comparable when they have the same parameters and every non-size parameter
+    (dtype, causal, ...) is equal. Positive int parameters are sizes; the distance is the sum
+    over them of ``|log2(a / b)|``, so doubling any one dimension costs 1.
+    """
+    if asked.keys() != tuned.keys():
+        return None
+    total = 0.0
+    for name, a in asked.items():
+        b = tuned[name]
+        if _is_size(a) and _is_size(b):
+            total += abs(math.log2(a / b))
+        elif a != b:
+            return None
+    return total
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def kernel_info(spec: KernelSpec) -> KernelInfo:
+    return KernelInfo(
+        name=spec.name, backend=spec.backend, description=spec.description,
+        archs=list(spec.archs),
+        params=[ParamInfo(p.name, list(p.choices), p.doc) for p in spec.params],
+        problem_params=[ProblemParamInfo(p.name, p.kind.__name__, p.default,
+                                         list(p.choices) if p.choices is not None else None,
+                                         p.minimum, p.doc) for p in spec.problem_params])
+
+
+class Service:
+    """Read-side answers over one Store, as plain records."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def kernels(self) -> list[KernelInfo]:
+        return [kernel_info(spec) for spec in builtin_specs()]
+
+    def studies(self) -> list[StudyRecord]:
+        return self._store.studies()
+
+    def study(self, name: str) -> StudyRecord:
+        found = self._store.study(name)
+        if found is None:
+            raise NotFound(f"no study named {name!r} in this database: list the studies "
+                           f"to find its name, or run it with `tuner run`")
+        return found
+
+    def trials(self, name: str, *, status: str | None = None, max_error: float | None = None,
+               params: dict[str, Any] | None = None, sort: str = "number",
+               descending: bool = False, offset: int = 0, limit: int = 100) -> TrialPage:
+        """A page of a study's trials, filtered by status, error bound and config values.
+
+        ``params`` values may be texts (from a URL query): they are read as the kernel's
+        parameter choices.
+        """
+        study = self.study(name)
+        wanted = _typed_params(_spec_of(study), params or {})
+        try:
+            return self._store.trials(study.id, status=status, max_error=max_error, params=wanted,
+                                      sort=sort, descending=descending, offset=offset,
+                                      limit=limit)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def front(self, name: str) -> list[TrialRecord]:
+        """The study's stored Pareto front (latency vs error), fastest first."""
+        return self._store.front(self.study(name).id)
+
+    def trial(self, name: str, number: int) -> TrialDetail:
+        found = self._store.trial(self.study(name).id, number)
+        if found is None:
+            raise NotFound(f"study {name!r} has no trial {number}")
+        return TrialDetail(*found)
+
+    def best(self, *, kernel: str, arch: str, problem: dict[str, Any],
+             max_error: float | None = None) -> BestAnswer:
+        """The fastest ok config of ``kernel`` on ``arch`` for ``problem`` within ``max_error``
+        (relative L2), from the nearest tuned problem when this one was never tuned."""
+        full = _full_problem(kernel, arch, problem)
+        answer = dict(kernel=kernel, arch=arch, problem=full, max_error=max_error)
+        trial = self._store.best_trial(kernel=kernel, arch=arch, problem=full, max_error=max_error)
+        if trial is not None:
+            return BestAnswer(**answer, tuned_problem=full, exact=True, distance=0.0, trial=trial)
+        nearest = self._nearest(kernel, arch, full, max_error)
+        trial = nearest and self._store.best_trial(kernel=kernel, arch=arch,
+                                                   problem=nearest[1], max_error=max_error)
+        if not trial:
+            bound = "" if max_error is None else f" within max_error {max_error:g}"
+            raise NotFound(f"no ok trial of kernel {kernel!r} on arch {arch}{bound} for this "
+                           f"problem or one like it (same dtype and flags): tune it first "
+                           f"with `tuner run`")
+        return BestAnswer(**answer, tuned_problem=nearest[1], exact=False, distance=nearest[0],
+                          trial=trial)
+
+    def _nearest(self, kernel: str, arch: str, problem: dict[str, Any],
+                 max_error: float | None) -> tuple[float, dict[str, Any]] | None:
+        """The closest comparable tuned problem; equal distances go to the faster one."""
+        ranked = []
+        for tuned in self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error):
+            distance = problem_distance(problem, tuned.problem)
+            if distance is not None:
+                ranked.append((distance, tuned.best_latency_s, tuned.problem))
+        if not ranked:
+            return None
+        distance, _, nearest = min(ranked, key=lambda r: (r[0], r[1]))
+        return distance, nearest
+
+
+def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, Any]:
+    """A built-in kernel's problem with defaults filled in, as studies store it; a kernel from
+    a user's template (not known here) is taken as given."""
+    try:
+        spec = find_spec(kernel, arch)
+    except SpecError:
+        return dict(problem)
+    try:
+        return spec.validate_problem(problem)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _spec_of(study: StudyRecord) -> KernelSpec | None:
+    """The study's kernel spec, or ``None`` when its template cannot be loaded here."""
+    try:
+        if study.template_path:
+            return load_spec_file(study.template_path)
+        return find_builtin(study.kernel, study.backend)
+    except SpecError:
+        return None
+
+
+def _typed_params(spec: KernelSpec | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Config filter values as the kernel's choices (``"64"`` -> ``64``) where the spec is known."""
+    if spec is None:
+        return dict(params)
+    choices = {p.name: p.choices for p in spec.params}
+    typed = {}
+    for name, value in params.items():
+        if name not in choices:
+            raise UsageError(f"kernel {spec.name!r} has no parameter {name!r} "
+                             f"(it has: {', '.join(choices)})")
+        typed[name] = next((c for c in choices[name] if str(c).lower() == str(value).lower()),
+                           value)
+    return typed
