@@ -23,6 +23,11 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x7475_6E65
 
 
+def include_name(name: str | None, type_: str, _parent: object) -> bool:
+    """Alembic filter: only ``tuner_*`` tables are ours; Optuna's share the database."""
+    return type_ != "table" or (name or "").startswith("tuner_")
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for our migrations; ``env.py`` runs them on ``connection``."""
     config = Config()
