@@ -1,0 +1,259 @@
+"""The CPU backend: the system C compiler builds a shared object; ctypes runs, times and verifies it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import time
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from tuner.kernel_templates.spec import Device, KernelSpec, Source
+
+from .backend import Backend, TimingPolicy
+from .cache import cache_key, cached_path, store_atomically
+from .measurement import Artifact, Job, Measurement, Status, Timing, tail
+from .stats import error_metrics, summarize
+
+COMPILE_TIMEOUT_S = 120.0
+
+_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64,
+           "float32": ctypes.c_float, "float64": ctypes.c_double}
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+
+    def __init__(self) -> None:
+        self._libraries: dict[str, ctypes.CDLL] = {}  # one dlopen per shared object and process
+
+    def compiler(self) -> list[str]:
+        return shlex.split(os.environ.get("CC", "cc"))
+
+    def compiler_version(self) -> str:
+        return _compiler_version(tuple(self.compiler()))
+
+    def compile(self, source: Source, arch: str) -> Artifact:
+        digest = source.digest()
+        key = cache_key(digest, self.compiler_version(), _host_target(source.options))
+        path = cached_path(key, ".so")
+        if path.exists():
+            return Artifact(digest, str(path), 0.0, cached=True, resources=_resources(path))
+        start = time.perf_counter()
+        binary, log = self._build(source)
+        elapsed = time.perf_counter() - start
+        if binary is None:
+            return Artifact(digest, None, elapsed, cached=False, log=log, error=log)
+        store_atomically(binary, path)
+        return Artifact(digest, str(path), elapsed, cached=False, resources=_resources(path), log=log)
+
+    def _build(self, source: Source) -> tuple[bytes | None, str]:
+        """(the shared object's bytes, the compiler's output), or (None, why there is none)."""
+        with tempfile.TemporaryDirectory(prefix="tuner-cc-") as tmp:
+            src, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
+            src.write_text(source.code)
+            # Options go after the source: libraries (-lm) must follow the code that uses them.
+            command = [*self.compiler(), "-shared", "-fPIC", "-o", str(out), str(src), *source.options]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            except FileNotFoundError:
+                return None, f"C compiler {command[0]!r} not found: install gcc or clang, or set CC"
+            except subprocess.TimeoutExpired:
+                return None, f"{command[0]} did not finish within {COMPILE_TIMEOUT_S:.0f} s"
+            log = tail(done.stderr + done.stdout)
+            if done.returncode != 0:
+                return None, log or f"{command[0]} exited with status {done.returncode}"
+            return out.read_bytes(), log
+
+    def device(self, arch: str) -> Device:
+        return Device("cpu", name=_cpu_name(), limits={"cores": os.cpu_count() or 1})
+
+    def environment(self) -> dict[str, Any]:
+        return {"host": platform.node(), "device": _cpu_name(), "cpu_count": os.cpu_count(),
+                "compiler": self.compiler_version(), "numpy": np.__version__,
+                "python": platform.python_version(), "tuner": _tuner_version()}
+
+    def measure(self, job: Job, artifact: Artifact, spec: KernelSpec, policy: TimingPolicy) -> Measurement:
+        def result(status: Status, reason: str | None = None, **values: Any) -> Measurement:
+            return Measurement(job.trial_id, status, artifact.source_hash,
+                               compile_time_s=artifact.compile_time_s, resources=artifact.resources,
+                               environment=self.environment(), reason=reason, log=artifact.log, **values)
+
+        if artifact.error is not None or artifact.path is None:
+            return result(Status.COMPILE_ERROR, f"compile failed: {_last_line(artifact.error)}")
+        try:
+            function = self._function(artifact.path, job.source.entry)
+        except (OSError, AttributeError) as exc:
+            return result(Status.LAUNCH_ERROR, f"cannot load {job.source.entry} from {artifact.path}: {exc}")
+        try:
+            bench = _Bench.prepare(spec, job, function)
+        except Exception as exc:  # the template is user code: its failure is this trial's data
+            return result(Status.LAUNCH_ERROR, f"the template failed to prepare inputs: {type(exc).__name__}: {exc}")
+        timing = bench.time(policy)
+        rel_l2, max_abs = error_metrics(bench.output, bench.expected)
+        bound = spec.max_error(job.config, job.problem)
+        if not rel_l2 <= bound:  # also catches NaN
+            return result(Status.WRONG_RESULT, _wrong_reason(rel_l2, bound), timing=timing,
+                          rel_l2=rel_l2, max_abs=max_abs)
+        return result(Status.OK, timing=timing, rel_l2=rel_l2, max_abs=max_abs)
+
+    def _function(self, path: str, entry: str) -> Any:
+        library = self._libraries.get(path)
+        if library is None:
+            library = self._libraries[path] = ctypes.CDLL(path)
+        function = getattr(library, entry)
+        function.restype = None
+        return function
+
+
+class _Bench:
+    """One kernel bound to two input sets: set A for warm-up and timing, set B for the last timed
+    run, whose output is verified. A kernel that skips work after its first call, or reuses a
+    previous result, fails verification; the output is poisoned before every run."""
+
+    def __init__(self, run_a: _Call, run_b: _Call, output: np.ndarray, expected: np.ndarray) -> None:
+        self.run_a, self.run_b, self.output, self.expected = run_a, run_b, output, expected
+
+    @classmethod
+    def prepare(cls, spec: KernelSpec, job: Job, function: Any) -> _Bench:
+        rng = np.random.default_rng(job.seed)
+        inputs_a = spec.make_inputs(job.problem, rng)
+        inputs_b = spec.make_inputs(job.problem, rng)
+        expected = np.asarray(spec.reference(inputs_b, job.problem))  # before any run can touch B
+        out_spec = spec.output_spec(job.problem)
+        output = np.empty(out_spec.shape, dtype=out_spec.dtype)
+        if expected.shape != output.shape:
+            raise ValueError(f"reference shape {expected.shape} differs from output_spec {output.shape}")
+        scalars = [_CTYPES[c_type](value) for c_type, value in job.source.scalars]
+        return cls(_Call(function, inputs_a, output, scalars), _Call(function, inputs_b, output, scalars),
+                   output, expected)
+
+    def time(self, policy: TimingPolicy) -> Timing:
+        flush = _Flusher() if policy.flush_l2 else None
+        warmup = []
+        deadline = time.perf_counter() + policy.warmup_s
+        while not warmup or time.perf_counter() < deadline:
+            warmup.append(self._timed(self.run_a, flush))
+        repeats = policy.repeats_for(float(np.median(warmup)))
+        samples = [self._timed(self.run_a, flush) for _ in range(repeats - 1)]
+        samples.append(self._timed(self.run_b, flush))
+        return summarize(samples)
+
+    def _timed(self, run: _Call, flush: _Flusher | None) -> float:
+        _poison(self.output)
+        if flush is not None:
+            flush()
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+
+class _Call:
+    """The call ``entry(*inputs, output, *scalars)`` with its arguments built once; it holds the
+    arrays, so the pointers stay valid while it lives."""
+
+    def __init__(self, function: Any, inputs: Mapping[str, Any], output: np.ndarray, scalars: list[Any]) -> None:
+        self._buffers = [np.ascontiguousarray(value) for value in inputs.values()] + [output]
+        pointers = [ctypes.c_void_p(buffer.ctypes.data) for buffer in self._buffers]
+        self._function, self._arguments = function, (*pointers, *scalars)
+
+    def __call__(self) -> None:
+        self._function(*self._arguments)
+
+
+def _poison(output: np.ndarray) -> None:
+    """Fill the output with what no correct kernel writes: NaN, or the largest integer."""
+    output.fill(np.nan if np.issubdtype(output.dtype, np.inexact) else np.iinfo(output.dtype).max)
+
+
+class _Flusher:
+    """Evicts the inputs from the caches before a run by writing a buffer as large as the LLC."""
+
+    def __init__(self) -> None:
+        self._scratch = np.zeros(_last_level_cache_bytes() // 8, dtype=np.float64)
+        self._value = 0.0
+
+    def __call__(self) -> None:
+        self._value += 1.0
+        self._scratch.fill(self._value)
+
+
+@lru_cache(maxsize=None)
+def _last_level_cache_bytes() -> int:
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        text = (index / "size").read_text().strip()
+        sizes.append(int(text[:-1]) * 1024 if text.endswith("K") else int(text))
+    return max(sizes, default=32 << 20)
+
+
+def _wrong_reason(rel_l2: float, bound: float) -> str:
+    if not np.isfinite(rel_l2):
+        return "output holds NaN or inf: the kernel left part of it unwritten or overflowed"
+    return f"relative L2 error {rel_l2:.3g} exceeds the template's bound {bound:.3g}"
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no compiler output"
+
+
+def _resources(path: Path) -> dict[str, Any]:
+    return {"so_bytes": path.stat().st_size}
+
+
+def _host_target(options: tuple[str, ...]) -> str:
+    """What else the binary depends on: this host's ISA, and its exact CPU under -march=native."""
+    native = any(option in ("-march=native", "-mcpu=native", "-mtune=native") for option in options)
+    return platform.machine() + ("|" + _cpu_flags() if native else "")
+
+
+@lru_cache(maxsize=None)
+def _compiler_version(compiler: tuple[str, ...]) -> str:
+    try:
+        done = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    lines = done.stdout.splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+@lru_cache(maxsize=None)
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def _cpu_name() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> str:
+    info = _cpuinfo()
+    return info.get("flags") or info.get("Features") or _cpu_name()
+
+
+@lru_cache(maxsize=None)
+def _tuner_version() -> str:
+    try:
+        return version("tuner")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+BACKEND = CpuBackend()
