@@ -1,0 +1,71 @@
+"""The FastAPI application: REST under /api/v1, the dashboard, OpenAPI docs at /docs.
+
+Nothing here compiles or runs code sent over HTTP: every route reads the database through
+:class:`tuner.service.Service`.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from tuner.db import StoreError
+from tuner.errors import UsageError
+from tuner.service import NotFound, Service
+
+from . import routes_best, routes_dashboard, routes_health, routes_kernels, routes_studies, routes_trials
+from .best_cache import BestCache
+from .deps import require_token
+from .render import STATIC_DIR
+from .settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(service_factory: Callable[[], Service], settings: Settings | None = None) -> FastAPI:
+    """The app over the service ``service_factory`` builds once, at startup."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = service_factory()
+        app.state.service = service
+        app.state.best_cache = BestCache(marker=lambda: write_marker(service),
+                                         recheck_s=settings.best_recheck_s)
+        yield
+
+    app = FastAPI(title="tuner", version="1", lifespan=lifespan,
+                  description="Autotuning results: kernels, studies, trials, Pareto fronts and best configs.")
+    app.state.settings = settings
+    guarded = [Depends(require_token)]
+    for module in (routes_kernels, routes_studies, routes_trials, routes_best):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(routes_health.router)
+    app.include_router(routes_dashboard.router)
+    app.include_router(routes_dashboard.pages)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_error_handlers(app)
+    return app
+
+
+def write_marker(service: Service) -> tuple[tuple[int, int], ...]:
+    """Changes whenever a trial is stored: (study id, trial count) of every study."""
+    return tuple((study.id, study.n_trials) for study in service.studies())
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Service errors as JSON with their one-line message: what is missing, or what to fix."""
+
+    def handler(code: int) -> Callable[[Request, Exception], JSONResponse]:
+        def respond(request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+        return respond
+
+    app.add_exception_handler(NotFound, handler(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(UsageError, handler(status.HTTP_422_UNPROCESSABLE_CONTENT))
+    # StoreError messages never hold a password (the Store masks it).
+    app.add_exception_handler(StoreError, handler(status.HTTP_503_SERVICE_UNAVAILABLE))

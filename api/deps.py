@@ -1,0 +1,64 @@
+"""Shared dependencies of the routes: the service, the settings, the token check, the best cache."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import HTTPException, Path, Request, status
+from pydantic import StringConstraints
+
+from tuner.service import Service
+
+from .best_cache import BestCache
+from .settings import Settings
+
+TOKEN_COOKIE = "tuner_token"
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def get_best_cache(request: Request) -> BestCache:
+    return request.app.state.best_cache
+
+
+def require_token(request: Request) -> None:
+    """Lets a request through when no token is configured, or when it carries the token."""
+    expected = request.app.state.settings.token
+    if expected is None:
+        return
+    header = request.headers.get("authorization", "")
+    given = header[len("Bearer "):] if header.startswith("Bearer ") else request.cookies.get(TOKEN_COOKIE, "")
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            "this server needs its token: send 'Authorization: Bearer <token>' "
+                            "or open /login?token=<token> in the browser",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+# Validated request values. Control characters never name anything stored, and PostgreSQL
+# refuses NUL in text: they are rejected here with a 422 rather than reaching the database.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+StudyName = Annotated[str, Path(min_length=1, max_length=500, pattern=PRINTABLE,
+                                description="the study's name")]
+# One NAME=VALUE text of a repeatable query parameter (``shape``, ``param``).
+Assignment = Annotated[str, StringConstraints(min_length=3, max_length=200, pattern=PRINTABLE)]
+TrialNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="the trial's number in its study")]
+
+
+def assignments(values: list[str], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` texts as a mapping; a malformed one is a 422 that shows the form."""
+    parsed = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"{what} {text!r} is not NAME=VALUE (e.g. {what}=block=64)")
+        parsed[name.strip()] = value.strip()
+    return parsed

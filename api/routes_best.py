@@ -1,0 +1,97 @@
+"""Best config: the fastest stored config for a kernel, arch and problem shape, cached.
+
+The cache holds the rendered JSON of each answer (404s included), so a hit is a dictionary
+lookup on the event loop; a miss asks the service in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from tuner.errors import UsageError
+from tuner.kernel_templates import SpecError, find_spec
+from tuner.kernel_templates.spec import canonical_json
+from tuner.service import BestAnswer, NotFound, Service
+
+from .best_cache import BestCache, CachedAnswer
+from .deps import PRINTABLE, Assignment, assignments, get_best_cache, get_service
+from .schemas import BestOut, ErrorOut, Provenance
+
+router = APIRouter(tags=["best"])
+Name = Annotated[str, Query(min_length=1, max_length=200, pattern=PRINTABLE)]
+
+
+@router.get("/best", response_model=BestOut,
+            responses={404: {"model": ErrorOut, "description": "nothing tuned fits: says what is missing"}})
+async def best(
+    kernel: Name,
+    arch: Name,
+    service: Annotated[Service, Depends(get_service)],
+    cache: Annotated[BestCache, Depends(get_best_cache)],
+    shape: Annotated[list[Assignment], Query(description="problem parameter NAME=VALUE, repeatable; "
+                                             "the kernel's defaults fill the rest", max_length=64)] = [],
+    max_error: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
+                                             description="largest relative L2 error accepted")] = None,
+) -> Response:
+    problem = parse_problem(kernel, arch, assignments(shape, "shape"))
+    key = (kernel, arch, canonical_json(problem), max_error)
+    if cache.due():
+        await run_in_threadpool(cache.refresh)
+    answer = cache.get(key)
+    if answer is None:
+        generation = cache.generation
+        answer = await run_in_threadpool(compute, service, kernel, arch, problem, max_error)
+        cache.put(key, answer, generation)
+    return Response(answer.body, status_code=answer.status_code, media_type="application/json")
+
+
+def parse_problem(kernel: str, arch: str, texts: dict[str, str]) -> dict[str, Any]:
+    """The problem typed by the kernel's spec; a kernel from a user's template (unknown here)
+    gets its values read as JSON scalars (``128`` -> 128, ``true`` -> True, else text)."""
+    try:
+        spec = find_spec(kernel, arch)
+    except SpecError:
+        return {name: json_scalar(text) for name, text in texts.items()}
+    try:
+        return spec.parse_problem(texts)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+def json_scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, bool, str)) else text
+
+
+def compute(service: Service, kernel: str, arch: str, problem: dict[str, Any],
+            max_error: float | None) -> CachedAnswer:
+    try:
+        found = service.best(kernel=kernel, arch=arch, problem=problem, max_error=max_error)
+    except NotFound as exc:
+        return CachedAnswer(404, ErrorOut(detail=str(exc)).model_dump_json().encode())
+    except UsageError as exc:
+        return CachedAnswer(422, ErrorOut(detail=str(exc)).model_dump_json().encode())
+    return CachedAnswer(200, best_out(found).model_dump_json().encode())
+
+
+def best_out(found: BestAnswer) -> BestOut:
+    trial = found.trial
+    note = None if found.exact else (
+        f"problem {canonical_json(found.problem)} was never tuned: answered from the nearest "
+        f"tuned problem {canonical_json(found.tuned_problem)} (distance {found.distance:g}, "
+        f"the sum over size parameters of |log2(asked/tuned)|)")
+    return BestOut(
+        kernel=found.kernel, arch=found.arch, problem=found.problem,
+        tuned_problem=found.tuned_problem, exact=found.exact, distance=found.distance,
+        max_error=found.max_error, config=found.config, latency_s=trial.median_s,
+        rel_l2=trial.rel_l2, note=note,
+        provenance=Provenance(study=found.study, trial=trial.number, device=found.device,
+                              software=found.software, measured_at=found.measured_at))

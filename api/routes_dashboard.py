@@ -1,0 +1,70 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescaped) over the same service as the API."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
+
+from tuner.service import Service
+from tuner.workers.measurement import Status
+
+from .deps import TOKEN_COOKIE, StudyName, TrialNumber, get_service, get_settings, require_token
+from .render import highlight_source, pygments_css, study_url, templates
+from .routes_trials import MAX_PAGE
+from .settings import Settings
+
+router = APIRouter(include_in_schema=False)
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_token)])
+TEMPLATES = templates()
+# plotly.js as shipped inside the plotly wheel: served locally, the machines have no internet.
+PLOTLY_JS = files("plotly") / "package_data" / "plotly.min.js"
+ASSET_CACHE = {"Cache-Control": "public, max-age=86400"}
+
+
+@router.get("/assets/plotly.min.js", name="plotly_js")
+def plotly_js() -> FileResponse:
+    return FileResponse(str(PLOTLY_JS), media_type="text/javascript", headers=ASSET_CACHE)
+
+
+@router.get("/assets/pygments.css", name="pygments_css")
+def pygments_stylesheet() -> PlainTextResponse:
+    return PlainTextResponse(pygments_css(), media_type="text/css", headers=ASSET_CACHE)
+
+
+@router.get("/login")
+def login(token: Annotated[str, Query(max_length=500)],
+          settings: Annotated[Settings, Depends(get_settings)]) -> RedirectResponse:
+    """Keeps the token in a cookie so the dashboard's own API calls carry it."""
+    response = RedirectResponse("/", status_code=303)
+    if settings.token is not None:
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+@pages.get("/", response_class=HTMLResponse, name="studies_page")
+def studies_page(request: Request, service: Annotated[Service, Depends(get_service)]) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, "studies.html", {"studies": service.studies()})
+
+
+@pages.get("/studies/{name}", response_class=HTMLResponse, name="study_page")
+def study_page(request: Request, name: StudyName,
+               service: Annotated[Service, Depends(get_service)],
+               settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
+    page_config = {"api": f"/api/v1{study_url(name)}", "trialBase": f"{study_url(name)}/trials",
+                   "page": MAX_PAGE, "pollSeconds": settings.poll_interval_s}
+    return TEMPLATES.TemplateResponse(request, "study.html", {
+        "study": service.study(name), "page_config": page_config, "statuses": [s.value for s in Status]})
+
+
+@pages.get("/studies/{name}/trials/{number}", response_class=HTMLResponse, name="trial_page")
+def trial_page(request: Request, name: StudyName, number: TrialNumber,
+               service: Annotated[Service, Depends(get_service)]) -> HTMLResponse:
+    detail = service.trial(name, number)
+    backend = service.study(name).backend
+    source_html = highlight_source(detail.source, backend) if detail.source else None
+    return TEMPLATES.TemplateResponse(request, "trial.html", {
+        "trial": detail.trial, "source_html": source_html})
+

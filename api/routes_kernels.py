@@ -1,0 +1,25 @@
+"""The kernels the server knows and their parameter spaces."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from tuner.service import Service
+
+from .deps import get_service
+from .schemas import KernelOut
+
+router = APIRouter(tags=["kernels"])
+
+
+@router.get("/kernels", response_model=list[KernelOut])
+def kernels(service: Annotated[Service, Depends(get_service)]) -> list[KernelOut]:
+    out = []
+    for info in service.kernels():
+        size = 1
+        for param in info.params:
+            size *= len(param.choices)
+        out.append(KernelOut.model_validate({**vars(info), "space_size": size}))
+    return out

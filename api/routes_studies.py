@@ -1,0 +1,34 @@
+"""Studies: their problem, arch, device, trial counts, best point and Pareto front."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from tuner.service import Service
+
+from .deps import StudyName, get_service
+from .schemas import ErrorOut, StudyDetail, StudyOut, TrialSummary
+
+router = APIRouter(tags=["studies"])
+NOT_FOUND = {404: {"model": ErrorOut, "description": "no such study"}}
+
+
+@router.get("/studies", response_model=list[StudyOut])
+def studies(service: Annotated[Service, Depends(get_service)]) -> list[StudyOut]:
+    return [StudyOut.model_validate(study) for study in service.studies()]
+
+
+@router.get("/studies/{name}", response_model=StudyDetail, responses=NOT_FOUND)
+def study(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> StudyDetail:
+    record = service.study(name)
+    front = service.front(name)
+    best = TrialSummary.model_validate(front[0]) if front else None
+    return StudyDetail.model_validate({**vars(record), "n_trials": record.n_trials, "best": best})
+
+
+@router.get("/studies/{name}/front", response_model=list[TrialSummary], responses=NOT_FOUND)
+def front(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> list[TrialSummary]:
+    """The study's Pareto front of latency against error, fastest first."""
+    return [TrialSummary.model_validate(trial) for trial in service.front(name)]

@@ -1,0 +1,143 @@
+"""Response schemas of the REST API, apart from the service's records.
+
+Each schema reads a record by attribute (``model_validate(record)``), so the API's JSON shape
+is declared here and documented in the OpenAPI schema, whatever the records carry besides.
+Non-finite floats (an output full of NaN has an infinite error) are sent as ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="null")
+
+
+class Health(Schema):
+    status: str = "ok"
+
+
+class ParamOut(Schema):
+    name: str
+    choices: list[Any]
+    doc: str = ""
+
+
+class ProblemParamOut(Schema):
+    name: str
+    kind: str = Field(description="int, bool or str")
+    default: Any
+    choices: list[Any] | None = None
+    minimum: int | None = None
+    doc: str = ""
+
+
+class KernelOut(Schema):
+    name: str
+    backend: str
+    description: str = ""
+    archs: list[str]
+    params: list[ParamOut]
+    problem_params: list[ProblemParamOut]
+    space_size: int
+
+
+class StudyOut(Schema):
+    id: int
+    name: str
+    kernel: str
+    backend: str
+    problem: dict[str, Any]
+    arch: str
+    device_name: str
+    sampler: str
+    directions: list[str]
+    created_at: datetime
+    counts: dict[str, int] = Field(description="trials by status")
+    n_trials: int
+    best_latency_s: float | None = Field(description="median latency of the fastest ok trial")
+
+
+class TrialSummary(Schema):
+    """A trial as listed: everything but the log, resources and environment."""
+
+    id: int
+    number: int
+    config: dict[str, Any]
+    status: str
+    reason: str | None
+    median_s: float | None
+    q1_s: float | None
+    q3_s: float | None
+    rel_l2: float | None
+    max_abs: float | None
+    compile_time_s: float | None
+    on_front: bool
+    reused_from: int | None
+    created_at: datetime
+
+
+class StudyDetail(StudyOut):
+    best: TrialSummary | None = Field(description="the fastest trial on the Pareto front")
+
+
+class TrialOut(TrialSummary):
+    """One trial in full, with its generated source."""
+
+    study: str
+    min_s: float | None
+    max_s: float | None
+    mean_s: float | None
+    repeats: int | None
+    clock_mhz: float | None
+    resources: dict[str, Any]
+    environment: dict[str, Any]
+    env_key: str
+    source_hash: str | None
+    log: str
+    source: str | None = Field(description="the generated kernel source; null when none was stored")
+
+
+class TrialPageOut(Schema):
+    items: list[TrialSummary]
+    total: int = Field(description="trials matching the filters, over all pages")
+    offset: int
+    limit: int
+
+
+class Provenance(Schema):
+    study: str
+    trial: int = Field(description="the trial's number in its study")
+    device: str | None
+    software: dict[str, Any] = Field(description="device and software versions it was measured with")
+    measured_at: datetime
+
+
+class BestOut(Schema):
+    """The fastest stored config for a kernel, arch and problem within an error bound.
+
+    When the asked problem was never tuned, the answer comes from the nearest tuned problem:
+    the same non-size parameters (dtype, flags) and the least sum over size parameters of
+    ``|log2(asked / tuned)|``; ``exact`` is then false and ``note`` says so.
+    """
+
+    kernel: str
+    arch: str
+    problem: dict[str, Any]
+    tuned_problem: dict[str, Any]
+    exact: bool
+    distance: float
+    max_error: float | None
+    config: dict[str, Any]
+    latency_s: float | None = Field(description="median latency of the trial")
+    rel_l2: float | None
+    note: str | None
+    provenance: Provenance
+
+
+class ErrorOut(Schema):
+    detail: str
