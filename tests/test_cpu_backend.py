@@ -1,0 +1,163 @@
+"""The CPU worker with the real C compiler: compile errors, the disk cache, poisoning and the
+second input set that catch kernels that skip work, load failures, and the example template."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pytest
+
+from tests.conftest import require
+from tuner.kernel_templates import KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, load_spec_file
+from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+
+BACKEND = get_backend("cpu")
+QUICK = TimingPolicy(warmup_s=0.001, budget_s=0.005, min_repeats=5, flush_l2=False)
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "softmax_spec.py"
+
+SIGNATURE = "void scale2(const float *x, float *out, int64_t n)"
+KERNELS = {
+    "correct": "{ for (int64_t i = 0; i < n; i++) out[i] = 2.0f * x[i]; }",
+    "writes_nothing": "{ (void)x; (void)out; (void)n; }",
+    "first_call_only": "{ static int calls; if (calls++ == 0) for (int64_t i = 0; i < n; i++) out[i] = 2.0f * x[i]; }",
+    # computes once, then replays that answer: right for the first input set, wrong for the second
+    "replays_first_result": """{
+        static float saved[4096]; static int calls;
+        if (calls++ == 0) for (int64_t i = 0; i < n; i++) saved[i] = 2.0f * x[i];
+        for (int64_t i = 0; i < n; i++) out[i] = saved[i]; }""",
+    "broken": "{ for (int64_t i = 0; i < n; i++) out[i] = 2.0f * x[i] }",
+}
+
+
+class Scale2(KernelSpec):
+    """out = 2 x, one hand-written C body per ``kernel`` choice."""
+
+    name = "scale2"
+    params = (Param("kernel", tuple(KERNELS)),)
+    problem_params = (ProblemParam("n", int, 1000, minimum=1),)
+
+    def render(self, config, problem: Problem) -> Source:
+        code = f"#include <stdint.h>\n{SIGNATURE}\n{KERNELS[config['kernel']]}\n"
+        return Source("c", code, "scale2", options=("-O2",), scalars=(("int64", problem["n"]),))
+
+    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        return {"x": rng.standard_normal(problem["n"], dtype=np.float32)}
+
+    def output_spec(self, problem: Problem) -> OutputSpec:
+        return OutputSpec((problem["n"],), "float32")
+
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> np.ndarray:
+        return 2.0 * inputs["x"].astype(np.float64)
+
+    def flops(self, problem: Problem) -> float:
+        return float(problem["n"])
+
+    def bytes_moved(self, problem: Problem) -> float:
+        return 8.0 * problem["n"]
+
+
+SPEC = Scale2()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch, tmp_path):
+    require(shutil.which("cc") is not None, "no C compiler `cc` on PATH")
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run(kernel: str, policy: TimingPolicy = QUICK, source: Source | None = None):
+    config, problem = {"kernel": kernel}, SPEC.default_problem()
+    source = source or SPEC.render(config, problem)
+    job = Job(7, SpecRef("scale2", "cpu", "tests/test_cpu_backend.py"), config, problem, "cpu", source, seed=3)
+    return BACKEND.measure(job, BACKEND.compile(source, "cpu"), SPEC, policy)
+
+
+def test_correct_kernel_is_ok_with_quantiles():
+    result = run("correct")
+    assert result.status is Status.OK, result.reason
+    assert result.rel_l2 == 0.0 and result.max_abs == 0.0
+    timing = result.timing
+    assert QUICK.min_repeats <= timing.repeats <= QUICK.max_repeats
+    assert timing.min_s <= timing.q1_s <= timing.median_s <= timing.q3_s <= timing.max_s
+    assert result.environment["compiler"] == BACKEND.compiler_version()
+    assert result.resources["so_bytes"] > 0
+
+
+@pytest.mark.parametrize("kernel", ["writes_nothing", "first_call_only"])
+def test_poisoned_output_catches_kernels_that_skip_work(kernel):
+    result = run(kernel)
+    assert result.status is Status.WRONG_RESULT
+    assert result.rel_l2 == float("inf") and "NaN" in result.reason
+
+
+def test_second_input_set_catches_a_kernel_that_replays_its_first_answer():
+    result = run("replays_first_result")
+    assert result.status is Status.WRONG_RESULT
+    assert np.isfinite(result.rel_l2) and "exceeds the template's bound" in result.reason
+
+
+def test_broken_source_is_a_compile_error_with_the_compiler_message():
+    source = SPEC.render({"kernel": "broken"}, SPEC.default_problem())
+    artifact = BACKEND.compile(source, "cpu")
+    assert artifact.path is None and "error" in artifact.error and "expected" in artifact.error
+    result = run("broken")
+    assert result.status is Status.COMPILE_ERROR
+    assert result.reason.startswith("compile failed:") and "expected" in result.log
+
+
+def test_second_compile_is_served_from_the_cache():
+    source = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
+    first, second = BACKEND.compile(source, "cpu"), BACKEND.compile(source, "cpu")
+    assert not first.cached and first.compile_time_s > 0
+    assert second.cached and second.path == first.path and second.source_hash == first.source_hash
+    other = BACKEND.compile(Source("c", source.code, "scale2", options=("-O1",)), "cpu")
+    assert other.path != first.path
+
+
+def test_native_builds_are_keyed_by_the_host_cpu():
+    source = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
+    native = Source("c", source.code, "scale2", options=("-O2", "-march=native"))
+    assert BACKEND.compile(native, "cpu").path != BACKEND.compile(source, "cpu").path
+
+
+def test_missing_entry_point_is_a_launch_error():
+    good = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
+    result = run("correct", source=Source("c", good.code, "no_such_function", scalars=good.scalars))
+    assert result.status is Status.LAUNCH_ERROR and "no_such_function" in result.reason
+
+
+def test_missing_compiler_is_a_compile_error_that_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    result = run("correct")
+    assert result.status is Status.COMPILE_ERROR and "set CC" in result.reason
+
+
+def test_cache_flush_policy_still_verifies():
+    result = run("correct", TimingPolicy(warmup_s=0.001, budget_s=0.002, min_repeats=3, flush_l2=True))
+    assert result.status is Status.OK and result.timing.repeats >= 3
+
+
+def test_device_and_environment_describe_this_machine():
+    device = BACKEND.device("cpu")
+    assert device.arch == "cpu" and device.name and device.limits["cores"] == os.cpu_count()
+    env = BACKEND.environment()
+    assert env["cpu_count"] == os.cpu_count() and env["numpy"] == np.__version__
+    version_line = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    assert env["compiler"] == version_line.strip()
+
+
+@pytest.mark.parametrize("config", [dict(unroll=1, threads=1, fast_math=False),
+                                    dict(unroll=8, threads=2, fast_math=True)])
+def test_example_template_tunes(config):
+    spec = load_spec_file(str(EXAMPLE))
+    problem = spec.validate_problem({"rows": 33, "cols": 257})
+    source = spec.render(config, problem)
+    job = Job(1, SpecRef(spec.name, "cpu", str(EXAMPLE)), config, problem, "cpu", source, seed=5)
+    result = BACKEND.measure(job, BACKEND.compile(source, "cpu"), spec, QUICK)
+    assert result.status is Status.OK, result.reason
+    assert result.rel_l2 < 1e-5
