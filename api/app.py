@@ -1,4 +1,4 @@
-"""The FastAPI application: REST under /api/v1, the dashboard, OpenAPI docs at /docs.
+"""The FastAPI application: REST under /api/v1, the dashboard, OpenAPI docs at /docs and /redoc.
 
 Nothing here compiles or runs code sent over HTTP: every route reads the database through
 :class:`tuner.service.Service`.
@@ -12,6 +12,7 @@ from typing import AsyncIterator, Callable
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from tuner.db import StoreError
 from tuner.errors import UsageError
@@ -38,7 +39,8 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
                                          recheck_s=settings.best_recheck_s)
         yield
 
-    app = FastAPI(title="tuner", version="1", lifespan=lifespan,
+    # FastAPIOffline: /docs and /redoc with their assets served locally (no CDN: no internet).
+    app = FastAPIOffline(title="tuner", version="1", lifespan=lifespan,
                   description="Autotuning results: kernels, studies, trials, Pareto fronts and best configs.")
     app.state.settings = settings
     guarded = [Depends(require_token)]
