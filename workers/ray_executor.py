@@ -3,11 +3,16 @@
 The measuring actor holds the device (its context and loaded modules) and is given one job at a
 time, so timings never overlap and a crash or hang costs exactly one trial: the actor's process
 is thrown away (a CUDA context is poisoned after a fault) and a fresh one takes its place.
+
+On a GPU, compiles overlap measurement. On the CPU backend the device *is* the CPUs, so the
+executor alternates: a batch of parallel compiles, then measurements with no compile running,
+so that a compiler never steals cycles from a timed kernel.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -48,7 +53,7 @@ def init_ray(address: str | None) -> None:
     """Joins ``address`` (a running cluster) or starts a local Ray sized to this machine."""
     if ray.is_initialized():
         return
-    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -60,6 +65,7 @@ class RayExecutor(Executor):
         init_ray(address)
         self._policy = policy
         self._timeout = trial_timeout_s
+        self._pending: collections.deque[Job] = collections.deque()
         self._compiling: dict[ray.ObjectRef, Job] = {}
         self._compiled: collections.deque[tuple[Job, Artifact]] = collections.deque()
         self._running: _Running | None = None
@@ -67,11 +73,13 @@ class RayExecutor(Executor):
         self._actor = None
         self._backend = ""
         self._arch = ""
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.capacity = max(2, cpus)  # enough compiles queued to keep the device busy
+        self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the device busy
+        self._exclusive = False
 
     def start(self, backend_name: str, arch: str) -> Target:
         self._backend, self._arch = backend_name, arch
+        self._exclusive = backend_name == "cpu"
         return self._new_actor()
 
     def _new_actor(self) -> Target:
@@ -84,12 +92,19 @@ class RayExecutor(Executor):
         self._new_actor()
 
     def submit(self, job: Job) -> None:
-        ref = _compile_task.options(num_cpus=1).remote(self._backend, job)
-        self._compiling[ref] = job
+        self._pending.append(job)
+
+    def _launch_compiles(self) -> None:
+        if self._exclusive and (self._running or self._compiled):
+            return
+        while self._pending and len(self._compiling) < self._compile_slots:
+            job = self._pending.popleft()
+            self._compiling[_compile_task.options(num_cpus=1).remote(self._backend, job)] = job
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done:
+            self._launch_compiles()
             self._dispatch()
             refs = list(self._compiling) + ([self._running.ref] if self._running else [])
             if not refs:
@@ -113,6 +128,8 @@ class RayExecutor(Executor):
         return min(limits)
 
     def _dispatch(self) -> None:
+        if self._exclusive and self._compiling:
+            return
         while self._running is None and self._compiled:
             job, artifact = self._compiled.popleft()
             if artifact.error is not None:  # no need to bother the device
@@ -154,3 +171,4 @@ class RayExecutor(Executor):
         for ref in self._compiling:
             ray.cancel(ref, force=True)
         self._compiling.clear()
+        self._pending.clear()

@@ -1,0 +1,43 @@
+"""Shared test fixtures: one Ray per test session, a private compile cache, CI strictness."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with the reason on a user's machine that lacks something; fail in CI, which must have it."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Compiled kernels go to a cache of this test session, not the user's."""
+    path = tmp_path_factory.mktemp("tuner-cache")
+    previous = os.environ.get("TUNER_CACHE_DIR")
+    os.environ["TUNER_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("TUNER_CACHE_DIR", None)
+    else:
+        os.environ["TUNER_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray started once for the whole test session (it takes seconds to start)."""
+    import ray
+
+    from tuner.workers.ray_executor import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()

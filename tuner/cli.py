@@ -1,0 +1,112 @@
+"""`tuner`: the command line. ``main(argv) -> exit status``; every error maps to a code here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .arch import KNOWN_ARCHS
+from .errors import ExitStatus, UsageError
+from .search_space import SAMPLERS
+
+DEFAULT_DB = "sqlite:///tuner.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 through our own mapping."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=os.environ.get("TUNER_DB", DEFAULT_DB),
+                        help="SQLAlchemy URL of the results database (env TUNER_DB; default %(default)s; "
+                             "e.g. postgresql+psycopg://user@host/db when several machines tune together)")
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", default="attention", help="built-in kernel template (see `tuner kernels`)")
+    parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass)")
+    parser.add_argument("--arch", default="auto", help=f"auto, or one of: {', '.join(KNOWN_ARCHS)}")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
+                        help="problem parameters, e.g. B=16,H=96,S=512,D=64,causal=true (repeatable)")
+    parser.add_argument("--dtype", help="shorthand for --shape dtype=VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tuner", description="Autotune GPU and CPU kernels; keep and serve the Pareto "
+                                               "front of latency against numerical error.")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="tune a kernel for one problem on one arch")
+    _add_target(run)
+    _add_db(run)
+    run.add_argument("--study", help="study name; an existing study resumes (default: derived from kernel, arch, shape)")
+    run.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default %(default)s)")
+    run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout)")
+    run.add_argument("--timeout", type=float, help="stop proposing after this many seconds")
+    run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
+    run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")
+    run.add_argument("--ray-address", help="join a running Ray cluster (HOST:PORT) instead of starting one")
+    run.add_argument("--executor", choices=("ray", "local"), default="ray",
+                     help="ray (default) or local: in-process, one at a time, for debugging a template")
+    run.add_argument("--trial-timeout", type=float, default=120.0,
+                     help="seconds before a measurement counts as hung (default %(default)s)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")
+    _add_target(best)
+    _add_db(best)
+    best.add_argument("--max-error", type=float, help="largest relative L2 error allowed")
+
+    studies = sub.add_parser("studies", help="list the stored studies")
+    _add_db(studies)
+
+    show = sub.add_parser("show", help="show a study's Pareto front as a table")
+    show.add_argument("study")
+    _add_db(show)
+
+    sub.add_parser("kernels", help="list the built-in kernel templates and their search spaces")
+    return parser
+
+
+def parse_shape(items: Sequence[str], dtype: str | None) -> dict[str, str]:
+    """``["B=16,H=96", "S=512"]`` -> ``{"B": "16", "H": "96", "S": "512"}``."""
+    shape: dict[str, str] = {}
+    for item in items:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise UsageError(f"malformed --shape {part!r}: write NAME=VALUE, e.g. --shape B=16,S=512")
+            shape[name.strip()] = value.strip()
+    if dtype is not None:
+        shape["dtype"] = dtype
+    return shape
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv
+    from . import commands  # heavy imports (optuna, ray, sqlalchemy) only after parsing works
+
+    try:
+        args = build_parser().parse_args(argv)
+        return int(commands.dispatch(args))
+    except KeyboardInterrupt:
+        print("tuner: interrupted; finished trials are stored: run the same command to continue",
+              file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except Exception as exc:
+        status = commands.exit_status_for(exc)
+        if show_traceback or status == ExitStatus.ERROR:
+            raise
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return status
+
+
+def run_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The CLI's subcommands. Each validates everything before it writes anything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tuner.db import Store, StoreError
+from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_spec, load_spec_file
+from tuner.workers import SpecRef, TimingPolicy
+
+from .arch import resolve_arch
+from .cli import parse_shape
+from .errors import ExitStatus, UsageError
+from .progress import RunProgress, front_table
+from .search_space import TemplateError
+from .service import NotFound, Service
+
+DEFAULT_TRIALS = 30
+
+
+def exit_status_for(exc: BaseException) -> ExitStatus:
+    if isinstance(exc, (UsageError, SpecError, StoreError, TemplateError, NotFound)):
+        return ExitStatus.USAGE
+    return ExitStatus.ERROR
+
+
+def dispatch(args: argparse.Namespace) -> ExitStatus:
+    return _COMMANDS[args.command](args)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _spec_and_ref(args: argparse.Namespace, arch: str) -> tuple[KernelSpec, SpecRef]:
+    if getattr(args, "template", None):
+        spec = load_spec_file(args.template)
+        if arch not in spec.archs:
+            raise UsageError(f"template {spec.name!r} runs on {', '.join(spec.archs)}, not {arch}: pass --arch")
+        return spec, SpecRef(spec.name, spec.backend, path=args.template)
+    spec = find_spec(args.kernel, arch)
+    if arch not in spec.archs:
+        raise UsageError(f"kernel {spec.name!r} runs on {', '.join(spec.archs)}, not {arch}")
+    return spec, SpecRef(spec.name, spec.backend)
+
+
+def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        return spec.parse_problem(parse_shape(args.shape, args.dtype))
+    except ValueError as exc:
+        raise UsageError(f"bad --shape: {exc}") from None
+
+
+def default_study_name(spec: KernelSpec, arch: str, problem: dict[str, Any]) -> str:
+    shape = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in problem.items())
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{spec.name}-{arch}-{shape}")
+
+
+def _make_executor(args: argparse.Namespace):
+    policy = TimingPolicy()
+    if args.executor == "local":
+        from tuner.workers.executor import LocalExecutor
+
+        return LocalExecutor(policy)
+    from tuner.workers.ray_executor import RayExecutor
+
+    return RayExecutor(policy, trial_timeout_s=args.trial_timeout, address=args.ray_address)
+
+
+def cmd_run(args: argparse.Namespace) -> ExitStatus:
+    from .study import RunSettings, StudyRunner
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError("--trials must be at least 1")
+    arch = resolve_arch(args.arch, remote_cluster=bool(args.ray_address))
+    spec, ref = _spec_and_ref(args, arch)
+    problem = _problem(spec, args)
+    trials = args.trials if args.trials is not None or args.timeout else DEFAULT_TRIALS
+    settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
+                           problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
+                           timeout_s=args.timeout, remeasure=args.remeasure)
+    store = Store.open(args.db)
+    executor = _make_executor(args)
+    console = _console()
+    try:
+        target = executor.start(spec.backend, arch)
+        with RunProgress(trials, console, enabled=not args.no_progress) as progress:
+            runner = StudyRunner(spec, ref, settings, store, executor, target, progress)
+            summary = runner.run()
+        _print_run_summary(console, Service(store), spec, settings, summary)
+    finally:
+        executor.close()
+        store.close()
+    return ExitStatus.OK if summary.measured + summary.reused > summary.failed or summary.proposed == 0 \
+        else ExitStatus.ERROR
+
+
+def _print_run_summary(console: Console, service: Service, spec: KernelSpec, settings, summary) -> None:
+    front = service.front(settings.study_name)
+    flops = spec.flops(settings.problem)
+    console.print(front_table(f"Pareto front of {settings.study_name}", front, flops))
+    gpu_share = summary.measure_s / summary.wall_s if summary.wall_s else 0.0
+    console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
+                  f"answered from storage, {summary.invalid} invalid, {summary.failed} failed; "
+                  f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")
+
+
+def cmd_best(args: argparse.Namespace) -> ExitStatus:
+    arch = resolve_arch(args.arch, remote_cluster=True)
+    spec, _ = _spec_and_ref(args, arch)
+    problem = _problem(spec, args)
+    store = Store.open(args.db, create=False)
+    try:
+        answer = Service(store).best(kernel=spec.name, arch=arch, problem=problem, max_error=args.max_error)
+    finally:
+        store.close()
+    print(json.dumps(answer.to_dict(), indent=2, default=str))
+    return ExitStatus.OK
+
+
+def cmd_studies(args: argparse.Namespace) -> ExitStatus:
+    store = Store.open(args.db, create=False)
+    try:
+        studies = Service(store).studies()
+    finally:
+        store.close()
+    table = Table(title="studies")
+    for column in ("name", "kernel", "arch", "device", "trials", "ok", "best latency"):
+        table.add_column(column)
+    from .progress import format_seconds
+
+    for s in studies:
+        table.add_row(s.name, s.kernel, s.arch, s.device_name, str(s.n_trials),
+                      str(s.counts.get("ok", 0)), format_seconds(s.best_latency_s))
+    _console().print(table)
+    return ExitStatus.OK
+
+
+def cmd_show(args: argparse.Namespace) -> ExitStatus:
+    store = Store.open(args.db, create=False)
+    try:
+        service = Service(store)
+        study = service.study(args.study)
+        front = service.front(args.study)
+    finally:
+        store.close()
+    spec = next((s for s in builtin_specs() if s.name == study.kernel and s.backend == study.backend), None)
+    flops = spec.flops(study.problem) if spec else None
+    _console().print(front_table(f"Pareto front of {study.name}", front, flops))
+    return ExitStatus.OK
+
+
+def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
+    console = _console()
+    for spec in builtin_specs():
+        table = Table(title=f"{spec.name} ({spec.backend}: {', '.join(spec.archs)}) — {spec.description}")
+        table.add_column("parameter")
+        table.add_column("choices")
+        table.add_column("meaning")
+        for p in spec.params:
+            table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
+        for p in spec.problem_params:
+            choices = ", ".join(map(str, p.choices)) if p.choices else f"{p.kind.__name__} (default {p.default})"
+            table.add_row(f"[problem] {p.name}", choices, p.doc)
+        console.print(table)
+    return ExitStatus.OK
+
+
+_COMMANDS = {"run": cmd_run, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
+             "kernels": cmd_kernels}

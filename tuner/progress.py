@@ -1,0 +1,71 @@
+"""What a person watches during `tuner run`: a progress bar, then the front as a table."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+class RunProgress:
+    """A live bar: trials done of the budget, the best latency so far, and failures."""
+
+    def __init__(self, total: int | None, console: Console, enabled: bool = True):
+        self._progress = Progress(
+            TextColumn("[bold]tuning"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"), TextColumn("failed {task.fields[failed]}"),
+            TextColumn("invalid {task.fields[invalid]}"), TimeElapsedColumn(),
+            console=console, disable=not enabled, transient=False)
+        self._task = self._progress.add_task("run", total=total, best="-", failed=0, invalid=0)
+        self._best: float | None = None
+        self._failed = 0
+        self._invalid = 0
+
+    def __enter__(self) -> "RunProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def invalid(self) -> None:
+        self._invalid += 1
+        self._progress.update(self._task, invalid=self._invalid)
+
+    def done(self, ok: bool, latency_s: float | None) -> None:
+        if ok and latency_s is not None and (self._best is None or latency_s < self._best):
+            self._best = latency_s
+        self._failed += 0 if ok else 1
+        self._progress.update(self._task, advance=1, best=format_seconds(self._best), failed=self._failed)
+
+
+def format_rate(flops: float | None, seconds: float | None) -> str:
+    if not flops or not seconds:
+        return "-"
+    rate = flops / seconds
+    return f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.1f} GFLOP/s"
+
+
+def front_table(title: str, rows: Iterable, flops: float | None) -> Table:
+    """The Pareto front, fastest first, with throughput when the spec counts its FLOPs."""
+    table = Table(title=title)
+    for column in ("trial", "latency", "IQR", "throughput", "rel. L2 error"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("config", overflow="fold")
+    for row in rows:
+        iqr = (row.q3_s - row.q1_s) if row.q3_s is not None and row.q1_s is not None else None
+        config = " ".join(f"{k}={v}" for k, v in row.config.items())
+        table.add_row(str(row.number), format_seconds(row.median_s), format_seconds(iqr),
+                      format_rate(flops, row.median_s), f"{row.rel_l2:.2e}", config)
+    return table

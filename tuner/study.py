@@ -1,0 +1,189 @@
+"""One tuning run: propose, gate, compile and measure (through an executor), store, update the front.
+
+Data flows one way through here: spec -> proposal -> executor -> store. The loop keeps up to
+``executor.capacity`` trials in flight, so compilation overlaps measurement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from tuner.db import Store, StudyRecord, env_key
+from tuner.kernel_templates import KernelSpec, Source
+from tuner.workers import Job, Measurement, SpecRef, Status, Timing
+from tuner.workers.executor import Executor, Target
+
+from .pareto import non_dominated
+from .progress import RunProgress
+from .proposer import Proposer
+from .search_space import TemplateError, make_sampler, rejection
+
+MAX_INVALID_IN_A_ROW = 200
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    study_name: str
+    arch: str
+    problem: dict[str, Any]
+    sampler: str = "nsga2"
+    seed: int | None = None
+    trials: int | None = 30
+    timeout_s: float | None = None
+    remeasure: bool = False
+
+
+@dataclass
+class RunSummary:
+    study: StudyRecord
+    proposed: int = 0
+    measured: int = 0
+    reused: int = 0
+    invalid: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    measure_s: float = 0.0  # device time spent inside timed measurement, as reported by workers
+
+
+def open_optuna_study(store: Store, name: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=store.optuna_storage(), study_name=name, sampler=sampler,
+                               directions=["minimize", "minimize"], load_if_exists=True)
+
+
+class StudyRunner:
+    def __init__(self, spec: KernelSpec, spec_ref: SpecRef, settings: RunSettings, store: Store,
+                 executor: Executor, target: Target, progress: RunProgress):
+        self._spec, self._ref, self._settings = spec, spec_ref, settings
+        self._store, self._executor, self._target, self._progress = store, executor, target, progress
+        self._env_key = env_key(target.environment)
+        self._study = store.ensure_study(
+            name=settings.study_name, kernel=spec.name, backend=spec.backend,
+            template_path=spec_ref.path, problem=settings.problem, arch=settings.arch,
+            device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
+        optuna_study = open_optuna_study(store, settings.study_name,
+                                         make_sampler(settings.sampler, spec, settings.seed))
+        self._proposer = Proposer(optuna_study, spec)
+        self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
+        self.summary = RunSummary(study=self._study)
+
+    def run(self) -> RunSummary:
+        self._started = time.monotonic()
+        try:
+            while self._may_propose() or self._in_flight:
+                self._fill()
+                if self._in_flight:
+                    result = self._executor.next_result(timeout=1.0)
+                    if result is not None:
+                        self._finish(result)
+        except BaseException:
+            self._proposer.abandon_all("the run was interrupted before this trial finished")
+            raise
+        finally:
+            self.summary.wall_s = time.monotonic() - self._started
+        return self.summary
+
+    # ---- proposing ----
+
+    def _may_propose(self) -> bool:
+        """Within budget: --trials counts proposals that passed the constraints."""
+        s = self._settings
+        if s.trials is not None and self.summary.proposed - self.summary.invalid >= s.trials:
+            return False
+        return s.timeout_s is None or time.monotonic() - self._started < s.timeout_s
+
+    def _fill(self) -> None:
+        invalid_run = 0
+        while self._may_propose() and len(self._in_flight) < self._executor.capacity:
+            if self._propose_one():
+                invalid_run = 0
+            else:
+                invalid_run += 1
+                if invalid_run >= MAX_INVALID_IN_A_ROW:
+                    raise TemplateError(f"{MAX_INVALID_IN_A_ROW} proposals in a row broke the template's "
+                                        "constraints: no valid config for this problem and device?")
+
+    def _propose_one(self) -> bool:
+        """Asks for a config and sends it on; False when the constraints rejected it."""
+        proposal = self._proposer.ask()
+        self.summary.proposed += 1
+        config, problem = proposal.config, self._settings.problem
+        reason = rejection(self._spec, config, problem, self._target.device)
+        if reason is not None:
+            self._record_invalid(proposal.number, config, reason)
+            return False
+        source = self._render(config)
+        prior = None if self._settings.remeasure else self._store.find_measured(
+            kernel=self._spec.name, problem=problem, arch=self._settings.arch,
+            source_hash=source.digest(), env_key=self._env_key)
+        if prior is not None:
+            self._reuse(proposal.number, config, source, prior)
+            return True
+        seed = (self._settings.seed or 0) * 1_000_003 + proposal.number
+        self._executor.submit(Job(trial_id=proposal.number, spec=self._ref, config=config,
+                                  problem=problem, arch=self._settings.arch, source=source, seed=seed))
+        self._in_flight[proposal.number] = (config, source)
+        return True
+
+    def _render(self, config: dict[str, Any]) -> Source:
+        try:
+            return self._spec.render(config, self._settings.problem)
+        except Exception as exc:  # a user's template may raise anything
+            raise TemplateError(f"template {self._spec.name!r}: render() raised {type(exc).__name__}: "
+                                f"{exc} (config {config}); fix the template") from None
+
+    def _record_invalid(self, number: int, config: dict[str, Any], reason: str) -> None:
+        measurement = Measurement(trial_id=number, status=Status.INVALID, source_hash="", reason=reason,
+                                  environment=self._target.environment)
+        self._store.record_trial(self._study, number, config, measurement, None)
+        self._proposer.tell_failed(number, reason)
+        self.summary.invalid += 1
+        self._progress.invalid()
+
+    def _reuse(self, number: int, config: dict[str, Any], source: Source, prior) -> None:
+        measurement = Measurement(
+            trial_id=number, status=Status.OK, source_hash=prior.source_hash,
+            timing=Timing(prior.median_s, prior.q1_s, prior.q3_s, prior.min_s, prior.max_s,
+                          prior.mean_s, prior.repeats, prior.clock_mhz),
+            rel_l2=prior.rel_l2, max_abs=prior.max_abs, compile_time_s=prior.compile_time_s,
+            resources=prior.resources, environment=prior.environment,
+            reason=f"answered from trial {prior.number} of study {prior.study}")
+        self._complete(number, config, source, measurement, reused_from=prior.id)
+        self.summary.reused += 1
+
+    # ---- finishing ----
+
+    def _finish(self, measurement: Measurement) -> None:
+        config, source = self._in_flight.pop(measurement.trial_id)
+        if not measurement.environment:
+            measurement.environment = self._target.environment
+        if measurement.timing is not None:
+            self.summary.measure_s += measurement.timing.mean_s * measurement.timing.repeats
+        self._complete(measurement.trial_id, config, source, measurement, reused_from=None)
+        self.summary.measured += 1
+
+    def _complete(self, number: int, config: dict[str, Any], source: Source, measurement: Measurement,
+                  reused_from: int | None) -> None:
+        # Our row first: if the process dies before Optuna hears of it, the trial is still stored,
+        # and Optuna's stale RUNNING trial is failed by its heartbeat.
+        self._store.record_trial(self._study, number, config, measurement, source.code,
+                                 reused_from=reused_from)
+        ok = measurement.status is Status.OK
+        if ok:
+            self._proposer.tell(number, measurement.timing.median_s, measurement.rel_l2)
+            self._refresh_front()
+        else:
+            self.summary.failed += 1
+            self._proposer.tell_failed(number, measurement.reason or measurement.status.value)
+        self._progress.done(ok, measurement.timing.median_s if ok else None)
+
+    def _refresh_front(self) -> None:
+        trials = self._store.study_trials_for_front(self._study.id)
+        points = np.array([[t.median_s, t.rel_l2] for t in trials], dtype=np.float64).reshape(-1, 2)
+        mask = non_dominated(points)
+        self._store.set_front(self._study.id, [t.id for t, on in zip(trials, mask) if on])
