@@ -44,7 +44,8 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
                   description="Autotuning results: kernels, studies, trials, Pareto fronts and best configs.")
     app.state.settings = settings
     guarded = [Depends(require_token)]
-    for module in (routes_kernels, routes_studies, routes_trials, routes_best):
+    # Trials before studies: their routes are longer matches of /studies/{name:path}.
+    for module in (routes_kernels, routes_trials, routes_studies, routes_best):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=guarded)
     app.include_router(routes_health.router)
     app.include_router(routes_dashboard.router)

@@ -49,17 +49,7 @@ def studies_page(request: Request, service: Annotated[Service, Depends(get_servi
     return TEMPLATES.TemplateResponse(request, "studies.html", {"studies": service.studies()})
 
 
-@pages.get("/studies/{name}", response_class=HTMLResponse, name="study_page")
-def study_page(request: Request, name: StudyName,
-               service: Annotated[Service, Depends(get_service)],
-               settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
-    page_config = {"api": f"/api/v1{study_url(name)}", "trialBase": f"{study_url(name)}/trials",
-                   "page": MAX_PAGE, "pollSeconds": settings.poll_interval_s}
-    return TEMPLATES.TemplateResponse(request, "study.html", {
-        "study": service.study(name), "page_config": page_config, "statuses": [s.value for s in Status]})
-
-
-@pages.get("/studies/{name}/trials/{number}", response_class=HTMLResponse, name="trial_page")
+@pages.get("/studies/{name:path}/trials/{number}", response_class=HTMLResponse, name="trial_page")
 def trial_page(request: Request, name: StudyName, number: TrialNumber,
                service: Annotated[Service, Depends(get_service)]) -> HTMLResponse:
     detail = service.trial(name, number)
@@ -68,3 +58,12 @@ def trial_page(request: Request, name: StudyName, number: TrialNumber,
     return TEMPLATES.TemplateResponse(request, "trial.html", {
         "trial": detail.trial, "source_html": source_html})
 
+
+@pages.get("/studies/{name:path}", response_class=HTMLResponse, name="study_page")
+def study_page(request: Request, name: StudyName,
+               service: Annotated[Service, Depends(get_service)],
+               settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
+    page_config = {"api": f"/api/v1{study_url(name)}", "trialBase": f"{study_url(name)}/trials",
+                   "page": MAX_PAGE, "pollSeconds": settings.poll_interval_s}
+    return TEMPLATES.TemplateResponse(request, "study.html", {
+        "study": service.study(name), "page_config": page_config, "statuses": [s.value for s in Status]})

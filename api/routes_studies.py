@@ -12,6 +12,8 @@ from .deps import StudyName, get_service
 from .schemas import ErrorOut, StudyDetail, StudyOut, TrialSummary
 
 router = APIRouter(tags=["studies"])
+# Study names may hold "/" (sent percent-encoded), so they are {name:path} parameters and the
+# longer routes come first: /studies/a/b/front is the front of study "a/b".
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such study"}}
 
 
@@ -20,15 +22,15 @@ def studies(service: Annotated[Service, Depends(get_service)]) -> list[StudyOut]
     return [StudyOut.model_validate(study) for study in service.studies()]
 
 
-@router.get("/studies/{name}", response_model=StudyDetail, responses=NOT_FOUND)
+@router.get("/studies/{name:path}/front", response_model=list[TrialSummary], responses=NOT_FOUND)
+def front(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> list[TrialSummary]:
+    """The study's Pareto front of latency against error, fastest first."""
+    return [TrialSummary.model_validate(trial) for trial in service.front(name)]
+
+
+@router.get("/studies/{name:path}", response_model=StudyDetail, responses=NOT_FOUND)
 def study(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> StudyDetail:
     record = service.study(name)
     front = service.front(name)
     best = TrialSummary.model_validate(front[0]) if front else None
     return StudyDetail.model_validate({**vars(record), "n_trials": record.n_trials, "best": best})
-
-
-@router.get("/studies/{name}/front", response_model=list[TrialSummary], responses=NOT_FOUND)
-def front(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> list[TrialSummary]:
-    """The study's Pareto front of latency against error, fastest first."""
-    return [TrialSummary.model_validate(trial) for trial in service.front(name)]

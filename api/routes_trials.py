@@ -19,7 +19,7 @@ MAX_PAGE = 5000
 TrialSort = Enum("TrialSort", {name: name for name in TRIAL_SORTS}, type=str)
 
 
-@router.get("/studies/{name}/trials", response_model=TrialPageOut,
+@router.get("/studies/{name:path}/trials", response_model=TrialPageOut,
             responses={404: {"model": ErrorOut, "description": "no such study"}})
 def trials(
     name: StudyName,
@@ -40,7 +40,7 @@ def trials(
     return TrialPageOut.model_validate(page)
 
 
-@router.get("/studies/{name}/trials/{number}", response_model=TrialOut,
+@router.get("/studies/{name:path}/trials/{number}", response_model=TrialOut,
             responses={404: {"model": ErrorOut, "description": "no such study or trial"}})
 def trial(name: StudyName, number: TrialNumber,
           service: Annotated[Service, Depends(get_service)]) -> TrialOut:
