@@ -120,8 +120,19 @@ def cmd_best(args: argparse.Namespace) -> ExitStatus:
         answer = Service(store).best(kernel=spec.name, arch=arch, problem=problem, max_error=args.max_error)
     finally:
         store.close()
-    print(json.dumps(answer.to_dict(), indent=2, default=str))
+    print(json.dumps(best_document(answer), indent=2, default=str))
     return ExitStatus.OK
+
+
+def best_document(answer) -> dict[str, Any]:
+    """The best-config answer as JSON: the config and its provenance."""
+    trial = answer.trial
+    return {"kernel": answer.kernel, "arch": answer.arch, "problem": answer.problem,
+            "config": answer.config, "latency_s": trial.median_s, "rel_l2": trial.rel_l2,
+            "max_error": answer.max_error, "exact": answer.exact, "tuned_problem": answer.tuned_problem,
+            "distance": answer.distance, "study": answer.study, "trial": trial.number,
+            "device": answer.device, "software": answer.software,
+            "measured_at": answer.measured_at.isoformat()}
 
 
 def cmd_studies(args: argparse.Namespace) -> ExitStatus:

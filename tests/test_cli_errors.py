@@ -1,0 +1,68 @@
+"""Bad input of every kind: a one-line message that says what to do, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.arch import local_gpu_capability
+from tuner.cli import main
+
+BROKEN_TEMPLATES = {
+    "syntax.py": "class Broken(:\n",
+    "raises.py": "raise RuntimeError('boom at import')\n",
+    "empty.py": "x = 1\n",
+    "missing.py": ("from tuner.kernel_templates import KernelSpec\n"
+                   "class Half(KernelSpec):\n    name = 'half'\n"),
+}
+
+
+def run_cli(args: list[str], tmp_path, capsys) -> tuple[int, str]:
+    code = main([*args, "--db", f"sqlite:///{tmp_path / 'tuner.db'}"])
+    err = capsys.readouterr().err
+    assert not (tmp_path / "tuner.db").exists(), "a refused command must write nothing"
+    return code, err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "--kernel", "nope"], "unknown kernel 'nope'"),
+    (["run", "--arch", "sm_12"], "unknown arch 'sm_12'"),
+    (["run", "--arch", "cpu", "--shape", "X=1"], "no problem parameter 'X'"),
+    (["run", "--arch", "cpu", "--shape", "B"], "malformed --shape"),
+    (["run", "--arch", "cpu", "--shape", "B=abc"], "B must be an integer"),
+    (["run", "--arch", "cpu", "--shape", "S=0"], "S must be at least 1"),
+    (["run", "--arch", "cpu", "--trials", "0"], "--trials must be at least 1"),
+    (["run", "--arch", "cpu", "--sampler", "magic"], "invalid choice"),
+    (["run", "--arch", "cpu", "--template", "/no/such/file.py"], "does not exist"),
+    (["best", "--arch", "cpu", "--kernel", "nope"], "unknown kernel"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, says, tmp_path, capsys):
+    code, err = run_cli(args, tmp_path, capsys)
+    assert code == 2
+    assert says in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_TEMPLATES))
+def test_malformed_templates_are_refused(name, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_text(BROKEN_TEMPLATES[name])
+    code, err = run_cli(["run", "--arch", "cpu", "--template", str(path)], tmp_path, capsys)
+    assert code == 2 and str(path) in err and err.count("\n") == 1, err
+
+
+def test_cuda_arch_without_a_gpu_is_refused(tmp_path, capsys):
+    if local_gpu_capability() is not None:
+        pytest.skip("this machine has a GPU")
+    code, err = run_cli(["run", "--arch", "sm_90a"], tmp_path, capsys)
+    assert code == 2 and "has none" in err and "--arch cpu" in err
+
+
+def test_unreachable_database_is_refused_quickly(capsys):
+    code = main(["run", "--arch", "cpu", "--db", "postgresql+psycopg://tuner:secret@127.0.0.1:1/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "secret" not in err and "127.0.0.1:1" in err
+
+
+def test_queries_on_a_missing_database_do_not_create_it(tmp_path, capsys):
+    code, err = run_cli(["studies"], tmp_path, capsys)
+    assert code == 2 and err.startswith("tuner: error:")

@@ -1,0 +1,95 @@
+"""`tuner run` end to end on real parts: Optuna, a real Ray, the C compiler, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from tests.db_fixtures import db_url, pg_database_url, pg_url  # noqa: F401 (fixtures)
+from tuner.cli import main
+from tuner.db import Store
+from tuner.pareto import dominates
+from tuner.service import Service
+
+SHAPE = "B=1,H=2,S=128,D=64"
+STUDY = "attention-cpu-B1-H2-S128-D64-causal0"
+
+
+def tune(db: str, *extra: str) -> int:
+    return main(["run", "--arch", "cpu", "--shape", SHAPE, "--db", db, "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def tuned_sqlite(tmp_path_factory, ray_session) -> str:
+    """One real 30-trial study, shared by the checks that only read it."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('run') / 'tuner.db'}"
+    assert tune(url, "--trials", "30", "--seed", "7") == 0
+    return url
+
+
+def test_front_is_real_and_non_dominated(tuned_sqlite):
+    with Store.open(tuned_sqlite, create=False) as store:
+        service = Service(store)
+        front = service.front(STUDY)
+        trials = service.trials(STUDY, status="ok", limit=1000).items
+    assert len({(t.median_s, t.rel_l2) for t in front}) >= 2
+    fastest, most_exact = front[0], min(front, key=lambda t: t.rel_l2)
+    assert fastest.rel_l2 > most_exact.rel_l2 and fastest.median_s < most_exact.median_s
+    on_front = {t.id for t in front}
+    for trial in trials:
+        point = np.array([trial.median_s, trial.rel_l2])
+        dominated = any(dominates(np.array([o.median_s, o.rel_l2]), point) for o in trials)
+        assert dominated == (trial.id not in on_front), trial.number
+
+
+def test_optuna_opens_the_study(tuned_sqlite):
+    study = optuna.load_study(study_name=STUDY, storage=tuned_sqlite)
+    assert len(study.trials) >= 30
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+
+
+def test_best_prints_a_config_within_the_bound(tuned_sqlite, capsys):
+    capsys.readouterr()
+    bound = 1e-5
+    assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", tuned_sqlite,
+                 "--max-error", str(bound)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["rel_l2"] <= bound
+    assert answer["study"] == STUDY and answer["exact"] is True
+
+
+def test_studies_and_show_print_tables(tuned_sqlite, capsys):
+    assert main(["studies", "--db", tuned_sqlite]) == 0
+    assert main(["show", STUDY, "--db", tuned_sqlite]) == 0
+    out = capsys.readouterr().out
+    assert STUDY[:20] in out and "Pareto front" in out
+
+
+@pytest.mark.postgres
+def test_postgresql_run_stores_the_same_kind_of_results(pg_url, ray_session):
+    assert tune(pg_url, "--trials", "12", "--seed", "7") == 0
+    with Store.open(pg_url, create=False) as store:
+        study = Service(store).study(STUDY)
+        assert study.n_trials >= 12 and study.counts.get("ok", 0) >= 1
+        assert Service(store).front(STUDY)
+    assert len(optuna.load_study(study_name=STUDY, storage=pg_url).trials) >= 12
+
+
+def test_same_study_resumes_the_trial_count(tmp_path, ray_session):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    assert tune(url, "--trials", "4", "--seed", "1", "--study", "resume") == 0
+    assert tune(url, "--trials", "4", "--seed", "2", "--study", "resume") == 0
+    numbers = sorted(t.number for t in optuna.load_study(study_name="resume", storage=url).trials)
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 8
+    with Store.open(url, create=False) as store:
+        assert Service(store).study("resume").n_trials == len(numbers)
+
+
+def test_a_config_measured_before_is_answered_from_storage(tmp_path, ray_session, capsys):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "a") == 0
+    assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "b") == 0
+    assert "6 answered from storage" in capsys.readouterr().out
