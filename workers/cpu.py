@@ -99,11 +99,8 @@ class CpuBackend(Backend):
             return result(Status.LAUNCH_ERROR, f"the template failed to prepare inputs: {type(exc).__name__}: {exc}")
         timing = bench.time(policy)
         rel_l2, max_abs = error_metrics(bench.output, bench.expected)
-        bound = spec.max_error(job.config, job.problem)
-        if not rel_l2 <= bound:  # also catches NaN
-            return result(Status.WRONG_RESULT, _wrong_reason(rel_l2, bound), timing=timing,
-                          rel_l2=rel_l2, max_abs=max_abs)
-        return result(Status.OK, timing=timing, rel_l2=rel_l2, max_abs=max_abs)
+        status, reason = _verdict(rel_l2, spec.max_error(job.config, job.problem))
+        return result(status, reason, timing=timing, rel_l2=rel_l2, max_abs=max_abs)
 
     def _function(self, path: str, entry: str) -> Any:
         library = self._libraries.get(path)
@@ -188,17 +185,20 @@ class _Flusher:
 
 @lru_cache(maxsize=None)
 def _last_level_cache_bytes() -> int:
+    units = {"K": 1 << 10, "M": 1 << 20}
     sizes = []
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        text = (index / "size").read_text().strip()
-        sizes.append(int(text[:-1]) * 1024 if text.endswith("K") else int(text))
-    return max(sizes, default=32 << 20)
+        text = (index / "size").read_text().strip()  # e.g. "32768K"
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=32 << 20)  # no sysfs (not Linux): larger than most LLCs
 
 
-def _wrong_reason(rel_l2: float, bound: float) -> str:
+def _verdict(rel_l2: float, bound: float) -> tuple[Status, str | None]:
     if not np.isfinite(rel_l2):
-        return "output holds NaN or inf: the kernel left part of it unwritten or overflowed"
-    return f"relative L2 error {rel_l2:.3g} exceeds the template's bound {bound:.3g}"
+        return Status.WRONG_RESULT, "output holds NaN or inf: the kernel left part of it unwritten or overflowed"
+    if rel_l2 > bound:
+        return Status.WRONG_RESULT, f"relative L2 error {rel_l2:.3g} exceeds the template's bound {bound:.3g}"
+    return Status.OK, None
 
 
 def _last_line(text: str | None) -> str:
