@@ -11,7 +11,7 @@
  *   HEAD_DIM          D, fixed at compile time so the D loops have a known trip count
  *   CAUSAL            1: key j > query i is masked and key tiles past the query tile are skipped
  *   THREADS           OpenMP threads over (batch, head, query tile)
- *   UNROLL            unroll factor of the D loops
+ *   UNROLL            unroll-and-jam factor: D steps (Q K^T) or keys (P V) per pass over a row
  *   ACC               float or double: the type scores, softmax state and outputs accumulate in
  *   EXP_DEGREE        0: libm exp; 2 or 3: degree of the polynomial in the fast exp
  */
@@ -19,8 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#define PRAGMA(text) _Pragma(#text)
-#define UNROLL_LOOP(n) PRAGMA(GCC unroll n)
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The score of a masked key. Not -INFINITY: -ffast-math assumes there are no infinities. */
@@ -62,7 +60,6 @@ typedef struct {
 
 static void load_queries(Tile *t, const float *q, int rows, ACC scale) {
     for (int i = 0; i < rows; i++) {
-        UNROLL_LOOP(UNROLL)
         for (int d = 0; d < HEAD_DIM; d++) t->q[i][d] = (ACC)q[i * HEAD_DIM + d] * scale;
         t->row_max[i] = MASKED;
         t->row_sum[i] = 0;
@@ -79,12 +76,19 @@ static void load_keys(Tile *t, const float *k, int cols) {
 static void compute_scores(Tile *t, int rows, int cols, int m0, int n0) {
     for (int i = 0; i < rows; i++) {
         ACC *s = t->s[i];
+        const ACC *q = t->q[i];
         for (int j = 0; j < BLOCK_N; j++) s[j] = 0;
-        UNROLL_LOOP(UNROLL)
-        for (int d = 0; d < HEAD_DIM; d++) {
-            ACC qd = t->q[i][d];
-            for (int j = 0; j < BLOCK_N; j++) s[j] += qd * t->kt[d][j];
-        }
+        int d = 0;
+        /* UNROLL steps of D per pass over the row of scores: one load and store of s[j] per
+         * UNROLL multiply-adds instead of per one. */
+        for (; d + UNROLL <= HEAD_DIM; d += UNROLL)
+            for (int j = 0; j < BLOCK_N; j++) {
+                ACC sum = s[j];
+                for (int u = 0; u < UNROLL; u++) sum += q[d + u] * t->kt[d + u][j];
+                s[j] = sum;
+            }
+        for (; d < HEAD_DIM; d++)
+            for (int j = 0; j < BLOCK_N; j++) s[j] += q[d] * t->kt[d][j];
         /* Keys at or past `last` are masked: padding, or (causal) after query m0 + i. */
         int last = CAUSAL ? MIN(cols, m0 + i - n0 + 1) : cols;
         for (int j = last; j < BLOCK_N; j++) s[j] = MASKED;
@@ -106,21 +110,23 @@ static void accumulate(Tile *t, const float *v, int rows, int cols) {
         t->row_max[i] = tile_max;
         t->row_sum[i] = t->row_sum[i] * alpha + sum;
         ACC *acc = t->acc[i];
-        UNROLL_LOOP(UNROLL)
         for (int d = 0; d < HEAD_DIM; d++) acc[d] *= alpha;
-        for (int j = 0; j < cols; j++) {
-            ACC p = s[j];
-            const float *vj = v + j * HEAD_DIM;
-            UNROLL_LOOP(UNROLL)
-            for (int d = 0; d < HEAD_DIM; d++) acc[d] += p * (ACC)vj[d];
-        }
+        int j = 0;
+        /* UNROLL keys per pass over the output row (unroll-and-jam), as in compute_scores. */
+        for (; j + UNROLL <= cols; j += UNROLL)
+            for (int d = 0; d < HEAD_DIM; d++) {
+                ACC sum = acc[d];
+                for (int u = 0; u < UNROLL; u++) sum += s[j + u] * (ACC)v[(j + u) * HEAD_DIM + d];
+                acc[d] = sum;
+            }
+        for (; j < cols; j++)
+            for (int d = 0; d < HEAD_DIM; d++) acc[d] += s[j] * (ACC)v[j * HEAD_DIM + d];
     }
 }
 
 static void store_outputs(const Tile *t, float *o, int rows) {
     for (int i = 0; i < rows; i++) {
         ACC inv = (ACC)1 / t->row_sum[i];
-        UNROLL_LOOP(UNROLL)
         for (int d = 0; d < HEAD_DIM; d++) o[i * HEAD_DIM + d] = (float)(t->acc[i][d] * inv);
     }
 }

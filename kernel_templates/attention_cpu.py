@@ -35,7 +35,7 @@ class AttentionCpu(KernelSpec):
     params = (
         Param("block_m", (8, 16, 32, 64), "query rows per tile"),
         Param("block_n", (16, 32, 64, 128), "keys per tile"),
-        Param("unroll", (1, 2, 4, 8), "unroll factor of the loops over D"),
+        Param("unroll", (1, 2, 4, 8), "D steps (Q·Kᵀ) or keys (P·V) folded into each pass over a row"),
         Param("threads", (1, 2), "OpenMP threads over (batch, head, query tile)"),
         Param("accum", ("float", "double"), "type the scores, softmax state and outputs accumulate in"),
         Param("exp", tuple(_EXP_DEGREE), "libm exp, or a polynomial exp of degree 3 or 2 (faster, less exact)"),

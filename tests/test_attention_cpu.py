@@ -21,6 +21,7 @@ BASE = dict(block_m=16, block_n=32, unroll=4, threads=1, accum="float", exp="lib
             fast_math=False, march="generic")
 RAGGED_CAUSAL = dict(B=1, H=2, S=77, D=32, causal=True)
 SQUARE = dict(B=2, H=1, S=64, D=64, causal=False)
+ODD = dict(B=1, H=3, S=45, D=20, causal=False)  # D and S leave remainders after every unroll
 
 # (config changes, problem, the largest relative L2 error allowed, the smallest one expected)
 VARIANTS = [
@@ -35,6 +36,8 @@ VARIANTS = [
     (dict(threads=2, block_m=8, block_n=16, unroll=1), RAGGED_CAUSAL, 1e-5, 0.0),
     (dict(block_m=64, block_n=128, unroll=8), RAGGED_CAUSAL, 1e-5, 0.0),
     (dict(block_m=8, block_n=16, accum="double", fast_math=True), SQUARE, 1e-7, 0.0),
+    (dict(unroll=8), ODD, 1e-5, 0.0),
+    (dict(unroll=8, exp="poly3", fast_math=True), dict(ODD, causal=True), 5e-4, 1e-6),
 ]
 
 
