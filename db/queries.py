@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from .models import FrontMember, Kernel, Problem, Study, Trial
@@ -35,11 +35,9 @@ def utc(moment: datetime) -> datetime:
 
 def trial_select() -> Select:
     """Trials with their study's name and whether they are on its stored front."""
-    on_front = FrontMember.trial_id.is_not(None).label("on_front")
-    front_join = and_(FrontMember.trial_id == Trial.id, FrontMember.study_id == Trial.study_id)
-    return (select(Trial, Study.name, on_front)
-            .join(Study, Study.id == Trial.study_id)
-            .outerjoin(FrontMember, front_join))
+    on_front = exists().where(FrontMember.study_id == Trial.study_id,
+                              FrontMember.trial_id == Trial.id).correlate(Trial).label("on_front")
+    return select(Trial, Study.name, on_front).join(Study, Study.id == Trial.study_id)
 
 
 def to_trial(row: Any) -> TrialRecord:
@@ -96,8 +94,10 @@ def trial_page(session: Session, filters: Sequence[ColumnElement[bool]], *, sort
 
 
 def front_trials(session: Session, study_id: int) -> list[TrialRecord]:
-    rows = session.execute(trial_select().where(Trial.study_id == study_id,
-                                                FrontMember.trial_id.is_not(None))
+    rows = session.execute(trial_select()
+                           .join(FrontMember, and_(FrontMember.study_id == Trial.study_id,
+                                                   FrontMember.trial_id == Trial.id))
+                           .where(Trial.study_id == study_id)
                            .order_by(Trial.median_s, Trial.number))
     return [to_trial(r) for r in rows]
 
@@ -112,21 +112,44 @@ def measured_trials(session: Session, study_id: int) -> list[TrialRecord]:
 
 # ---- best configs ----
 
-def _tuned(kernel: str, arch: str, max_error: float | None) -> list[ColumnElement[bool]]:
-    """Ok, timed trials of ``kernel`` on ``arch`` within ``max_error`` (all joins from Trial)."""
-    filters = [Kernel.name == kernel, Study.arch == arch, Trial.status == OK,
-               Trial.median_s.is_not(None)]
+def _studies_of(kernel: str, arch: str, problem_key: str | None = None) -> Select:
+    """Ids of the studies of ``kernel`` on ``arch`` (for one problem when given).
+
+    Queries filter trials with ``study_id IN (this)`` rather than joining: planners (SQLite's
+    without statistics, above all) then walk the (study, status, latency) index of the few
+    matching studies instead of scanning every trial.
+    """
+    query = (select(Study.id).join(Kernel, Kernel.id == Study.kernel_id)
+             .where(Kernel.name == kernel, Study.arch == arch))
+    if problem_key is not None:
+        query = query.join(Problem, Problem.id == Study.problem_id).where(Problem.key == problem_key)
+    return query
+
+
+def _ok_within(max_error: float | None) -> list[ColumnElement[bool]]:
+    filters = [Trial.status == OK, Trial.median_s.is_not(None)]
     if max_error is not None:
         filters.append(Trial.rel_l2 <= max_error)
     return filters
 
 
+def _study_best(column: Any, max_error: float | None) -> Any:
+    """``column`` of the fastest ok trial within ``max_error`` of the enclosing query's study.
+
+    One walk down the study's (status, latency) index that stops at the first trial within the
+    bound: the cost does not grow with the study's size.
+    """
+    return (select(column).where(Trial.study_id == Study.id, *_ok_within(max_error))
+            .order_by(Trial.median_s).limit(1).correlate(Study).scalar_subquery())
+
+
 def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
                max_error: float | None) -> TrialRecord | None:
-    """The fastest matching trial: one query down the (problem, arch) and latency indexes."""
-    query = (trial_select().join(Problem, Problem.id == Study.problem_id)
-             .join(Kernel, Kernel.id == Study.kernel_id)
-             .where(Problem.key == problem_key, *_tuned(kernel, arch, max_error))
+    """The fastest ok trial of ``kernel`` on ``arch`` for one problem, in one query: the best
+    of each of the problem's (few) studies, then the fastest of those."""
+    per_study = (select(_study_best(Trial.id, max_error))
+                 .where(Study.id.in_(_studies_of(kernel, arch, problem_key))))
+    query = (trial_select().where(Trial.id.in_(per_study))
              .order_by(Trial.median_s, Trial.id).limit(1))
     row = session.execute(query).first()
     return to_trial(row) if row else None
@@ -134,14 +157,13 @@ def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
 
 def tuned_problems(session: Session, *, kernel: str, arch: str,
                    max_error: float | None) -> list[TunedProblem]:
-    best = func.min(Trial.median_s)
+    """Problems of ``kernel`` tuned on ``arch``, each with its best latency within the bound."""
+    studies = (select(Study.problem_id, _study_best(Trial.median_s, max_error).label("best"))
+               .where(Study.id.in_(_studies_of(kernel, arch))).subquery())
     # Grouping by the primary key lets PostgreSQL select the row's other columns too.
-    query = (select(Problem.id, Problem.params, best)
-             .join(Study, Study.problem_id == Problem.id)
-             .join(Kernel, Kernel.id == Study.kernel_id)
-             .join(Trial, Trial.study_id == Study.id)
-             .where(*_tuned(kernel, arch, max_error))
-             .group_by(Problem.id))
+    query = (select(Problem.id, Problem.params, func.min(studies.c.best))
+             .join(studies, studies.c.problem_id == Problem.id)
+             .where(studies.c.best.is_not(None)).group_by(Problem.id))
     return [TunedProblem(problem_id=pid, problem=dict(params), best_latency_s=latency)
             for pid, params, latency in session.execute(query)]
 
@@ -149,11 +171,10 @@ def tuned_problems(session: Session, *, kernel: str, arch: str,
 def measured_before(session: Session, *, kernel: str, problem_key: str, arch: str,
                     source_hash: str, env_key: str) -> TrialRecord | None:
     """The first ok trial of this source, problem and arch on the same device and software."""
-    query = (trial_select().join(Problem, Problem.id == Study.problem_id)
-             .join(Kernel, Kernel.id == Study.kernel_id)
+    query = (trial_select()
              .where(Trial.source_hash == source_hash, Trial.env_key == env_key,
-                    Trial.status == OK, Kernel.name == kernel, Problem.key == problem_key,
-                    Study.arch == arch)
+                    Trial.status == OK,
+                    Trial.study_id.in_(_studies_of(kernel, arch, problem_key)))
              .order_by(Trial.id).limit(1))
     row = session.execute(query).first()
     return to_trial(row) if row else None

@@ -186,9 +186,9 @@ class Service:
         if trial is not None:
             return BestAnswer(**answer, tuned_problem=full, exact=True, distance=0.0, trial=trial)
         nearest = self._nearest(kernel, arch, full, max_error)
-        trial = nearest and self._store.best_trial(kernel=kernel, arch=arch,
-                                                   problem=nearest[1], max_error=max_error)
-        if not trial:
+        trial = None if nearest is None else self._store.best_trial(
+            kernel=kernel, arch=arch, problem=nearest[1], max_error=max_error)
+        if nearest is None or trial is None:
             bound = "" if max_error is None else f" within max_error {max_error:g}"
             raise NotFound(f"no ok trial of kernel {kernel!r} on arch {arch}{bound} for this "
                            f"problem or one like it (same dtype and flags): tune it first "

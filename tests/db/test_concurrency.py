@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tuner.db import Store
 
 # Each process opens the fresh database (so both may try to create the schema), starts the
@@ -23,6 +25,7 @@ with Store.open(sys.argv[1]) as store:
 """
 
 
+@pytest.mark.slow  # two interpreters start: seconds
 def test_two_processes_write_one_study(db_url):
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, db_url], stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
