@@ -180,6 +180,12 @@ class Store:
 
     # ---- reads for tuner.service ----
 
+    def last_trial_id(self) -> int:
+        """Id of the newest trial (0 if none): trials are only ever inserted, so this changes
+        exactly when one is stored. A primary-key lookup, cheap enough to poll."""
+        with self._session() as session:
+            return session.scalar(select(func.max(Trial.id))) or 0
+
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
             return queries.study_records(session, queries.study_select())

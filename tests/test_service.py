@@ -144,3 +144,11 @@ def test_best_refuses_an_invalid_problem(service):
 ])
 def test_problem_distance(asked, tuned, distance):
     assert problem_distance(asked, tuned) == distance
+
+
+def test_the_write_marker_changes_when_a_trial_is_stored(service, store):
+    study = make_study(store, "s")
+    before = service.write_marker()
+    add(store, study, 0, 1e-3, 1e-6)
+    after = service.write_marker()
+    assert after != before and service.write_marker() == after

@@ -139,6 +139,12 @@ class Service:
     def kernels(self) -> list[KernelInfo]:
         return [kernel_info(spec) for spec in builtin_specs()]
 
+    def write_marker(self) -> int:
+        """Changes whenever a trial is stored, so a cache of :meth:`best` answers compares it to
+        know they are stale (best reads trials only; fronts are replaced later, apart from
+        trials). One primary-key lookup."""
+        return self._store.last_trial_id()
+
     def studies(self) -> list[StudyRecord]:
         return self._store.studies()
 
