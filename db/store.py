@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -160,7 +160,7 @@ class Store:
                 raise ValueError(f"set_front: some of trials {sorted(ids)} are not in study {study_id}")
             session.execute(delete(FrontMember).where(FrontMember.study_id == study_id))
             if ids:
-                session.execute(FrontMember.__table__.insert(),
+                session.execute(insert(FrontMember),
                                 [{"study_id": study_id, "trial_id": i} for i in sorted(ids)])
 
     # ---- reads for the tuner ----
@@ -248,7 +248,8 @@ def _insert_ignore(session: Session, model: type, keys: list[str], **values: Any
     session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
-def _get_or_create(session: Session, model: type, keys: dict[str, Any], **extra: Any) -> int:
+def _get_or_create(session: Session, model: type[Kernel] | type[Problem], keys: dict[str, Any],
+                   **extra: Any) -> int:
     _insert_ignore(session, model, list(keys), **keys, **extra)
     return session.scalars(select(model.id).filter_by(**keys)).one()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.db_fixtures import db_url, measurement, pg_database_url, pg_url, store  # noqa: F401 (fixtures)
+from tests.db_fixtures import measurement
 from tuner.db import Store, StudyRecord
 from tuner.errors import UsageError
 from tuner.kernel_templates import find_builtin
 from tuner.service import NotFound, Service, problem_distance
 from tuner.workers.measurement import Status
 
+pytest_plugins = ["tests.db_fixtures"]  # the db_url and store fixtures
 SPEC = find_builtin("attention", "cpu")
 
 

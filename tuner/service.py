@@ -187,24 +187,26 @@ class Service:
         """The fastest ok config of ``kernel`` on ``arch`` for ``problem`` within ``max_error``
         (relative L2), from the nearest tuned problem when this one was never tuned."""
         full = _full_problem(kernel, arch, problem)
-        answer = dict(kernel=kernel, arch=arch, problem=full, max_error=max_error)
+        tuned, distance = full, 0.0
         trial = self._store.best_trial(kernel=kernel, arch=arch, problem=full, max_error=max_error)
-        if trial is not None:
-            return BestAnswer(**answer, tuned_problem=full, exact=True, distance=0.0, trial=trial)
-        nearest = self._nearest(kernel, arch, full, max_error)
-        trial = None if nearest is None else self._store.best_trial(
-            kernel=kernel, arch=arch, problem=nearest[1], max_error=max_error)
-        if nearest is None or trial is None:
+        if trial is None:
+            nearest = self._nearest(kernel, arch, full, max_error)
+            if nearest is not None:
+                tuned, distance = nearest
+                trial = self._store.best_trial(kernel=kernel, arch=arch, problem=tuned,
+                                               max_error=max_error)
+        if trial is None:
             bound = "" if max_error is None else f" within max_error {max_error:g}"
             raise NotFound(f"no ok trial of kernel {kernel!r} on arch {arch}{bound} for this "
                            f"problem or one like it (same dtype and flags): tune it first "
                            f"with `tuner run`")
-        return BestAnswer(**answer, tuned_problem=nearest[1], exact=False, distance=nearest[0],
+        return BestAnswer(kernel=kernel, arch=arch, problem=full, tuned_problem=tuned,
+                          exact=tuned is full, distance=distance, max_error=max_error,
                           trial=trial)
 
     def _nearest(self, kernel: str, arch: str, problem: dict[str, Any],
-                 max_error: float | None) -> tuple[float, dict[str, Any]] | None:
-        """The closest comparable tuned problem; equal distances go to the faster one."""
+                 max_error: float | None) -> tuple[dict[str, Any], float] | None:
+        """The closest comparable tuned problem and its distance; ties go to the faster one."""
         ranked = []
         for tuned in self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error):
             distance = problem_distance(problem, tuned.problem)
@@ -213,7 +215,7 @@ class Service:
         if not ranked:
             return None
         distance, _, nearest = min(ranked, key=lambda r: (r[0], r[1]))
-        return distance, nearest
+        return nearest, distance
 
 
 def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, Any]:

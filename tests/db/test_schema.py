@@ -114,8 +114,8 @@ def test_optuna_opens_studies_in_the_same_database(db_url, optuna_first):
     with Store.open(db_url) as store:
         study = optuna.create_study(storage=store.optuna_storage(), study_name="attn",
                                     directions=["minimize", "minimize"])
-        study.add_trial(optuna.trial.create_trial(params={"x": 1},
-                                                  distributions={"x": optuna.distributions.CategoricalDistribution([1, 2])},
+        choices = optuna.distributions.CategoricalDistribution([1, 2])
+        study.add_trial(optuna.trial.create_trial(params={"x": 1}, distributions={"x": choices},
                                                   values=[1e-3, 1e-4]))
     loaded = optuna.load_study(study_name="attn", storage=db_url)
     assert [t.values for t in loaded.trials] == [[1e-3, 1e-4]]

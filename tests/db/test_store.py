@@ -22,7 +22,8 @@ def test_ensure_study_returns_the_same_study_again(store):
     first = make_study(store)
     again = make_study(store, problem=dict(reversed(PROBLEM.items())))  # same problem, other order
     assert again == first
-    assert (first.kernel, first.backend, first.problem, first.arch) == ("attention", "cuda", PROBLEM, "sm_90a")
+    assert (first.kernel, first.backend, first.problem, first.arch) == (
+        "attention", "cuda", PROBLEM, "sm_90a")
     assert first.created_at.tzinfo is not None
 
 
@@ -134,7 +135,8 @@ def test_front_candidates_are_the_ok_trials_with_latency_and_error(store):
 
 
 def test_studies_count_trials_by_status_and_keep_the_best_latency(store):
-    first, second = make_study(store, name="a"), make_study(store, name="b")
+    first = make_study(store, name="a")
+    make_study(store, name="b")
     store.record_trial(first, 0, {}, measurement(median_s=3e-3), "c")
     store.record_trial(first, 1, {}, measurement(median_s=2e-3), "c")
     store.record_trial(first, 2, {}, measurement(status=Status.CRASHED, median_s=1e-4), None)
