@@ -1,0 +1,128 @@
+"""Attention forward on NVIDIA GPUs: a FlashAttention-2-style CUDA kernel (attention_cuda.cu).
+
+Tensor cores via ``mma.sync`` m16n8k16 (Ampere and newer), so one template serves sm_80 to sm_90a.
+The ``precision`` knob trades exactness for speed on purpose: ``fast_exp2`` uses the one-instruction
+``ex2.approx.ftz``, ``fast_exp2_f16acc`` also accumulates each tile's P·V in fp16; the tuner keeps
+their measured error and lets the Pareto front decide.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.resources import files
+from typing import Any, Mapping
+
+import numpy as np
+
+from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source
+
+_TEMPLATE = files(__package__).joinpath("attention_cuda.cu").read_text()
+
+# precision variant -> (FAST_EXP2, PV_F16_ACC) macros of the template
+_PRECISION = {"exact": (0, 0), "fast_exp2": (1, 0), "fast_exp2_f16acc": (1, 1)}
+
+_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
+
+# Every CUDA arch grants a block this much shared memory without opting in.
+_DEFAULT_SHARED_BYTES = 48 * 1024
+
+# fp32 accumulator values a thread may keep (scores + output) before ptxas spills at 255 registers.
+# Measured with `nvcc --resource-usage` over the whole space for sm_80 and sm_90a
+# (tests/test_cuda_compile.py checks it on every admitted config).
+_MAX_ACCUMULATORS = 128
+
+
+class AttentionCuda(KernelSpec):
+    name = "attention"
+    description = ("softmax(Q·Kᵀ/√D [+ causal mask])·V, fp16/bf16 [B,H,S,D], FlashAttention-2-style "
+                   "CUDA: mma.sync tensor cores, cp.async pipeline, online softmax")
+    backend = "cuda"
+    archs = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+    params = (
+        Param("block_m", (64, 128), "query rows per thread block"),
+        Param("block_n", (32, 64, 128), "keys per K/V tile"),
+        Param("warps", (4, 8), "warps per block; each owns block_m/warps query rows (16 or 32)"),
+        Param("stages", (1, 2, 3), "K/V tiles in shared memory at once (cp.async pipeline depth)"),
+        Param("precision", tuple(_PRECISION),
+              "exact exp2; ex2.approx.ftz; ex2.approx.ftz with fp16 P·V accumulation (fp16 only)"),
+    )
+    problem_params = (
+        ProblemParam("B", int, 16, minimum=1, doc="batch"),
+        ProblemParam("H", int, 96, minimum=1, doc="heads"),
+        ProblemParam("S", int, 512, minimum=1, doc="sequence length"),
+        ProblemParam("D", int, 64, choices=(64, 128), doc="head dimension"),
+        ProblemParam("causal", bool, False, doc="mask keys after each query"),
+        ProblemParam("dtype", str, "fp16", choices=tuple(_TORCH_DTYPE), doc="input and output type"),
+    )
+
+    def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        rows = config["block_m"] // config["warps"]
+        if rows not in (16, 32):
+            return f"block_m/warps = {rows} query rows per warp; the kernel needs 16 or 32"
+        if config["precision"] == "fast_exp2_f16acc" and problem["dtype"] != "fp16":
+            return "fp16 accumulation of P·V needs dtype=fp16 (the tensor cores have no bf16 accumulator)"
+        accumulators = rows // 16 * (config["block_n"] + problem["D"]) // 8 * 4
+        if accumulators > _MAX_ACCUMULATORS:
+            return (f"{accumulators} fp32 accumulators per thread (over {_MAX_ACCUMULATORS}) spill registers: "
+                    f"use more warps or a smaller block_n")
+        limit = device.limits.get("max_shared_bytes", _DEFAULT_SHARED_BYTES)
+        needed = shared_bytes(config, problem)
+        if needed > limit:
+            return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
+        return None
+
+    def render(self, config: Config, problem: Problem) -> Source:
+        fast_exp2, f16_acc = _PRECISION[config["precision"]]
+        defines = {
+            "BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "WARPS": config["warps"],
+            "STAGES": config["stages"], "HEAD_DIM": problem["D"], "IS_BF16": int(problem["dtype"] == "bf16"),
+            "FAST_EXP2": fast_exp2, "PV_F16_ACC": f16_acc,
+        }
+        header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
+        scale_log2 = math.log2(math.e) / math.sqrt(problem["D"])
+        return Source(
+            language="cuda", code=header + _TEMPLATE, entry="attention_fwd", options=("-O3",),
+            scalars=(("int32", problem["S"]), ("int32", int(problem["causal"])), ("float32", scale_log2)),
+            grid=(math.ceil(problem["S"] / config["block_m"]), problem["B"] * problem["H"], 1),
+            block=(config["warps"] * 32, 1, 1), shared_bytes=shared_bytes(config, problem))
+
+    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
+        dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
+        return {name: torch.randn(_shape(problem), generator=generator, device="cuda",
+                                  dtype=torch.float32).to(dtype) for name in ("q", "k", "v")}
+
+    def output_spec(self, problem: Problem) -> OutputSpec:
+        return OutputSpec(shape=_shape(problem), dtype=_TORCH_DTYPE[problem["dtype"]])
+
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
+        """float32 attention of the same rounded inputs (the memory-efficient fp32 SDPA kernel)."""
+        import torch.nn.functional as F
+
+        q, k, v = (inputs[name].float() for name in ("q", "k", "v"))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=bool(problem["causal"]))
+
+    def flops(self, problem: Problem) -> float:
+        full = 4.0 * problem["B"] * problem["H"] * problem["S"] ** 2 * problem["D"]
+        return full / 2 if problem["causal"] else full
+
+    def bytes_moved(self, problem: Problem) -> float:
+        return 2.0 * 4 * problem["B"] * problem["H"] * problem["S"] * problem["D"]
+
+    def max_error(self, config: Config, problem: Problem) -> float:
+        # The exact variants' bounds are the rounding of their inputs' type; the inexact ones get
+        # a looser bound and store their real error for the Pareto front.
+        exact = 2e-3 if problem["dtype"] == "fp16" else 1e-2
+        return exact if config["precision"] == "exact" else 2 * exact
+
+
+def shared_bytes(config: Config, problem: Problem) -> int:
+    """Dynamic shared memory of a block: the Q tile and ``stages`` tiles each of K and V."""
+    rows = config["block_m"] + 2 * config["stages"] * config["block_n"]
+    return rows * problem["D"] * 2
+
+
+def _shape(problem: Problem) -> tuple[int, int, int, int]:
+    return (problem["B"], problem["H"], problem["S"], problem["D"])

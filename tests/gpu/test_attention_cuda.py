@@ -1,0 +1,114 @@
+"""The CUDA attention kernel and worker on a real GPU (run by bench/gpu_check.sh on the device).
+
+Correctness over every dtype, head dim, causal flag and a ragged S; the worker's timing against
+Triton's do_bench on the same launch; the spread of repeated measurements; failures as data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import require
+from tuner.kernel_templates import find_spec
+from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+from tuner.workers.cuda_measure import time_launches
+from tuner.workers.cuda_runtime import gpu_count, launcher
+
+pytestmark = pytest.mark.gpu
+
+ARCH = "sm_90a"
+SPEC = find_spec("attention", ARCH)
+BACKEND = get_backend("cuda")
+DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact"}
+QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
+PROBLEMS = [{"B": 2, "H": 3, "S": s, "D": d, "causal": c, "dtype": t}
+            for s, d, c, t in itertools.product((512, 1000), (64, 128), (False, True), ("fp16", "bf16"))]
+EXACT_BOUND = {"fp16": 2e-3, "bf16": 1e-2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gpu() -> None:
+    require(gpu_count() > 0, "no CUDA GPU here: run bench/gpu_check.sh on a GPU machine")
+    sources = [SPEC.render(c, SPEC.validate_problem(p)) for p in PROBLEMS for c in sample_configs(p, 6)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # fills the compile cache at once
+        list(pool.map(lambda source: BACKEND.compile(source, ARCH), sources))
+
+
+def run(config: dict, problem: dict, seed: int = 0, policy: TimingPolicy = QUICK, arch: str = ARCH,
+        source=None):
+    problem = SPEC.validate_problem(problem)
+    source = source or SPEC.render(config, problem)
+    artifact = BACKEND.compile(source, arch)
+    job = Job(trial_id=seed, spec=SpecRef("attention", "cuda"), config=config, problem=problem,
+              arch=arch, source=source, seed=seed)
+    return BACKEND.measure(job, artifact, SPEC, policy)
+
+
+def sample_configs(problem: dict, count: int) -> list[dict]:
+    """``count`` admitted configs spread evenly over the space, exact and inexact alike."""
+    names = [p.name for p in SPEC.params]
+    device = BACKEND.device(ARCH)
+    every = [dict(zip(names, v)) for v in itertools.product(*(p.choices for p in SPEC.params))]
+    ok = [c for c in every if SPEC.check(c, SPEC.validate_problem(problem), device) is None]
+    return ok[::max(1, len(ok) // count)][:count]
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p))
+def test_sampled_configs_are_correct(problem: dict) -> None:
+    for seed, config in enumerate(sample_configs(problem, 6)):
+        result = run(config, problem, seed)
+        assert result.status is Status.OK, (config, result.reason)
+        if config["precision"] == "exact":
+            assert result.rel_l2 <= EXACT_BOUND[problem["dtype"]], (config, result.rel_l2)
+        assert result.timing.repeats >= 20 and result.timing.q1_s <= result.timing.median_s
+
+
+def test_default_problem_is_correct_and_timed() -> None:
+    result = run(DEFAULT, {}, policy=TimingPolicy())
+    assert result.status is Status.OK, result.reason
+    assert result.rel_l2 <= 2e-3
+    print(f"\ndefault problem: median {result.timing.median_s * 1e6:.1f} us, "
+          f"{SPEC.flops(SPEC.default_problem()) / result.timing.median_s / 1e12:.1f} TFLOP/s, "
+          f"rel_l2 {result.rel_l2:.2e}, clock {result.timing.clock_mhz} MHz")
+
+
+def test_timing_agrees_with_triton_do_bench() -> None:
+    from triton.testing import do_bench
+    import torch
+
+    problem = SPEC.default_problem()
+    source = SPEC.render(DEFAULT, problem)
+    artifact = BACKEND.compile(source, ARCH)
+    inputs = SPEC.make_inputs(problem, __import__("numpy").random.default_rng(1))
+    out = torch.empty(SPEC.output_spec(problem).shape, dtype=torch.float16, device="cuda")
+    launch = launcher(artifact.path, source, [*inputs.values(), out])
+    ours = statistics.median(time_launches(launch, out, TimingPolicy()))
+    theirs = do_bench(launch, warmup=25, rep=100, return_mode="median") / 1e3
+    print(f"\nworker {ours * 1e6:.1f} us, do_bench {theirs * 1e6:.1f} us")
+    assert abs(ours - theirs) / theirs < 0.03
+
+
+def test_repeated_measurement_is_stable() -> None:
+    medians = [run(DEFAULT, {}, seed, TimingPolicy()).timing.median_s for seed in range(5)]
+    spread = statistics.stdev(medians) / statistics.mean(medians)
+    print(f"\nmedians {[round(m * 1e6, 1) for m in medians]} us, CV {spread:.2%}")
+    assert spread < 0.01
+
+
+def test_unwritten_output_is_a_wrong_result() -> None:
+    source = SPEC.render(DEFAULT, SPEC.default_problem())
+    silent = dataclasses.replace(source, code=source.code.replace(
+        "store_output(o, acc, row_sum, m0 + row0, seq, lane);", ""))
+    result = run(DEFAULT, {}, source=silent)
+    assert result.status is Status.WRONG_RESULT and "NaN" in result.reason
+
+
+def test_a_cubin_for_another_arch_is_a_launch_error() -> None:
+    result = run(DEFAULT, {}, arch="sm_80")  # sm_80 machine code does not load on sm_90
+    assert result.status is Status.LAUNCH_ERROR, result.reason

@@ -1,0 +1,139 @@
+"""Timing and verifying one compiled CUDA kernel on the GPU (torch tensors, CUDA events).
+
+Habits from Triton's ``do_bench``: estimate first and derive the repeats from a time budget,
+flush the L2 before every repeat, time each repeat with its own pair of events, keep quantiles.
+Habits for trust: fresh random inputs (never zeros), the output poisoned with NaN before every
+run, the first run verified before any timing, and the inputs redrawn before the last timed run,
+whose output is verified too, so a kernel that skips work after its first run cannot pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from tuner.kernel_templates.spec import KernelSpec
+
+from .backend import TimingPolicy
+from .cuda_runtime import environment, launcher, sm_clock_mhz
+from .measurement import Artifact, Job, Measurement, Status
+from .stats import summarize
+
+# Larger than any L2 so far (H100: 50 MB), as Triton's flush buffer.
+L2_FLUSH_BYTES = 256 << 20
+ESTIMATE_RUNS = 5
+
+
+def measure(job: Job, artifact: Artifact, spec: KernelSpec, policy: TimingPolicy) -> Measurement:
+    result = Measurement(trial_id=job.trial_id, status=Status.OK, source_hash=artifact.source_hash,
+                         compile_time_s=artifact.compile_time_s, resources=dict(artifact.resources),
+                         environment=environment(), log=artifact.log)
+    if artifact.error is not None or artifact.path is None:
+        result.status, result.reason = Status.COMPILE_ERROR, artifact.error
+        return result
+    try:
+        _run(job, artifact.path, spec, policy, result)
+    except _launch_errors() as exc:
+        result.status, result.reason = Status.LAUNCH_ERROR, f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _run(job: Job, cubin: str, spec: KernelSpec, policy: TimingPolicy, result: Measurement) -> None:
+    """Fills ``result`` in: a verified first run, then timing, then the last timed run verified."""
+    import torch
+
+    rng = np.random.default_rng(job.seed)
+    inputs = spec.make_inputs(job.problem, rng)
+    out_spec = spec.output_spec(job.problem)
+    out = torch.empty(out_spec.shape, dtype=getattr(torch, out_spec.dtype), device="cuda")
+    launch = launcher(cubin, job.source, [*inputs.values(), out])
+    bound = spec.max_error(job.config, job.problem)
+    out.fill_(math.nan)
+    launch()
+    if not _verify(result, out, spec.reference(inputs, job.problem), bound):
+        return
+    samples = time_launches(launch, out, policy, before_last=lambda: _redraw(inputs, spec, job.problem, rng))
+    result.timing = summarize(samples, clock_mhz=sm_clock_mhz())
+    first = (result.rel_l2, result.max_abs)
+    _verify(result, out, spec.reference(inputs, job.problem), bound)
+    result.rel_l2, result.max_abs = max(first[0], result.rel_l2), max(first[1], result.max_abs)
+
+def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
+                  before_last: Callable[[], None] = lambda: None) -> list[float]:
+    """Seconds of each timed launch; ``out`` is poisoned and the L2 flushed before each one."""
+    import torch
+
+    flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda") if policy.flush_l2 else None
+
+    def prepare() -> None:
+        out.fill_(math.nan)
+        if flush is not None:
+            flush.zero_()
+
+    estimate = _estimate_s(launch, prepare)
+    for _ in range(max(1, int(policy.warmup_s / estimate))):
+        prepare()
+        launch()
+    repeats = policy.repeats_for(estimate)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for index, (start, end) in enumerate(events):
+        if index == repeats - 1:
+            before_last()
+        prepare()
+        start.record()
+        launch()
+        end.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+def _estimate_s(launch: Callable[[], None], prepare: Callable[[], None]) -> float:
+    """Seconds per launch, flush included, over a few runs: only sizes the warm-up and repeats."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(ESTIMATE_RUNS):
+        prepare()
+        launch()
+    end.record()
+    end.synchronize()
+    return max(start.elapsed_time(end) / 1e3 / ESTIMATE_RUNS, 1e-7)
+
+
+def _redraw(inputs: Mapping[str, Any], spec: KernelSpec, problem: Mapping[str, Any],
+            rng: np.random.Generator) -> None:
+    """New random values into the same buffers, so the packed launch arguments stay valid."""
+    for name, fresh in spec.make_inputs(problem, rng).items():
+        inputs[name].copy_(fresh)
+
+
+def _verify(result: Measurement, out: Any, ref: Any, bound: float) -> bool:
+    """Stores the output's errors; marks the result wrong (and returns False) past ``bound``."""
+    result.rel_l2, result.max_abs = error_metrics(out, ref)
+    if not math.isfinite(result.rel_l2):
+        result.status, result.reason = Status.WRONG_RESULT, "output holds NaN or inf: unwritten or overflowed elements"
+    elif result.rel_l2 > bound:
+        result.status, result.reason = Status.WRONG_RESULT, f"relative L2 error {result.rel_l2:.3g} exceeds {bound:.3g}"
+    return result.status is Status.OK
+
+
+def error_metrics(out: Any, ref: Any) -> tuple[float, float]:
+    """``stats.error_metrics`` computed on the GPU: no copy of large tensors to the host."""
+    import torch
+
+    if not bool(torch.isfinite(out).all()):
+        return math.inf, math.inf
+    diff = out.double() - ref.double()
+    denom = float(torch.linalg.vector_norm(ref.double()))
+    rel = float(torch.linalg.vector_norm(diff)) / denom if denom > 0 else float(torch.linalg.vector_norm(diff))
+    return rel, float(diff.abs().max()) if diff.numel() else 0.0
+
+
+def _launch_errors() -> tuple[type[BaseException], ...]:
+    """What a bad module or a faulting kernel raises: CuPy's driver errors and torch's CUDA errors."""
+    import cupy
+
+    return (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError, RuntimeError)
