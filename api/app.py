@@ -6,6 +6,7 @@ Nothing here compiles or runs code sent over HTTP: every route reads the databas
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
@@ -25,6 +26,7 @@ from .render import STATIC_DIR
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
 
 
 def create_app(service_factory: Callable[[], Service], settings: Settings | None = None) -> FastAPI:
@@ -35,7 +37,7 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = service_factory()
         app.state.service = service
-        app.state.best_cache = BestCache(marker=lambda: write_marker(service),
+        app.state.best_cache = BestCache(marker=service.write_marker,
                                          recheck_s=settings.best_recheck_s)
         yield
 
@@ -55,16 +57,13 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
     return app
 
 
-def write_marker(service: Service) -> tuple[tuple[int, int], ...]:
-    """Changes whenever a trial is stored: (study id, trial count) of every study."""
-    return tuple((study.id, study.n_trials) for study in service.studies())
-
-
 def add_error_handlers(app: FastAPI) -> None:
     """Service errors as JSON with their one-line message: what is missing, or what to fix."""
 
     def handler(code: int) -> Callable[[Request, Exception], JSONResponse]:
         def respond(request: Request, exc: Exception) -> JSONResponse:
+            if code >= 500:
+                log.warning("%s %s failed: %s", request.method, request.url.path, exc)
             return JSONResponse({"detail": str(exc)}, status_code=code)
         return respond
 

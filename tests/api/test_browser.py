@@ -1,0 +1,68 @@
+"""The dashboard in headless Chromium: plots drawn, navigation, live updates, screenshots.
+
+Screenshots go to $TUNER_SCREENSHOT_DIR when set (``TUNER_SCREENSHOT_DIR=docs`` refreshes the
+committed ones), else to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.api import browser
+from tests.api.conftest import PROBLEM, record, update_front
+from tests.conftest import require
+from tuner.db import Store
+from tuner.workers.measurement import Status
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: the pages are the same over either database, and the API tests cover both."""
+    return f"sqlite:///{tmp_path / 'tuner.db'}"
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TUNER_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_for(driver, condition, timeout: float = 15):
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def test_dashboard_draws_navigates_and_updates_live(live_server: str, store: Store,
+                                                    shots: Path) -> None:
+    require(browser.available(), "no /usr/bin/chromium and /usr/bin/chromedriver: "
+                                 "apt-get install chromium chromium-driver")
+    with browser.chromium(height=1700) as driver:
+        driver.get(f"{live_server}/")
+        driver.save_screenshot(str(shots / "studies.png"))
+        driver.find_element(By.LINK_TEXT, "small").click()
+
+        wait_for(driver, lambda d: d.execute_script("return window.tunerReady === true"))
+        # The three ok trials, front and the rest (failed trials have no point on the plot).
+        assert driver.execute_script(browser.COUNT_POINTS, "pareto-plot") == 3
+        rows = driver.find_elements(By.CSS_SELECTOR, "#trial-table tbody tr")
+        assert len(rows) == 6
+        driver.save_screenshot(str(shots / "study.png"))
+
+        driver.execute_script("window.notReloaded = true")
+        study = store.study("small")
+        record(store, study, 6, {"block_n": 16, "exp": "poly3"}, Status.OK, 4e-4, 2e-4, PROBLEM)
+        update_front(store, study)
+        wait_for(driver, lambda d: d.execute_script(browser.COUNT_POINTS, "pareto-plot") == 4)
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#trial-table tbody tr")) == 7)
+        assert driver.execute_script("return window.notReloaded === true")
+
+        driver.find_element(By.CSS_SELECTOR, '#trial-table tbody tr[data-number="1"] td.mono').click()
+        wait_for(driver, lambda d: d.current_url.endswith("/studies/small/trials/1"))
+        assert "Trial 1" in driver.find_element(By.TAG_NAME, "h1").text
+        assert driver.find_elements(By.CSS_SELECTOR, "#source .highlight")
+        driver.save_screenshot(str(shots / "trial.png"))
