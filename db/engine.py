@@ -10,7 +10,6 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from .errors import StoreError
 
-DEFAULT_URL = "sqlite:///tuner.db"
 # How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 5

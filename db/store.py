@@ -43,8 +43,8 @@ def describe(exc: SQLAlchemyError, url: URL) -> str:
     where = safe_url(url)
     if "connect" in reason.lower() or "unable to open" in reason.lower():
         return (f"cannot reach database {where}: {reason}; check that the server is running "
-                f"and the URL (--db) is right")
-    return f"database {where} failed: {reason}; check the URL (--db) and retry"
+                f"and the URL (--db or TUNER_DB) is right")
+    return f"database {where} failed: {reason}; check the URL (--db or TUNER_DB) and retry"
 
 
 class Store:
