@@ -21,6 +21,7 @@ from tuner.service import NotFound, Service
 
 from . import routes_best, routes_dashboard, routes_health, routes_kernels, routes_studies, routes_trials
 from .best_cache import BestCache
+from .best_fast_path import BestFastPath
 from .deps import require_token
 from .render import STATIC_DIR
 from .settings import Settings
@@ -53,6 +54,7 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
     app.include_router(routes_dashboard.router)
     app.include_router(routes_dashboard.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BestFastPath)
     add_error_handlers(app)
     return app
 

@@ -40,6 +40,18 @@ class BestCache:
         """Whether the write marker should be read again before trusting the entries."""
         return self._clock() - self._checked_at >= self._recheck_s
 
+    def claim_refresh(self) -> bool:
+        """True for the one caller that should now call :meth:`refresh`.
+
+        Claiming restarts the interval at once, so while that one query runs the other
+        requests keep answering from the entries instead of all querying the marker together.
+        """
+        with self._lock:
+            if not self.due():
+                return False
+            self._checked_at = self._clock()
+            return True
+
     def refresh(self) -> None:
         """Reads the write marker (a database query: call it off the event loop)."""
         marker = self._marker()
@@ -48,7 +60,6 @@ class BestCache:
                 self._entries.clear()
                 self._generation += 1
                 self._seen = marker
-            self._checked_at = self._clock()
 
     @property
     def generation(self) -> int:

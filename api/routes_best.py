@@ -1,7 +1,8 @@
 """Best config: the fastest stored config for a kernel, arch and problem shape, cached.
 
 The cache holds the rendered JSON of each answer (404s included), so a hit is a dictionary
-lookup on the event loop; a miss asks the service in a worker thread.
+lookup on the event loop; a miss asks the service in a worker thread. Each answer is also kept
+under its URL's exact query string for :mod:`tuner.api.best_fast_path`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +20,8 @@ from tuner.kernel_templates.spec import canonical_json
 from tuner.service import BestAnswer, NotFound, Service
 
 from .best_cache import BestCache, CachedAnswer
-from .deps import PRINTABLE, Assignment, assignments, get_best_cache, get_service
+from .best_fast_path import raw_key
+from .deps import PRINTABLE, Assignment, assignments
 from .schemas import BestOut, ErrorOut, Provenance
 
 router = APIRouter(tags=["best"])
@@ -29,24 +31,28 @@ Name = Annotated[str, Query(min_length=1, max_length=200, pattern=PRINTABLE)]
 @router.get("/best", response_model=BestOut,
             responses={404: {"model": ErrorOut, "description": "nothing tuned fits: says what is missing"}})
 async def best(
+    request: Request,
     kernel: Name,
     arch: Name,
-    service: Annotated[Service, Depends(get_service)],
-    cache: Annotated[BestCache, Depends(get_best_cache)],
     shape: Annotated[list[Assignment], Query(description="problem parameter NAME=VALUE, repeatable; "
                                              "the kernel's defaults fill the rest", max_length=64)] = [],
     max_error: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
                                              description="largest relative L2 error accepted")] = None,
 ) -> Response:
+    # The service and cache come from app.state directly, not as dependencies: resolving a
+    # dependency costs as much as a cache hit itself on this, the hottest route.
+    service: Service = request.app.state.service
+    cache: BestCache = request.app.state.best_cache
     problem = parse_problem(kernel, arch, assignments(shape, "shape"))
     key = (kernel, arch, canonical_json(problem), max_error)
-    if cache.due():
+    if cache.claim_refresh():
         await run_in_threadpool(cache.refresh)
+    generation = cache.generation
     answer = cache.get(key)
     if answer is None:
-        generation = cache.generation
         answer = await run_in_threadpool(compute, service, kernel, arch, problem, max_error)
         cache.put(key, answer, generation)
+    cache.put(raw_key(request.scope["query_string"]), answer, generation)
     return Response(answer.body, status_code=answer.status_code, media_type="application/json")
 
 

@@ -1,0 +1,142 @@
+"""Load test of `tuner serve`: /api/v1/best against the constant /healthz, with wrk on loopback.
+
+Serves a database of synthetic trials (bench/gen_trials.py; 10,000 by default) with one uvicorn
+worker, drives each endpoint with wrk (64 connections), and reports requests/s and p50/p99
+latency side by side, the best-config rows also as a share of the constant endpoint's rate.
+With --browser it also times the study page in headless Chromium until its plots are drawn.
+
+    python bench/api_load.py                      # writes bench/results/api_load.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench/gen_trials.py and the test suite's browser helper
+
+from bench.gen_trials import generate  # noqa: E402
+from tuner.db import Store  # noqa: E402
+
+STUDY = "synthetic-10k"
+ENDPOINTS = {
+    "healthz (constant)": "/healthz",
+    "best, exact shape": "/api/v1/best?kernel=attention&arch=cpu&shape=S=256",
+    "best, nearest shape": "/api/v1/best?kernel=attention&arch=cpu&shape=S=300&shape=D=48",
+}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def start_server(db_url: str, port: int) -> subprocess.Popen:
+    code = f"from tuner.api import serve; serve({db_url!r}, port={port})"
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("the server did not answer /healthz within 30 s")
+
+
+def wrk(url: str, connections: int, threads: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    def latency(percentile: str) -> float:
+        value, unit = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * UNITS[unit]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "errors": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def page_timings(base: str, loads: int = 3) -> list[dict[str, float]]:
+    """Milliseconds from navigation until the trials are loaded and until every plot is drawn."""
+    from tests.api import browser
+
+    timings = []
+    with browser.chromium(height=1700) as driver:
+        for _ in range(loads):
+            driver.get(f"{base}/studies/{STUDY}")
+            deadline = time.monotonic() + 60
+            while not driver.execute_script("return window.tunerReady === true"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the study page was not drawn within 60 s")
+                time.sleep(0.02)
+            timings.append(driver.execute_script("return window.tunerTimings"))
+    return timings
+
+
+def markdown(result: dict) -> str:
+    base = result["endpoints"]["healthz (constant)"]["requests_per_s"]
+    lines = [f"# API load ({result['trials']} synthetic trials, {result['connections']} connections, "
+             f"one uvicorn worker, {result['cpus']} CPUs, wrk on loopback)", "",
+             "| endpoint | req/s | share of constant | p50 ms | p99 ms | non-2xx |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, row in result["endpoints"].items():
+        lines.append(f"| {name} | {row['requests_per_s']:.0f} | {row['requests_per_s'] / base:.0%} | "
+                     f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} |")
+    for i, t in enumerate(result.get("study_page_ms", [])):
+        lines.append(f"\nStudy page load {i + 1}: trials loaded at {t['loaded']:.0f} ms, "
+                     f"plots drawn at {t['drawn']:.0f} ms after navigation.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="database URL (default: a fresh one of --trials synthetic trials)")
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--browser", action="store_true", help="also time the study page in Chromium")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api_load")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    db_url = args.db or f"sqlite:///{tempfile.mkdtemp(prefix='tuner-load-')}/load.db"
+    if args.db is None:
+        with Store.open(db_url) as store:
+            generate(store, STUDY, args.trials)
+    server = start_server(db_url, args.port)
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        result = {"trials": args.trials, "connections": args.connections, "cpus": _cpus(),
+                  "python": platform.python_version(), "endpoints": {}}
+        for name, path in ENDPOINTS.items():
+            urllib.request.urlopen(base + path).read()  # warm: the first best answer fills the cache
+            result["endpoints"][name] = wrk(base + path, args.connections, args.threads, args.seconds)
+        if args.browser:
+            result["study_page_ms"] = page_timings(base)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    main()
