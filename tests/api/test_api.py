@@ -153,6 +153,10 @@ def test_token_guards_everything_but_health(store: Store) -> None:
         assert client.get(f"{API}/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401
         client.get("/login?token=s3cret")
         assert client.get("/").status_code == 200
+    with TestClient(app) as client:  # the fast path of repeated best queries checks it too
+        query = f"{API}/best?kernel=attention&arch=cpu"
+        assert client.get(query, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get(query).status_code == 401
 
 
 def test_serve_refuses_an_unreachable_database_without_showing_the_password() -> None:
