@@ -7,6 +7,7 @@ asks, always as plain records. Driver errors become :class:`StoreError` with a o
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
@@ -95,10 +96,16 @@ class Store:
 
         if is_sqlite(self._url):
             kwargs.setdefault("engine_kwargs", {"connect_args": {"timeout": BUSY_TIMEOUT_S}})
-        try:
-            return optuna.storages.RDBStorage(self.url, **kwargs)
-        except SQLAlchemyError as exc:
-            raise StoreError(describe(exc, self._url)) from None
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(self.url, **kwargs)
+            except SQLAlchemyError as exc:
+                # Two tuners opening a fresh database race to create Optuna's tables; the loser
+                # finds them made on its next try.
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise StoreError(describe(exc, self._url)) from None
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

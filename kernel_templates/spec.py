@@ -120,9 +120,15 @@ class Source:
     shared_bytes: int = 0
 
     def digest(self) -> str:
-        """Hash of what determines the compiled code (code, entry, options); not the launch."""
-        text = canonical_json({"language": self.language, "code": self.code,
-                               "entry": self.entry, "options": list(self.options)})
+        """Hash of everything that decides what runs: code, options, scalars and launch geometry.
+
+        Two trials with equal digests (and equal problem, device and software) measure the same
+        thing, so the tuner answers the second from storage.
+        """
+        text = canonical_json({"language": self.language, "code": self.code, "entry": self.entry,
+                               "options": list(self.options), "scalars": [list(s) for s in self.scalars],
+                               "grid": list(self.grid), "block": list(self.block),
+                               "shared_bytes": self.shared_bytes})
         return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.db_fixtures"]  # db_url, pg_url, store: real SQLite and PostgreSQL
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

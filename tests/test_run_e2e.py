@@ -8,7 +8,6 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.db_fixtures import db_url, pg_database_url, pg_url  # noqa: F401 (fixtures)
 from tuner.cli import main
 from tuner.db import Store
 from tuner.pareto import dominates

@@ -11,7 +11,6 @@ from tuner.kernel_templates import find_builtin
 from tuner.service import NotFound, Service, problem_distance
 from tuner.workers.measurement import Status
 
-pytest_plugins = ["tests.db_fixtures"]  # the db_url and store fixtures
 SPEC = find_builtin("attention", "cpu")
 
 

@@ -54,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="join a running Ray cluster (HOST:PORT) instead of starting one")
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="ray (default) or local: in-process, one at a time, for debugging a template")
-    run.add_argument("--trial-timeout", type=float, default=120.0,
-                     help="seconds before a measurement counts as hung (default %(default)s)")
+    run.add_argument("--trial-timeout", type=float, default=30.0,
+                     help="least seconds before a measurement counts as hung; the limit grows to 5x "
+                          "the slowest healthy measurement (default %(default)s)")
+    run.add_argument("--heartbeat", type=float, default=10.0,
+                     help="seconds between heartbeats of running trials; a trial silent for 3 beats "
+                          "(its tuner was killed) is failed and retried once (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")

@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     trials = args.trials if args.trials is not None or args.timeout else DEFAULT_TRIALS
     settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
                            problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
-                           timeout_s=args.timeout, remeasure=args.remeasure)
+                           timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
     store = Store.open(args.db)
     executor = _make_executor(args)
     console = _console()

@@ -1,11 +1,15 @@
 """Ask-and-tell over one Optuna study, keyed by trial number, so many trials can be in flight.
 
 The study (in the database) stays the one source of the search's state: the proposer only
-remembers which trials it asked for and has not yet told.
+remembers which trials it asked for and has not yet told. It also keeps their heartbeats, which
+``study.optimize`` would do for us but ask-and-tell does not: a trial whose tuner was killed
+stops beating, and the next tuner on the study fails it and retries it once.
 """
 
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,11 @@ from .search_space import distributions
 
 REASON_ATTR = "tuner_reason"
 
+# We keep heartbeats ourselves (see the module docstring), which Optuna warns about, and use its
+# heartbeat API, which it still labels experimental.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -25,11 +34,34 @@ class Proposal:
     config: dict[str, Any]
 
 
+def open_study(storage: optuna.storages.RDBStorage, name: str,
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                               directions=["minimize", "minimize"], load_if_exists=True)
+
+
+def heartbeat_options(interval_s: float) -> dict[str, Any]:
+    """RDBStorage options: beat every ``interval_s``, stale after three missed beats, retry once."""
+    interval = max(1, round(interval_s))
+    return {"heartbeat_interval": interval, "grace_period": 3 * interval,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+
+
 class Proposer:
-    def __init__(self, study: optuna.Study, spec: KernelSpec):
+    def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: KernelSpec,
+                 heartbeat_s: float):
         self._study = study
+        self._storage = storage
         self._space = distributions(spec)
         self._pending: dict[int, optuna.Trial] = {}
+        self._heartbeat_s = heartbeat_s
+        self._last_beat = 0.0
+        optuna.storages.fail_stale_trials(study)  # trials of a tuner that died: failed, retried
+
+    def waiting(self) -> int:
+        """Trials queued in the study (retries of failed ones) that the next asks will return."""
+        return len(self._study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     @property
     def in_flight(self) -> int:
@@ -38,7 +70,18 @@ class Proposer:
     def ask(self) -> Proposal:
         trial = self._study.ask(self._space)
         self._pending[trial.number] = trial
+        self._storage.record_heartbeat(trial._trial_id)  # Optuna's own heartbeat thread does this
         return Proposal(trial.number, dict(trial.params))
+
+    def keep_alive(self) -> None:
+        """Beats for the trials in flight, and fails the stale trials of other (dead) tuners."""
+        now = time.monotonic()
+        if now - self._last_beat < self._heartbeat_s:
+            return
+        self._last_beat = now
+        for trial in self._pending.values():
+            self._storage.record_heartbeat(trial._trial_id)
+        optuna.storages.fail_stale_trials(self._study)
 
     def tell(self, number: int, latency_s: float, error: float) -> None:
         self._study.tell(self._pending.pop(number), [latency_s, error])

@@ -7,11 +7,11 @@ Data flows one way through here: spec -> proposal -> executor -> store. The loop
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import optuna
 
 from tuner.db import Store, StudyRecord, env_key
 from tuner.kernel_templates import KernelSpec, Source
@@ -20,7 +20,7 @@ from tuner.workers.executor import Executor, Target
 
 from .pareto import non_dominated
 from .progress import RunProgress
-from .proposer import Proposer
+from .proposer import Proposer, heartbeat_options, open_study
 from .search_space import TemplateError, make_sampler, rejection
 
 MAX_INVALID_IN_A_ROW = 200
@@ -36,6 +36,7 @@ class RunSettings:
     trials: int | None = 30
     timeout_s: float | None = None
     remeasure: bool = False
+    heartbeat_s: float = 10.0
 
 
 @dataclass
@@ -50,12 +51,6 @@ class RunSummary:
     measure_s: float = 0.0  # device time spent inside timed measurement, as reported by workers
 
 
-def open_optuna_study(store: Store, name: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=store.optuna_storage(), study_name=name, sampler=sampler,
-                               directions=["minimize", "minimize"], load_if_exists=True)
-
-
 class StudyRunner:
     def __init__(self, spec: KernelSpec, spec_ref: SpecRef, settings: RunSettings, store: Store,
                  executor: Executor, target: Target, progress: RunProgress):
@@ -66,10 +61,15 @@ class StudyRunner:
             name=settings.study_name, kernel=spec.name, backend=spec.backend,
             template_path=spec_ref.path, problem=settings.problem, arch=settings.arch,
             device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
-        optuna_study = open_optuna_study(store, settings.study_name,
-                                         make_sampler(settings.sampler, spec, settings.seed))
-        self._proposer = Proposer(optuna_study, spec)
+        storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
+        optuna_study = open_study(storage, settings.study_name,
+                                  make_sampler(settings.sampler, spec, settings.seed))
+        self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s)
+        self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
+        self._measuring: dict[str, int] = {}  # source hash -> the trial in flight measuring it
+        # proposals of a source already being measured: answered by that measurement when it lands
+        self._twins: dict[int, list[tuple[int, dict[str, Any], Source]]] = defaultdict(list)
         self.summary = RunSummary(study=self._study)
 
     def run(self) -> RunSummary:
@@ -77,6 +77,7 @@ class StudyRunner:
         try:
             while self._may_propose() or self._in_flight:
                 self._fill()
+                self._proposer.keep_alive()
                 if self._in_flight:
                     result = self._executor.next_result(timeout=1.0)
                     if result is not None:
@@ -93,7 +94,7 @@ class StudyRunner:
     def _may_propose(self) -> bool:
         """Within budget: --trials counts proposals that passed the constraints."""
         s = self._settings
-        if s.trials is not None and self.summary.proposed - self.summary.invalid >= s.trials:
+        if s.trials is not None and self.summary.proposed - self.summary.invalid >= s.trials + self._owed:
             return False
         return s.timeout_s is None or time.monotonic() - self._started < s.timeout_s
 
@@ -118,16 +119,22 @@ class StudyRunner:
             self._record_invalid(proposal.number, config, reason)
             return False
         source = self._render(config)
-        prior = None if self._settings.remeasure else self._store.find_measured(
-            kernel=self._spec.name, problem=problem, arch=self._settings.arch,
-            source_hash=source.digest(), env_key=self._env_key)
-        if prior is not None:
-            self._reuse(proposal.number, config, source, prior)
-            return True
+        digest = source.digest()
+        if not self._settings.remeasure:
+            prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._settings.arch,
+                                              source_hash=digest, env_key=self._env_key)
+            if prior is not None:
+                self._complete(proposal.number, config, source, _from_record(proposal.number, prior),
+                               reused_from=prior.id)
+                return True
+            if digest in self._measuring:
+                self._twins[self._measuring[digest]].append((proposal.number, config, source))
+                return True
         seed = (self._settings.seed or 0) * 1_000_003 + proposal.number
         self._executor.submit(Job(trial_id=proposal.number, spec=self._ref, config=config,
                                   problem=problem, arch=self._settings.arch, source=source, seed=seed))
         self._in_flight[proposal.number] = (config, source)
+        self._measuring[digest] = proposal.number
         return True
 
     def _render(self, config: dict[str, Any]) -> Source:
@@ -145,34 +152,30 @@ class StudyRunner:
         self.summary.invalid += 1
         self._progress.invalid()
 
-    def _reuse(self, number: int, config: dict[str, Any], source: Source, prior) -> None:
-        measurement = Measurement(
-            trial_id=number, status=Status.OK, source_hash=prior.source_hash,
-            timing=Timing(prior.median_s, prior.q1_s, prior.q3_s, prior.min_s, prior.max_s,
-                          prior.mean_s, prior.repeats, prior.clock_mhz),
-            rel_l2=prior.rel_l2, max_abs=prior.max_abs, compile_time_s=prior.compile_time_s,
-            resources=prior.resources, environment=prior.environment,
-            reason=f"answered from trial {prior.number} of study {prior.study}")
-        self._complete(number, config, source, measurement, reused_from=prior.id)
-        self.summary.reused += 1
-
     # ---- finishing ----
 
     def _finish(self, measurement: Measurement) -> None:
-        config, source = self._in_flight.pop(measurement.trial_id)
+        number = measurement.trial_id
+        config, source = self._in_flight.pop(number)
+        del self._measuring[source.digest()]
         if not measurement.environment:
             measurement.environment = self._target.environment
         if measurement.timing is not None:
             self.summary.measure_s += measurement.timing.mean_s * measurement.timing.repeats
-        self._complete(measurement.trial_id, config, source, measurement, reused_from=None)
+        record = self._complete(number, config, source, measurement, reused_from=None)
         self.summary.measured += 1
+        for twin, twin_config, twin_source in self._twins.pop(number, []):
+            answer = replace(measurement, trial_id=twin, reason=f"same source as trial {number}"
+                             + (f", which failed: {measurement.reason}" if measurement.reason else ""))
+            self._complete(twin, twin_config, twin_source, answer, reused_from=record.id)
 
     def _complete(self, number: int, config: dict[str, Any], source: Source, measurement: Measurement,
-                  reused_from: int | None) -> None:
+                  reused_from: int | None):
         # Our row first: if the process dies before Optuna hears of it, the trial is still stored,
         # and Optuna's stale RUNNING trial is failed by its heartbeat.
-        self._store.record_trial(self._study, number, config, measurement, source.code,
-                                 reused_from=reused_from)
+        record = self._store.record_trial(self._study, number, config, measurement, source.code,
+                                          reused_from=reused_from)
+        self.summary.reused += reused_from is not None
         ok = measurement.status is Status.OK
         if ok:
             self._proposer.tell(number, measurement.timing.median_s, measurement.rel_l2)
@@ -181,9 +184,24 @@ class StudyRunner:
             self.summary.failed += 1
             self._proposer.tell_failed(number, measurement.reason or measurement.status.value)
         self._progress.done(ok, measurement.timing.median_s if ok else None)
+        return record
 
     def _refresh_front(self) -> None:
-        trials = self._store.study_trials_for_front(self._study.id)
+        """Recomputes the stored front; a source measured twice counts once (its first trial)."""
+        seen: set[str | None] = set()
+        trials = [t for t in self._store.study_trials_for_front(self._study.id)
+                  if not (t.source_hash in seen or seen.add(t.source_hash))]
         points = np.array([[t.median_s, t.rel_l2] for t in trials], dtype=np.float64).reshape(-1, 2)
         mask = non_dominated(points)
         self._store.set_front(self._study.id, [t.id for t, on in zip(trials, mask) if on])
+
+
+def _from_record(number: int, prior) -> Measurement:
+    """A stored ok trial's measurement, answering a new trial of the same source."""
+    return Measurement(
+        trial_id=number, status=Status.OK, source_hash=prior.source_hash,
+        timing=Timing(prior.median_s, prior.q1_s, prior.q3_s, prior.min_s, prior.max_s,
+                      prior.mean_s, prior.repeats, prior.clock_mhz),
+        rel_l2=prior.rel_l2, max_abs=prior.max_abs, compile_time_s=prior.compile_time_s,
+        resources=prior.resources, environment=prior.environment,
+        reason=f"answered from trial {prior.number} of study {prior.study}")

@@ -61,10 +61,16 @@ def init_ray(address: str | None) -> None:
 
 
 class RayExecutor(Executor):
+    # A measurement may take this many times the slowest healthy one before it counts as hung.
+    HANG_FACTOR = 5.0
+
     def __init__(self, policy: TimingPolicy, trial_timeout_s: float, address: str | None = None):
+        """``trial_timeout_s`` is the floor of the hang timeout; it grows with the slowest
+        healthy measurement seen, so a slow-but-sound kernel is never mistaken for a hang."""
         init_ray(address)
         self._policy = policy
-        self._timeout = trial_timeout_s
+        self._floor_s = trial_timeout_s
+        self._slowest_s = 0.0
         self._pending: collections.deque[Job] = collections.deque()
         self._compiling: dict[ray.ObjectRef, Job] = {}
         self._compiled: collections.deque[tuple[Job, Artifact]] = collections.deque()
@@ -113,7 +119,7 @@ class RayExecutor(Executor):
             ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
             if ready:
                 self._collect(ready[0])
-            elif self._running and time.monotonic() - self._running.started > self._timeout:
+            elif self._running and time.monotonic() - self._running.started > self._timeout_s():
                 self._time_out()
             elif deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -122,10 +128,13 @@ class RayExecutor(Executor):
     def _wait_budget(self, deadline: float | None) -> float:
         limits = [1.0]
         if self._running:
-            limits.append(max(0.0, self._running.started + self._timeout - time.monotonic()))
+            limits.append(max(0.0, self._running.started + self._timeout_s() - time.monotonic()))
         if deadline is not None:
             limits.append(max(0.0, deadline - time.monotonic()))
         return min(limits)
+
+    def _timeout_s(self) -> float:
+        return max(self._floor_s, self.HANG_FACTOR * self._slowest_s)
 
     def _dispatch(self) -> None:
         if self._exclusive and self._compiling:
@@ -146,10 +155,13 @@ class RayExecutor(Executor):
             except RayError as exc:
                 self._done.append(failed(job, Status.CRASHED, f"compile worker died: {exc}"))
             return
-        job = self._running.job
+        job, started = self._running.job, self._running.started
         self._running = None
         try:
-            self._done.append(ray.get(ref))
+            measurement = ray.get(ref)
+            if measurement.status is Status.OK:
+                self._slowest_s = max(self._slowest_s, time.monotonic() - started)
+            self._done.append(measurement)
         except RayActorError as exc:
             self._done.append(failed(job, Status.CRASHED, f"the measuring process died: {exc}"))
             self._new_actor()
@@ -160,7 +172,7 @@ class RayExecutor(Executor):
         job = self._running.job
         self._running = None
         self._done.append(failed(job, Status.TIMEOUT,
-                                 f"no result after {self._timeout:.0f} s: the kernel hung or is far "
+                                 f"no result after {self._timeout_s():.1f} s: the kernel hung or is far "
                                  "too slow; its process was replaced"))
         self._replace_actor()
 

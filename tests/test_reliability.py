@@ -1,0 +1,103 @@
+"""Kernels that crash or hang, tuners killed with -9, tuners racing on one study: nothing lost."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.cli import main
+from tuner.db import Store, StoreError
+from tuner.kernel_templates.testing import faulty_cpu
+from tuner.service import NotFound, Service
+
+FAULTY = str(Path(faulty_cpu.__file__))
+
+
+def rows(url: str, study: str) -> list:
+    with Store.open(url, create=False) as store:
+        return Service(store).trials(study, limit=10_000).items
+
+
+def stored(url: str, study: str) -> int:
+    try:
+        return len(rows(url, study))
+    except (StoreError, NotFound):
+        return 0
+
+
+def tuner_command(url: str, study: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuner", "run", "--arch", "cpu", "--db", url, "--study", study,
+            "--no-progress", *extra]
+
+
+def test_faulty_variants_are_labelled_and_every_trial_is_accounted_for(tmp_path, ray_session):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    code = main(["run", "--arch", "cpu", "--template", FAULTY, "--shape", "n=4096", "--db", url,
+                 "--study", "faults", "--sampler", "random", "--seed", "11", "--trials", "40",
+                 "--trial-timeout", "8", "--no-progress"])
+    assert code == 0
+    trials = optuna.load_study(study_name="faults", storage=url).trials
+    assert len(trials) == 40 and all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+    ours = {t.number: t for t in rows(url, "faults")}
+    assert sorted(ours) == sorted(t.number for t in trials)
+    faulted = 0
+    for trial in trials:
+        row = ours[trial.number]
+        expected = faulty_cpu.FAULTY.get(trial.params["variant"], "ok")
+        assert row.status == expected, (trial.params, row.status, row.reason)
+        assert (trial.state == TrialState.COMPLETE) == (expected == "ok")
+        if expected != "ok":
+            faulted += 1
+            assert "died" in row.reason or "no result after" in row.reason
+    assert faulted >= 5
+
+
+def test_kill_9_then_the_same_command_continues(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    command = tuner_command(url, "killed", "--shape", "B=1,H=2,S=128,D=64", "--heartbeat", "1", "--seed", "4")
+    process = subprocess.Popen([*command, "--trials", "500"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while stored(url, "killed") < 4 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)  # its in-flight trials stay RUNNING in the database
+    process.wait(timeout=30)
+    before = optuna.load_study(study_name="killed", storage=url).trials
+    running = {t.number for t in before if t.state == TrialState.RUNNING}
+    completed = {t.number for t in before if t.state == TrialState.COMPLETE}
+    time.sleep(4)  # three missed heartbeats: the killed tuner's trials are now stale
+
+    subprocess.run([*command, "--trials", "3"], check=True, capture_output=True, timeout=180)
+    after = {t.number: t for t in optuna.load_study(study_name="killed", storage=url).trials}
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values())
+    assert all(after[n].state == TrialState.FAIL for n in running)
+    retried = {t.system_attrs.get("failed_trial") for t in after.values()} - {None}
+    assert running <= retried, "every trial in flight at the kill is retried once"
+    ours = rows(url, "killed")
+    assert len({t.number for t in ours}) == len(ours), "no trial stored twice"
+    assert completed <= {t.number for t in ours if t.status == "ok"}, "no completed trial lost"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_two_tuners_on_one_study(db_url):
+    commands = [tuner_command(db_url, "shared", "--shape", "B=1,H=2,S=128,D=64", "--trials", "5",
+                              "--seed", str(seed)) for seed in (1, 2)]
+    processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for c in commands]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    trials = optuna.load_study(study_name="shared", storage=db_url).trials
+    numbers = sorted(t.number for t in trials)
+    assert numbers == list(range(len(trials)))
+    ours = rows(db_url, "shared")
+    assert sorted(t.number for t in ours) == numbers
+    assert sum(t.status != "invalid" for t in ours) == 10
