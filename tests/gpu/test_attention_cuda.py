@@ -25,7 +25,8 @@ pytestmark = pytest.mark.gpu
 ARCH = "sm_90a"
 SPEC = find_spec("attention", ARCH)
 BACKEND = get_backend("cuda")
-DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact"}
+# The fastest exact config of the sweep on the default problem (bench/results/gpu_bench.log).
+DEFAULT = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact"}
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 PROBLEMS = [{"B": 2, "H": 3, "S": s, "D": d, "causal": c, "dtype": t}
             for s, d, c, t in itertools.product((512, 1000), (64, 128), (False, True), ("fp16", "bf16"))]
@@ -95,9 +96,11 @@ def test_timing_agrees_with_triton_do_bench() -> None:
 
 
 def test_repeated_measurement_is_stable() -> None:
-    medians = [run(DEFAULT, {}, seed, TimingPolicy()).timing.median_s for seed in range(5)]
+    timings = [run(DEFAULT, {}, 0, TimingPolicy()).timing for _ in range(5)]
+    medians = [t.median_s for t in timings]
     spread = statistics.stdev(medians) / statistics.mean(medians)
-    print(f"\nmedians {[round(m * 1e6, 1) for m in medians]} us, CV {spread:.2%}")
+    print(f"\nmedians {[round(m * 1e6, 1) for m in medians]} us, IQRs {[round(t.iqr_s * 1e6, 1) for t in timings]} us, "
+          f"CV {spread:.2%}")
     assert spread < 0.01
 
 
