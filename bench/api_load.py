@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import shutil
@@ -85,6 +86,9 @@ def markdown(result: dict) -> str:
     base = result["endpoints"]["healthz (constant)"]["requests_per_s"]
     lines = [f"# API load ({result['trials']} synthetic trials, {result['connections']} connections, "
              f"one uvicorn worker, {result['cpus']} CPUs, wrk on loopback)", "",
+             f"Load average before the run: {result['load_average_before']:.1f} (other work shared "
+             f"the machine). Repeated best queries are answered by the ASGI fast path "
+             f"(api/best_fast_path.py) from the best cache; /healthz goes through FastAPI's routing.", "",
              "| endpoint | req/s | share of constant | p50 ms | p99 ms | non-2xx |",
              "|---|---:|---:|---:|---:|---:|"]
     for name, row in result["endpoints"].items():
@@ -117,7 +121,8 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{args.port}"
         result = {"trials": args.trials, "connections": args.connections, "cpus": _cpus(),
-                  "python": platform.python_version(), "endpoints": {}}
+                  "load_average_before": os.getloadavg()[0], "python": platform.python_version(),
+                  "endpoints": {}}
         for name, path in ENDPOINTS.items():
             urllib.request.urlopen(base + path).read()  # warm: the first best answer fills the cache
             result["endpoints"][name] = wrk(base + path, args.connections, args.threads, args.seconds)
@@ -133,8 +138,6 @@ def main() -> None:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
