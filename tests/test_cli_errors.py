@@ -56,7 +56,7 @@ def test_cuda_arch_without_a_gpu_is_refused(tmp_path, capsys):
     assert code == 2 and "has none" in err and "--arch cpu" in err
 
 
-def test_unreachable_database_is_refused_quickly(capsys):
+def test_unreachable_database_is_refused_quickly(capsys, ray_session):
     code = main(["run", "--arch", "cpu", "--db", "postgresql+psycopg://tuner:secret@127.0.0.1:1/x"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
@@ -66,3 +66,36 @@ def test_unreachable_database_is_refused_quickly(capsys):
 def test_queries_on_a_missing_database_do_not_create_it(tmp_path, capsys):
     code, err = run_cli(["studies"], tmp_path, capsys)
     assert code == 2 and err.startswith("tuner: error:")
+
+
+RAISING_TEMPLATE = '''
+from tuner.kernel_templates import KernelSpec, OutputSpec, Param, Source
+
+class Raising(KernelSpec):
+    name = "raising"
+    params = (Param("x", (1, 2)),)
+
+    def check(self, config, problem, device):
+        return {CHECK}
+
+    def render(self, config, problem):
+        return {RENDER}
+
+    def make_inputs(self, problem, rng): return {{}}
+    def output_spec(self, problem): return OutputSpec((1,), "float32")
+    def reference(self, inputs, problem): return None
+    def flops(self, problem): return 1.0
+    def bytes_moved(self, problem): return 1.0
+'''
+
+
+@pytest.mark.parametrize("check, render, says", [
+    ("1 / 0", "Source('c', '', 'f')", "check() raised ZeroDivisionError"),
+    ("None", "{}['missing']", "render() raised KeyError"),
+])
+def test_templates_whose_code_raises_are_refused_before_writing(check, render, says, tmp_path, capsys,
+                                                                ray_session):
+    path = tmp_path / "raising.py"
+    path.write_text(RAISING_TEMPLATE.format(CHECK=check, RENDER=render))
+    code, err = run_cli(["run", "--arch", "cpu", "--template", str(path)], tmp_path, capsys)
+    assert code == 2 and says in err and err.count("\n") == 1, err

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import require
 from tuner.cli import main
 from tuner.db import Store, StoreError
 from tuner.kernel_templates.testing import faulty_cpu
@@ -101,3 +102,25 @@ def test_two_tuners_on_one_study(db_url):
     ours = rows(db_url, "shared")
     assert sorted(t.number for t in ours) == numbers
     assert sum(t.status != "invalid" for t in ours) == 10
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KiB file system, so the database fills it mid-run."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    require(mounted.returncode == 0, f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_a_clean_error_and_keeps_what_was_stored(small_disk):
+    url = f"sqlite:///{small_disk / 'tuner.db'}"
+    done = subprocess.run(tuner_command(url, "full", "--shape", "B=1,H=2,S=64,D=64", "--trials", "200"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "full" in last and "free disk space" in last, done.stderr
+    assert rows(url, "full") is not None  # what was stored is still readable

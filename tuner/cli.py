@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = commands.exit_status_for(exc)
         if show_traceback or status == ExitStatus.ERROR:
             raise
-        print(f"tuner: error: {exc}", file=sys.stderr)
+        print(f"tuner: error: {commands.describe_error(exc)}", file=sys.stderr)
         return status
 
 

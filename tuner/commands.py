@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +19,7 @@ from .arch import resolve_arch
 from .cli import parse_shape
 from .errors import ExitStatus, UsageError
 from .progress import RunProgress, front_table
-from .search_space import TemplateError
+from .search_space import TemplateError, preflight
 from .service import NotFound, Service
 
 DEFAULT_TRIALS = 30
@@ -27,7 +28,23 @@ DEFAULT_TRIALS = 30
 def exit_status_for(exc: BaseException) -> ExitStatus:
     if isinstance(exc, (UsageError, SpecError, StoreError, TemplateError, NotFound)):
         return ExitStatus.USAGE
+    if _is_optuna_storage_error(exc):
+        return ExitStatus.USAGE
     return ExitStatus.ERROR
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one line a user reads; Optuna's storage errors hide their cause, so name it."""
+    if _is_optuna_storage_error(exc):
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+        return (f"the database could not be written ({cause}): free disk space or check --db, "
+                "then run the same command to continue")
+    return str(exc)
+
+
+def _is_optuna_storage_error(exc: BaseException) -> bool:
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(exc, optuna.exceptions.StorageInternalError)
 
 
 def dispatch(args: argparse.Namespace) -> ExitStatus:
@@ -35,7 +52,7 @@ def dispatch(args: argparse.Namespace) -> ExitStatus:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, markup=False)  # names and configs are user text, not markup
 
 
 def _spec_and_ref(args: argparse.Namespace, arch: str) -> tuple[KernelSpec, SpecRef]:
@@ -85,18 +102,21 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
                            problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
-    store = Store.open(args.db)
     executor = _make_executor(args)
-    console = _console()
+    store = None
     try:
         target = executor.start(spec.backend, arch)
+        preflight(spec, problem, target.device)
+        store = Store.open(args.db)
+        console = _console()
         with RunProgress(trials, console, enabled=not args.no_progress) as progress:
             runner = StudyRunner(spec, ref, settings, store, executor, target, progress)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
     finally:
         executor.close()
-        store.close()
+        if store is not None:
+            store.close()
     return ExitStatus.OK if summary.measured + summary.reused > summary.failed or summary.proposed == 0 \
         else ExitStatus.ERROR
 

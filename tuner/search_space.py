@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from tuner.kernel_templates import Device, KernelSpec, Problem
+from tuner.kernel_templates import Device, KernelSpec, Problem, Source
 
 
 def distributions(spec: KernelSpec) -> dict[str, CategoricalDistribution]:
@@ -30,6 +30,22 @@ def rejection(spec: KernelSpec, config: dict[str, Any], problem: Problem, device
 
 class TemplateError(Exception):
     """A template whose own code fails (check or render raised): the message names the fix."""
+
+
+def preflight(spec: KernelSpec, problem: Problem, device: Device) -> None:
+    """Runs the template's own code once on its first config, before anything is written, so a
+    check() or render() that raises is refused up front rather than in the middle of a study."""
+    config = {p.name: p.choices[0] for p in spec.params}
+    if rejection(spec, config, problem, device) is None:
+        render(spec, config, problem)
+
+
+def render(spec: KernelSpec, config: dict[str, Any], problem: Problem) -> Source:
+    try:
+        return spec.render(config, problem)
+    except Exception as exc:  # user templates may raise anything
+        raise TemplateError(f"template {spec.name!r}: render() raised {type(exc).__name__}: {exc} "
+                            f"(config {config}); fix the template") from None
 
 
 def make_sampler(name: str, spec: KernelSpec, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -21,7 +21,7 @@ from tuner.workers.executor import Executor, Target
 from .pareto import non_dominated
 from .progress import RunProgress
 from .proposer import Proposer, heartbeat_options, open_study
-from .search_space import TemplateError, make_sampler, rejection
+from .search_space import TemplateError, make_sampler, rejection, render
 
 MAX_INVALID_IN_A_ROW = 200
 
@@ -118,7 +118,7 @@ class StudyRunner:
         if reason is not None:
             self._record_invalid(proposal.number, config, reason)
             return False
-        source = self._render(config)
+        source = render(self._spec, config, self._settings.problem)
         digest = source.digest()
         if not self._settings.remeasure:
             prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._settings.arch,
@@ -137,12 +137,6 @@ class StudyRunner:
         self._measuring[digest] = proposal.number
         return True
 
-    def _render(self, config: dict[str, Any]) -> Source:
-        try:
-            return self._spec.render(config, self._settings.problem)
-        except Exception as exc:  # a user's template may raise anything
-            raise TemplateError(f"template {self._spec.name!r}: render() raised {type(exc).__name__}: "
-                                f"{exc} (config {config}); fix the template") from None
 
     def _record_invalid(self, number: int, config: dict[str, Any], reason: str) -> None:
         measurement = Measurement(trial_id=number, status=Status.INVALID, source_hash="", reason=reason,
