@@ -20,5 +20,4 @@ class Settings:
     port: int = 8000
     token: str | None = None
     best_recheck_s: float = 0.5
-    max_page: int = 5000
     poll_interval_s: float = 2.0
