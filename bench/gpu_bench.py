@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from tuner.kernel_templates import find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches

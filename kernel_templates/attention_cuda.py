@@ -9,12 +9,22 @@ their measured error and lets the Pareto front decide.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from importlib.resources import files
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source
+from .spec import (
+    Config,
+    Device,
+    KernelSpec,
+    OutputSpec,
+    Param,
+    Problem,
+    ProblemParam,
+    Source,
+)
 
 _TEMPLATE = files(__package__).joinpath("attention_cuda.cu").read_text()
 

@@ -12,12 +12,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from tests.conftest import require
 from tuner.kernel_templates import find_spec
 from tuner.kernel_templates.attention_cuda import shared_bytes
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
+
+from tests.conftest import require
 
 SPEC = find_spec("attention", "sm_90a")
 BACKEND = get_backend("cuda")

@@ -100,7 +100,8 @@ def _run_nvcc(source: Source, arch: str, destination: Path) -> tuple[dict[str, A
         command = [nvcc_path(), "-cubin", gencode(arch), "--resource-usage", *source.options,
                    "-o", str(out), str(src)]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
+                                  check=False)
         except subprocess.TimeoutExpired:
             return {}, "", f"nvcc ran over {COMPILE_TIMEOUT_S} s"
         log = tail(done.stdout + done.stderr)

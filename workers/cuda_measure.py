@@ -10,10 +10,10 @@ whose output is verified too, so a kernel that skips work after its first run ca
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
-
 from tuner.kernel_templates.spec import KernelSpec
 
 from .backend import TimingPolicy
@@ -28,7 +28,8 @@ ESTIMATE_RUNS = 5
 
 def measure(job: Job, artifact: Artifact, spec: KernelSpec, policy: TimingPolicy) -> Measurement:
     result = Measurement(trial_id=job.trial_id, status=Status.OK, source_hash=artifact.source_hash,
-                         compile_time_s=artifact.compile_time_s, resources=dict(artifact.resources),
+                         compile_time_s=artifact.compile_time_s,
+                         resources={**artifact.resources, "dynamic_shared_bytes": job.source.shared_bytes},
                          environment=environment(), log=artifact.log)
     if artifact.error is not None or artifact.path is None:
         result.status, result.reason = Status.COMPILE_ERROR, artifact.error

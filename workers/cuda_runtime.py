@@ -8,11 +8,11 @@ otherwise, so torch's events and allocations order correctly around them.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
-
 from tuner.kernel_templates.spec import Device, Source
 
 from .cuda_compile import nvcc_version
@@ -31,9 +31,11 @@ _DEFAULT_DYNAMIC_SHARED = 48 * 1024
 def gpu_count() -> int:
     try:
         import cupy
-
+    except ImportError:
+        return 0
+    try:
         return cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # no CuPy, no driver or no device: all mean "no GPU here"
+    except cupy.cuda.runtime.CUDARuntimeError:  # no driver or no device: no GPU here
         return 0
 
 
@@ -69,11 +71,13 @@ def sm_clock_mhz() -> float | None:
     """The SM clock now, from NVML; ``None`` where NVML is missing."""
     try:
         import pynvml
-
+    except ImportError:
+        return None
+    try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         return float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
-    except Exception:  # NVML absent or refused: the clock is optional context
+    except pynvml.NVMLError:  # NVML refused: the clock is optional context
         return None
 
 

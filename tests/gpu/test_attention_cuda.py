@@ -13,12 +13,12 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from tests.conftest import require
 from tuner.kernel_templates import find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches
 from tuner.workers.cuda_runtime import gpu_count, launcher
+
+from tests.conftest import require
 
 pytestmark = pytest.mark.gpu
 
@@ -80,8 +80,8 @@ def test_default_problem_is_correct_and_timed() -> None:
 
 
 def test_timing_agrees_with_triton_do_bench() -> None:
-    from triton.testing import do_bench
     import torch
+    from triton.testing import do_bench
 
     problem = SPEC.default_problem()
     source = SPEC.render(DEFAULT, problem)
