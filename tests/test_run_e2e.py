@@ -92,3 +92,18 @@ def test_a_config_measured_before_is_answered_from_storage(tmp_path, ray_session
     assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "a") == 0
     assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "b") == 0
     assert "6 answered from storage" in capsys.readouterr().out
+
+
+def test_export_writes_json_and_header_with_the_best_config(tuned_sqlite, tmp_path, capsys):
+    out_json, out_header = tmp_path / "best.json", tmp_path / "best.h"
+    assert main(["export", "--db", tuned_sqlite, "--json", str(out_json), "--header", str(out_header)]) == 0
+    assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", tuned_sqlite]) == 0
+    best = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    exported = json.loads(out_json.read_text())
+    assert best["config"] in [entry["config"] for entry in exported["entries"]]
+    assert "tuner_attention_cpu" in out_header.read_text()
+
+
+def test_serve_refuses_a_bad_port(tuned_sqlite, capsys):
+    assert main(["serve", "--db", tuned_sqlite, "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err

@@ -75,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(show)
 
     sub.add_parser("kernels", help="list the built-in kernel templates and their search spaces")
+
+    serve = sub.add_parser("serve", help="serve the REST API (/api/v1, /docs) and the dashboard")
+    _add_db(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.add_argument("--token", default=os.environ.get("TUNER_API_TOKEN"),
+                       help="bearer token required by every /api/v1 request and the dashboard "
+                            "(env TUNER_API_TOKEN; default: none)")
+
+    export = sub.add_parser("export", help="write the best config of every tuned (kernel, arch, shape) "
+                                           "as JSON and as a C/C++ header, for runtimes with no service")
+    _add_db(export)
+    export.add_argument("--json", default="tuner_best.json", help="JSON file to write (default %(default)s)")
+    export.add_argument("--header", default="tuner_best.h", help="C/C++ header to write (default %(default)s)")
     return parser
 
 

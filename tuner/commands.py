@@ -203,5 +203,26 @@ def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
+def cmd_serve(args: argparse.Namespace) -> ExitStatus:
+    from tuner.api import serve
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
+    serve(args.db, host=args.host, port=args.port, token=args.token)
+    return ExitStatus.OK
+
+
+def cmd_export(args: argparse.Namespace) -> ExitStatus:
+    from .export import write_exports
+
+    store = Store.open(args.db, create=False)
+    try:
+        entries = write_exports(Service(store), args.json, args.header)
+    finally:
+        store.close()
+    print(f"wrote {len(entries)} best configs to {args.json} and {args.header}")
+    return ExitStatus.OK
+
+
 _COMMANDS = {"run": cmd_run, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
-             "kernels": cmd_kernels}
+             "kernels": cmd_kernels, "serve": cmd_serve, "export": cmd_export}

@@ -161,6 +161,8 @@ class RayExecutor(Executor):
             measurement = ray.get(ref)
             if measurement.status is Status.OK:
                 self._slowest_s = max(self._slowest_s, time.monotonic() - started)
+            elif measurement.status is Status.LAUNCH_ERROR:
+                self._replace_actor()  # a faulting kernel poisons the CUDA context it ran in
             self._done.append(measurement)
         except RayActorError as exc:
             self._done.append(failed(job, Status.CRASHED, f"the measuring process died: {exc}"))
