@@ -6,14 +6,17 @@
 # folder cannot shadow it).
 export PYTHONUNBUFFERED=1 TUNER_CACHE_DIR="${TUNER_CACHE_DIR:-/tmp/tuner-cache}"
 if [[ -f .devwheels/activate ]]; then source .devwheels/activate; fi
-if ! python3 -c "import tuner.workers.cuda" 2>/dev/null &&
-   ! pip install -q --no-deps --no-build-isolation --no-index -e . >/tmp/tuner-install.log 2>&1; then
+_importable() { python3 -P -c "import tuner.workers.cuda" 2>/dev/null; }
+if ! _importable; then
+  python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/tmp/tuner-install.log 2>&1
+fi
+if ! _importable; then
   _ns="$(mktemp -d)"; mkdir "$_ns/tuner"
   ln -s "$PWD"/tuner/* "$_ns/tuner/"
   for _pkg in workers api db kernel_templates; do ln -s "$PWD/$_pkg" "$_ns/tuner/$_pkg"; done
   export PYTHONPATH="$_ns:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-python3 -P -c "import tuner.workers.cuda, tuner.db" || { echo "tuner is not importable here" >&2; exit 1; }
+python3 -P -c "import tuner.workers.cuda, tuner.db" || { cat /tmp/tuner-install.log >&2; exit 1; }
 
 device_header() {  # the machine, for every results file
   date -u +"%Y-%m-%dT%H:%M:%SZ"
