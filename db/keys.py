@@ -9,7 +9,7 @@ from tuner.kernel_templates.spec import canonical_json
 
 # Keys of a worker's environment fingerprint that name the machine, not what it measured with:
 # two hosts with the same device and software give comparable timings.
-HOST_KEYS = frozenset({"host", "hostname"})
+HOST_KEYS = frozenset({"host", "hostname", "ray_node"})
 
 
 def env_key(environment: Mapping[str, Any]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -161,3 +162,19 @@ def test_example_template_tunes(config):
     result = BACKEND.measure(job, BACKEND.compile(source, "cpu"), spec, QUICK)
     assert result.status is Status.OK, result.reason
     assert result.rel_l2 < 1e-5
+
+
+def test_a_fast_math_kernel_leaves_denormals_alone_in_its_process():
+    """crtfastmath.o would turn on flush-to-zero for the measuring process and every later trial."""
+    script = """
+import ctypes, numpy as np
+from tuner.kernel_templates import Source
+from tuner.workers import get_backend
+source = Source("c", "void f(float *x) { x[0] *= 2.0f; }", "f", options=("-O3", "-ffast-math"))
+artifact = get_backend("cpu").compile(source, "cpu")
+assert artifact.error is None, artifact.error
+ctypes.CDLL(artifact.path)
+assert (np.array([1e-310]) * 1.0)[0] != 0.0, "denormals are flushed"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

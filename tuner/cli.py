@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
     run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")
     run.add_argument("--ray-address", help="join a running Ray cluster (HOST:PORT) instead of starting one")
+    run.add_argument("--devices", type=int,
+                     help="measuring devices (actors, spread over the cluster's nodes); default: "
+                          "every GPU of the Ray cluster for CUDA, one for the CPU backend")
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="ray (default) or local: in-process, one at a time, for debugging a template")
     run.add_argument("--trial-timeout", type=float, default=30.0,

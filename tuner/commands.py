@@ -14,6 +14,7 @@ from rich.table import Table
 from tuner.db import Store, StoreError
 from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_spec, load_spec_file
 from tuner.workers import SpecRef, TimingPolicy
+from tuner.workers.executor import ExecutorError
 
 from .arch import resolve_arch
 from .cli import parse_shape
@@ -26,7 +27,7 @@ DEFAULT_TRIALS = 30
 
 
 def exit_status_for(exc: BaseException) -> ExitStatus:
-    if isinstance(exc, (UsageError, SpecError, StoreError, TemplateError, NotFound)):
+    if isinstance(exc, (UsageError, SpecError, StoreError, TemplateError, NotFound, ExecutorError)):
         return ExitStatus.USAGE
     if _is_optuna_storage_error(exc):
         return ExitStatus.USAGE
@@ -87,7 +88,8 @@ def _make_executor(args: argparse.Namespace):
         return LocalExecutor(policy)
     from tuner.workers.ray_executor import RayExecutor
 
-    return RayExecutor(policy, trial_timeout_s=args.trial_timeout, address=args.ray_address)
+    return RayExecutor(policy, trial_timeout_s=args.trial_timeout, address=args.ray_address,
+                       devices=args.devices)
 
 
 def cmd_run(args: argparse.Namespace) -> ExitStatus:
@@ -95,6 +97,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
 
     if args.trials is not None and args.trials < 1:
         raise UsageError("--trials must be at least 1")
+    if args.devices is not None and args.devices < 1:
+        raise UsageError("--devices must be at least 1")
     arch = resolve_arch(args.arch, remote_cluster=bool(args.ray_address))
     spec, ref = _spec_and_ref(args, arch)
     problem = _problem(spec, args)

@@ -43,7 +43,7 @@ class CpuBackend(Backend):
 
     def compile(self, source: Source, arch: str) -> Artifact:
         digest = source.digest()
-        key = cache_key(digest, self.compiler_version(), _host_target(source.options))
+        key = cache_key(digest, self.compiler_version(), _host_target(source.options), _RECIPE)
         path = cached_path(key, ".so")
         if path.exists():
             return Artifact(digest, str(path), 0.0, cached=True, resources=_resources(path))
@@ -56,22 +56,26 @@ class CpuBackend(Backend):
         return Artifact(digest, str(path), elapsed, cached=False, resources=_resources(path), log=log)
 
     def _build(self, source: Source) -> tuple[bytes | None, str]:
-        """(the shared object's bytes, the compiler's output), or (None, why there is none)."""
+        """(the shared object's bytes, the compiler's output), or (None, why there is none).
+
+        Compiled and linked in two steps: ``-ffast-math`` at link time adds crtfastmath.o, whose
+        constructor turns on flush-to-zero for the whole process that loads the library, so every
+        kernel measured after it there (and NumPy's reference) would run with denormals flushed.
+        """
         with tempfile.TemporaryDirectory(prefix="tuner-cc-") as tmp:
-            src, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
+            src, obj, out = Path(tmp) / "kernel.c", Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
             src.write_text(source.code)
-            # Options go after the source: libraries (-lm) must follow the code that uses them.
-            command = [*self.compiler(), "-shared", "-fPIC", "-o", str(out), str(src), *source.options]
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-            except FileNotFoundError:
-                return None, f"C compiler {command[0]!r} not found: install gcc or clang, or set CC"
-            except subprocess.TimeoutExpired:
-                return None, f"{command[0]} did not finish within {COMPILE_TIMEOUT_S:.0f} s"
-            log = tail(done.stderr + done.stdout)
-            if done.returncode != 0:
-                return None, log or f"{command[0]} exited with status {done.returncode}"
-            return out.read_bytes(), log
+            compile_flags = [o for o in source.options if not o.startswith("-l")]
+            link_flags = [o for o in source.options if o not in _PROCESS_WIDE_FLAGS]
+            logs = []
+            for command in ([*self.compiler(), "-c", "-fPIC", "-o", str(obj), str(src), *compile_flags],
+                            # libraries (-lm) must follow the code that uses them
+                            [*self.compiler(), "-shared", "-o", str(out), str(obj), *link_flags]):
+                ok, log = _run(command)
+                logs.append(log)
+                if not ok:
+                    return None, log
+            return out.read_bytes(), "".join(logs)
 
     def device(self, arch: str) -> Device:
         return Device("cpu", name=_cpu_name(), limits={"cores": os.cpu_count() or 1})
@@ -257,3 +261,24 @@ def _tuner_version() -> str:
 
 
 BACKEND = CpuBackend()
+
+
+# How _build turns a source into a library; part of the cache key, so a changed recipe rebuilds.
+_RECIPE = "compile, then link without process-wide math flags"
+
+# Flags whose link-time effect reaches the whole process that loads the library (see _build).
+_PROCESS_WIDE_FLAGS = frozenset({"-ffast-math", "-Ofast", "-funsafe-math-optimizations"})
+
+
+def _run(command: list[str]) -> tuple[bool, str]:
+    """Runs one compiler step: (whether it succeeded, what it printed or why it did not run)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    except FileNotFoundError:
+        return False, f"C compiler {command[0]!r} not found: install gcc or clang, or set CC"
+    except subprocess.TimeoutExpired:
+        return False, f"{command[0]} did not finish within {COMPILE_TIMEOUT_S:.0f} s"
+    log = tail(done.stderr + done.stdout)
+    if done.returncode != 0:
+        return False, log or f"{command[0]} exited with status {done.returncode}"
+    return True, log

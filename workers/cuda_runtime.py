@@ -61,7 +61,7 @@ def environment() -> dict[str, Any]:
         import torch
 
         props = cupy.cuda.runtime.getDeviceProperties(0)
-        env.update(gpu=props["name"].decode(), capability=f"{props['major']}.{props['minor']}",
+        env.update(device=props["name"].decode(), capability=f"{props['major']}.{props['minor']}",
                    driver=cupy.cuda.runtime.driverGetVersion(), cupy=cupy.__version__,
                    torch=torch.__version__, sm_count=props["multiProcessorCount"])
     return env

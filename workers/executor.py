@@ -55,6 +55,10 @@ def failed(job: Job, status: Status, reason: str, artifact: Artifact | None = No
                        reason=first_line[:300], log=tail(reason))
 
 
+class ExecutorError(Exception):
+    """The executor cannot measure at all (no device on the cluster); the message says what to do."""
+
+
 class Executor(ABC):
     capacity: int = 1  # jobs worth keeping in flight
 

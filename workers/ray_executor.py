@@ -1,8 +1,13 @@
 """Ray executor: compilation as parallel CPU tasks, measurement on one actor per device.
 
-The measuring actor holds the device (its context and loaded modules) and is given one job at a
-time, so timings never overlap and a crash or hang costs exactly one trial: the actor's process
-is thrown away (a CUDA context is poisoned after a fault) and a fresh one takes its place.
+Each measuring actor holds one device (its context and loaded modules) and is given one job at a
+time, so timings never overlap and a crash or hang costs one trial: the actor's process is thrown
+away (a CUDA context is poisoned after a fault) and a fresh one takes its place. A job whose actor
+died is tried once more on a fresh actor, which Ray may place on another node: a node that leaves
+the cluster loses no trial, and a kernel that really crashes is confirmed by its second crash.
+
+Actors are spread over the cluster's nodes; only devices of the first actor's kind are kept, so
+a study never compares an H100 with an A100. For CUDA, a GPU that joins mid-run gets an actor.
 
 On a GPU, compiles overlap measurement. On the CPU backend the device *is* the CPUs, so the
 executor alternates: a batch of parallel compiles, then measurements with no compile running,
@@ -15,14 +20,17 @@ import collections
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from .backend import TimingPolicy
-from .executor import Executor, Target, compile_job, describe, failed, measure_job
+from .executor import Executor, ExecutorError, Target, compile_job, describe, failed, measure_job
 from .measurement import Artifact, Job, Measurement, Status
+
+ACTOR_START_TIMEOUT_S = 120.0
+GROW_CHECK_S = 10.0
 
 
 @ray.remote
@@ -34,19 +42,40 @@ def _compile_task(backend_name: str, job: Job) -> Artifact:
 class MeasuringActor:
     def __init__(self, backend_name: str):
         self._backend = backend_name
+        self._node = ray.get_runtime_context().get_node_id()
 
     def describe(self, arch: str) -> Target:
         return describe(self._backend, arch)
 
     def measure(self, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
-        return measure_job(self._backend, job, artifact, policy)
+        measurement = measure_job(self._backend, job, artifact, policy)
+        measurement.environment = {**measurement.environment, "ray_node": self._node}
+        return measurement
 
 
 @dataclass
 class _Running:
     job: Job
+    artifact: Artifact
     ref: ray.ObjectRef
     started: float
+
+
+@dataclass
+class _Slot:
+    """One measuring device: its actor and the job it is measuring, if any."""
+
+    actor: ray.actor.ActorHandle
+    target: Target
+    running: _Running | None = None
+
+
+@dataclass
+class _Queues:
+    pending: collections.deque[Job] = field(default_factory=collections.deque)  # not yet compiling
+    compiling: dict[ray.ObjectRef, Job] = field(default_factory=dict)
+    compiled: collections.deque[tuple[Job, Artifact]] = field(default_factory=collections.deque)
+    done: collections.deque[Measurement] = field(default_factory=collections.deque)
 
 
 def init_ray(address: str | None) -> None:
@@ -64,125 +93,179 @@ class RayExecutor(Executor):
     # A measurement may take this many times the slowest healthy one before it counts as hung.
     HANG_FACTOR = 5.0
 
-    def __init__(self, policy: TimingPolicy, trial_timeout_s: float, address: str | None = None):
-        """``trial_timeout_s`` is the floor of the hang timeout; it grows with the slowest
-        healthy measurement seen, so a slow-but-sound kernel is never mistaken for a hang."""
+    def __init__(self, policy: TimingPolicy, trial_timeout_s: float, address: str | None = None,
+                 devices: int | None = None):
+        """``trial_timeout_s`` is the floor of the hang timeout; it grows with the slowest healthy
+        measurement seen, so a slow-but-sound kernel is never mistaken for a hang. ``devices``
+        is the number of measuring actors (default: every GPU of the cluster for CUDA, one CPU
+        device otherwise)."""
         init_ray(address)
         self._policy = policy
         self._floor_s = trial_timeout_s
         self._slowest_s = 0.0
-        self._pending: collections.deque[Job] = collections.deque()
-        self._compiling: dict[ray.ObjectRef, Job] = {}
-        self._compiled: collections.deque[tuple[Job, Artifact]] = collections.deque()
-        self._running: _Running | None = None
-        self._done: collections.deque[Measurement] = collections.deque()
-        self._actor = None
-        self._backend = ""
-        self._arch = ""
+        self._devices = devices
+        self._q = _Queues()
+        self._slots: list[_Slot] = []
+        self._retried: set[int] = set()
+        self._backend = self._arch = ""
+        self._last_grow = time.monotonic()
         self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the device busy
-        self._exclusive = False
+        self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the devices busy
+
+    # ---- devices ----
 
     def start(self, backend_name: str, arch: str) -> Target:
         self._backend, self._arch = backend_name, arch
-        self._exclusive = backend_name == "cpu"
-        return self._new_actor()
+        wanted = self._devices or (self._cluster_gpus() if backend_name == "cuda" else 1)
+        if backend_name == "cuda" and self._cluster_gpus() == 0:
+            raise ExecutorError("the Ray cluster has no GPU to measure on: start a worker with a GPU, "
+                                "or tune --arch cpu")
+        for _ in range(wanted):
+            self._add_slot()
+        if not self._slots:
+            raise ExecutorError("no measuring device could be started on the Ray cluster")
+        return self._slots[0].target
 
-    def _new_actor(self) -> Target:
+    @property
+    def exclusive(self) -> bool:
+        return self._backend == "cpu"
+
+    def _cluster_gpus(self) -> int:
+        return int(ray.cluster_resources().get("GPU", 0))
+
+    def _add_slot(self) -> None:
+        """Starts one measuring actor; keeps it only if its device matches the study's."""
         options = {"num_gpus": 1, "num_cpus": 0} if self._backend == "cuda" else {"num_cpus": 1}
-        self._actor = MeasuringActor.options(**options).remote(self._backend)
-        return ray.get(self._actor.describe.remote(self._arch))
+        actor = MeasuringActor.options(scheduling_strategy="SPREAD", **options).remote(self._backend)
+        try:
+            target = ray.get(actor.describe.remote(self._arch), timeout=ACTOR_START_TIMEOUT_S)
+        except (GetTimeoutError, RayError):
+            ray.kill(actor, no_restart=True)
+            return
+        if self._slots and target.device.name != self._slots[0].target.device.name:
+            ray.kill(actor, no_restart=True)  # another kind of device: its timings don't compare
+            return
+        self._slots.append(_Slot(actor, target))
 
-    def _replace_actor(self) -> None:
-        ray.kill(self._actor, no_restart=True)
-        self._new_actor()
+    def _replace(self, slot: _Slot) -> None:
+        ray.kill(slot.actor, no_restart=True)
+        self._slots.remove(slot)
+        self._add_slot()
+        if not self._slots:
+            raise ExecutorError("every measuring device of the Ray cluster is gone")
+
+    def _grow(self) -> None:
+        """A GPU that joined the cluster mid-run gets a measuring actor of its own."""
+        if self._backend != "cuda" or self._devices or time.monotonic() - self._last_grow < GROW_CHECK_S:
+            return
+        self._last_grow = time.monotonic()
+        for _ in range(self._cluster_gpus() - len(self._slots)):
+            self._add_slot()
+
+    # ---- jobs ----
 
     def submit(self, job: Job) -> None:
-        self._pending.append(job)
-
-    def _launch_compiles(self) -> None:
-        if self._exclusive and (self._running or self._compiled):
-            return
-        while self._pending and len(self._compiling) < self._compile_slots:
-            job = self._pending.popleft()
-            self._compiling[_compile_task.options(num_cpus=1).remote(self._backend, job)] = job
+        self._q.pending.append(job)
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done:
+        while not self._q.done:
+            self._grow()
             self._launch_compiles()
             self._dispatch()
-            refs = list(self._compiling) + ([self._running.ref] if self._running else [])
+            refs = list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
             if not refs:
                 return None
-            wait_s = self._wait_budget(deadline)
-            ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=self._wait_budget(deadline))
             if ready:
                 self._collect(ready[0])
-            elif self._running and time.monotonic() - self._running.started > self._timeout_s():
-                self._time_out()
-            elif deadline is not None and time.monotonic() >= deadline:
-                return None
-        return self._done.popleft()
+            else:
+                self._time_out_hung()
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        return self._q.done.popleft() if self._q.done else None
 
-    def _wait_budget(self, deadline: float | None) -> float:
-        limits = [1.0]
-        if self._running:
-            limits.append(max(0.0, self._running.started + self._timeout_s() - time.monotonic()))
-        if deadline is not None:
-            limits.append(max(0.0, deadline - time.monotonic()))
-        return min(limits)
+    def _measuring(self) -> bool:
+        return any(slot.running for slot in self._slots)
+
+    def _launch_compiles(self) -> None:
+        if self.exclusive and (self._measuring() or self._q.compiled):
+            return
+        while self._q.pending and len(self._q.compiling) < self._compile_slots:
+            job = self._q.pending.popleft()
+            self._q.compiling[_compile_task.options(num_cpus=1).remote(self._backend, job)] = job
+
+    def _dispatch(self) -> None:
+        if self.exclusive and self._q.compiling:
+            return
+        for slot in self._slots:
+            while slot.running is None and self._q.compiled:
+                job, artifact = self._q.compiled.popleft()
+                if artifact.error is not None:  # no need to bother the device
+                    self._q.done.append(measure_job(self._backend, job, artifact, self._policy))
+                    continue
+                ref = slot.actor.measure.remote(job, artifact, self._policy)
+                slot.running = _Running(job, artifact, ref, time.monotonic())
 
     def _timeout_s(self) -> float:
         return max(self._floor_s, self.HANG_FACTOR * self._slowest_s)
 
-    def _dispatch(self) -> None:
-        if self._exclusive and self._compiling:
-            return
-        while self._running is None and self._compiled:
-            job, artifact = self._compiled.popleft()
-            if artifact.error is not None:  # no need to bother the device
-                self._done.append(measure_job(self._backend, job, artifact, self._policy))
-                continue
-            ref = self._actor.measure.remote(job, artifact, self._policy)
-            self._running = _Running(job, ref, time.monotonic())
+    def _wait_budget(self, deadline: float | None) -> float:
+        limits = [1.0] + [max(0.0, s.running.started + self._timeout_s() - time.monotonic())
+                          for s in self._slots if s.running]
+        if deadline is not None:
+            limits.append(max(0.0, deadline - time.monotonic()))
+        return min(limits)
 
     def _collect(self, ref: ray.ObjectRef) -> None:
-        if ref in self._compiling:
-            job = self._compiling.pop(ref)
+        if ref in self._q.compiling:
+            job = self._q.compiling.pop(ref)
             try:
-                self._compiled.append((job, ray.get(ref)))
+                self._q.compiled.append((job, ray.get(ref)))
             except RayError as exc:
-                self._done.append(failed(job, Status.CRASHED, f"compile worker died: {exc}"))
+                self._q.done.append(failed(job, Status.CRASHED, f"compile worker died: {exc}"))
             return
-        job, started = self._running.job, self._running.started
-        self._running = None
+        slot = next(s for s in self._slots if s.running and s.running.ref == ref)
+        running, slot.running = slot.running, None
         try:
             measurement = ray.get(ref)
-            if measurement.status is Status.OK:
-                self._slowest_s = max(self._slowest_s, time.monotonic() - started)
-            elif measurement.status is Status.LAUNCH_ERROR:
-                self._replace_actor()  # a faulting kernel poisons the CUDA context it ran in
-            self._done.append(measurement)
         except RayActorError as exc:
-            self._done.append(failed(job, Status.CRASHED, f"the measuring process died: {exc}"))
-            self._new_actor()
+            self._actor_died(slot, running, exc)
+            return
         except RayTaskError as exc:
-            self._done.append(failed(job, Status.CRASHED, f"measuring raised: {exc}"))
+            self._q.done.append(failed(running.job, Status.CRASHED, f"measuring raised: {exc}"))
+            return
+        if measurement.status is Status.OK:
+            self._slowest_s = max(self._slowest_s, time.monotonic() - running.started)
+        elif measurement.status is Status.LAUNCH_ERROR:
+            self._replace(slot)  # a faulting kernel poisons the CUDA context it ran in
+        self._q.done.append(measurement)
 
-    def _time_out(self) -> None:
-        job = self._running.job
-        self._running = None
-        self._done.append(failed(job, Status.TIMEOUT,
-                                 f"no result after {self._timeout_s():.1f} s: the kernel hung or is far "
-                                 "too slow; its process was replaced"))
-        self._replace_actor()
+    def _actor_died(self, slot: _Slot, running: _Running, exc: Exception) -> None:
+        """A crashed kernel or a lost node: the job gets one more try on a fresh actor."""
+        self._replace(slot)
+        trial = running.job.trial_id
+        if trial in self._retried:
+            self._q.done.append(failed(running.job, Status.CRASHED,
+                                       f"the measuring process died, twice: {exc}"))
+        else:
+            self._retried.add(trial)
+            self._q.compiled.appendleft((running.job, running.artifact))
+
+    def _time_out_hung(self) -> None:
+        for slot in list(self._slots):
+            running = slot.running
+            if running and time.monotonic() - running.started > self._timeout_s():
+                slot.running = None
+                self._q.done.append(failed(running.job, Status.TIMEOUT,
+                                           f"no result after {self._timeout_s():.1f} s: the kernel hung "
+                                           "or is far too slow; its process was replaced"))
+                self._replace(slot)
 
     def close(self) -> None:
-        if self._actor is not None:
-            ray.kill(self._actor, no_restart=True)
-            self._actor = None
-        for ref in self._compiling:
+        for slot in self._slots:
+            ray.kill(slot.actor, no_restart=True)
+        self._slots.clear()
+        for ref in self._q.compiling:
             ray.cancel(ref, force=True)
-        self._compiling.clear()
-        self._pending.clear()
+        self._q = _Queues()

@@ -5,8 +5,7 @@ extern "C" __global__ void faulty(const float *x, float *y, long long n) {
 #if FAULT == 1
     y[i + (1LL << 40)] = 1.0f;
 #elif FAULT == 2
-    volatile int spin = 1;
-    while (spin) {}
+    for (;;) asm volatile("nanosleep.u32 1000;");  // a side effect the compiler must keep
 #endif
     if (i < n) y[i] = 2.0f * x[i] + 1.0f;
 }
