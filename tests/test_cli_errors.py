@@ -99,3 +99,14 @@ def test_templates_whose_code_raises_are_refused_before_writing(check, render, s
     path.write_text(RAISING_TEMPLATE.format(CHECK=check, RENDER=render))
     code, err = run_cli(["run", "--arch", "cpu", "--template", str(path)], tmp_path, capsys)
     assert code == 2 and says in err and err.count("\n") == 1, err
+
+
+def test_gp_sampler_runs_or_says_it_needs_pytorch(tmp_path, capsys, ray_session):
+    import importlib.util
+
+    args = ["run", "--arch", "cpu", "--shape", "S=64", "--sampler", "gp", "--trials", "12", "--no-progress"]
+    if importlib.util.find_spec("torch") is None:
+        code, err = run_cli(args, tmp_path, capsys)
+        assert code == 2 and "needs PyTorch" in err
+    else:
+        assert main([*args, "--db", f"sqlite:///{tmp_path / 'gp.db'}"]) == 0

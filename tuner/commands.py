@@ -20,7 +20,7 @@ from .arch import resolve_arch
 from .cli import parse_shape
 from .errors import ExitStatus, UsageError
 from .progress import RunProgress, front_table
-from .search_space import TemplateError, preflight
+from .search_space import TemplateError, make_sampler, preflight
 from .service import NotFound, Service
 
 DEFAULT_TRIALS = 30
@@ -106,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
                            problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
+    sampler = make_sampler(args.sampler, spec, args.seed)
     executor = _make_executor(args)
     store = None
     try:
@@ -114,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         store = Store.open(args.db)
         console = _console()
         with RunProgress(trials, console, enabled=not args.no_progress) as progress:
-            runner = StudyRunner(spec, ref, settings, store, executor, target, progress)
+            runner = StudyRunner(spec, ref, settings, store, executor, target, progress, sampler)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
     finally:

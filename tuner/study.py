@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import optuna
 
 from tuner.db import Store, StudyRecord, env_key
 from tuner.kernel_templates import KernelSpec, Source
@@ -21,7 +22,7 @@ from tuner.workers.executor import Executor, Target
 from .pareto import non_dominated
 from .progress import RunProgress
 from .proposer import Proposer, heartbeat_options, open_study
-from .search_space import TemplateError, make_sampler, rejection, render
+from .search_space import TemplateError, rejection, render
 
 MAX_INVALID_IN_A_ROW = 200
 
@@ -53,7 +54,8 @@ class RunSummary:
 
 class StudyRunner:
     def __init__(self, spec: KernelSpec, spec_ref: SpecRef, settings: RunSettings, store: Store,
-                 executor: Executor, target: Target, progress: RunProgress):
+                 executor: Executor, target: Target, progress: RunProgress,
+                 sampler: optuna.samplers.BaseSampler):
         self._spec, self._ref, self._settings = spec, spec_ref, settings
         self._store, self._executor, self._target, self._progress = store, executor, target, progress
         self._env_key = env_key(target.environment)
@@ -62,8 +64,7 @@ class StudyRunner:
             template_path=spec_ref.path, problem=settings.problem, arch=settings.arch,
             device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
-        optuna_study = open_study(storage, settings.study_name,
-                                  make_sampler(settings.sampler, spec, settings.seed))
+        optuna_study = open_study(storage, settings.study_name, sampler)
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s)
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
