@@ -1,0 +1,289 @@
+"""The service's best attention config against PyTorch SDPA (flash, efficient, cuDNN), in one run.
+
+For each seed shape: the fastest stored exact-bound config (``Service.best``), tuned first through
+``tuner run`` itself when the database has none for that exact problem; then, in this one process,
+the tuned kernel and SDPA's three backends timed the same way (``cuda_measure.time_launches``:
+L2 flushed and output poisoned before every run, one event pair per run, median of >= 50) on the
+same fresh random inputs. Writes ``attention_vs_sdpa.{json,md,png}``.
+    python3 -P bench/attention_vs_sdpa.py --db sqlite:///bench/results/attention_tuned.db
+    python3 -P bench/attention_vs_sdpa.py --profile 16,96,512,64,0,fp16   (one launch, for ncu)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tuner.db import Store
+from tuner.kernel_templates import find_spec
+from tuner.workers import TimingPolicy, get_backend
+from tuner.workers.cuda_measure import error_metrics, time_launches
+from tuner.workers.cuda_runtime import environment, launcher
+
+from tuner.service import NotFound, Service
+
+ARCH = "sm_90a"
+SPEC = find_spec("attention", ARCH)
+FAMILY = "mma_sync_fa2"  # the template family; a Hopper wgmma family is the next step
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION}
+POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
+HEADLINE = ((16, 96, 512, 64), (16, 96, 512, 128), (2, 32, 4096, 128), (2, 96, 4096, 64))
+
+
+def seed_shapes() -> list[dict[str, Any]]:
+    """20 fp16 problems, then the 4 headline shapes in bf16, each causal and not."""
+    fp16 = [(16, h, 512, d) for h in (8, 32, 96) for d in (64, 128)]
+    fp16 += [(2, h, 4096, d) for h in (32, 96) for d in (64, 128)]
+    return [_problem(shape, causal, dtype) for dtype, shapes in (("fp16", fp16), ("bf16", HEADLINE))
+            for shape in shapes for causal in (False, True)]
+
+
+def _problem(shape: tuple[int, ...], causal: bool, dtype: str) -> dict[str, Any]:
+    return SPEC.validate_problem(dict(zip("BHSD", shape), causal=causal, dtype=dtype))
+
+
+def exact_bound(problem: dict[str, Any]) -> float:
+    """The error bound of the template's exact variants: rel. L2 2e-3 (fp16), 1e-2 (bf16)."""
+    return SPEC.max_error({"precision": "exact"}, problem)
+
+
+def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest stored config within the exact bound, tuned on this very problem, or None."""
+    try:
+        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem, max_error=exact_bound(problem))
+    except NotFound:
+        return None
+    return answer.config if answer.exact else None
+
+
+def tune(problem: dict[str, Any], db: str, trials: int) -> None:
+    """One study through the CLI, as a user runs it (single GPU: the in-process executor)."""
+    shape = ",".join(f"{key}={value}" for key, value in problem.items())
+    command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
+               "--shape", shape, "--trials", str(trials), "--seed", "1", "--db", db,
+               "--executor", "local", "--no-progress"]
+    print("+", " ".join(command[2:]), flush=True)
+    subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+
+
+def warm_cache(problems: list[dict[str, Any]]) -> None:
+    """Compiles every admitted config of these problems in parallel into the content-addressed
+    cache, so the studies (which compile one config at a time in process) find them built."""
+    backend, names = get_backend("cuda"), [p.name for p in SPEC.params]
+    device = backend.device(ARCH)
+    every = [dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params))]
+    admitted = (SPEC.render(c, p) for p in problems for c in every if SPEC.check(c, p, device) is None)
+    sources = {source.digest(): source for source in admitted}  # the compile cache's key
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # nvcc runs as subprocesses
+        list(pool.map(lambda source: backend.compile(source, ARCH), sources.values()))
+
+
+def best_configs(db: str, trials: int, deadline: float) -> dict[int, dict[str, Any]]:
+    """Index of each seed shape -> its best config, tuning the missing ones until ``deadline``."""
+    service = Service(Store.open(db))
+    found = {}
+    untuned = [p for p in seed_shapes() if stored_best(service, p) is None]
+    if untuned:
+        warm_cache(untuned)
+    for index, problem in enumerate(seed_shapes()):
+        config = stored_best(service, problem)
+        if config is None and time.monotonic() < deadline:
+            tune(problem, db, trials)
+            config = stored_best(service, problem)
+        if config is not None:
+            found[index] = config
+    return found
+
+
+def median_s(launch: Callable[[], None], out: torch.Tensor) -> float:
+    return statistics.median(time_launches(launch, out, POLICY))
+
+
+def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
+                 out: torch.Tensor) -> Callable[[], None]:
+    source = SPEC.render(config, problem)
+    artifact = get_backend("cuda").compile(source, ARCH)
+    if artifact.error is not None:
+        raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
+    return launcher(artifact.path, source, [*inputs.values(), out])
+
+
+def time_tuned(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
+               ref: torch.Tensor) -> tuple[float, float]:
+    """Median seconds and the rel. L2 error of the last timed run's output."""
+    out = torch.empty_like(inputs["q"])
+    seconds = median_s(tuned_launch(config, problem, inputs, out), out)
+    return seconds, error_metrics(out, ref)[0]
+
+
+def time_sdpa(backend: SDPBackend, problem: dict[str, Any], inputs: dict[str, torch.Tensor],
+              ref: torch.Tensor) -> tuple[float | None, float | None]:
+    """Median seconds and rel. L2 error of one SDPA backend, or Nones where it refuses the shape."""
+    q, k, v = inputs.values()
+
+    def launch() -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=problem["causal"])
+
+    poison = torch.empty(1, device="cuda")  # SDPA allocates its output; the timer poisons this
+    try:
+        with sdpa_kernel(backend):
+            error = error_metrics(launch(), ref)[0]
+            return median_s(launch, poison), error
+    except RuntimeError as exc:
+        print(f"   {backend.name} refused: {str(exc).splitlines()[0]}")
+        return None, None
+
+
+def measure_row(index: int, problem: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
+    ref = SPEC.reference(inputs, problem)
+    seconds, rel_l2 = time_tuned(config, problem, inputs, ref)
+    row = {**problem, "family": FAMILY, "config": config, "tuned_us": seconds * 1e6,
+           "tuned_tflops": tflops(problem, seconds), "rel_l2": rel_l2}
+    for name, backend in SDPA.items():
+        other, error = time_sdpa(backend, problem, inputs, ref)
+        row[f"{name}_us"], row[f"{name}_tflops"] = other and other * 1e6, other and tflops(problem, other)
+        row[f"{name}_rel_l2"] = error
+    return row
+
+
+def tflops(problem: dict[str, Any], seconds: float) -> float:
+    return SPEC.flops(problem) / seconds / 1e12
+
+
+def repeatability(problem: dict[str, Any], config: dict[str, Any], first_us: float) -> dict[str, Any]:
+    """The first row's config measured again at the end of the run, on new inputs."""
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(10_000))
+    last_us = time_tuned(config, problem, inputs, SPEC.reference(inputs, problem))[0] * 1e6
+    return {"problem": problem, "config": config, "first_us": first_us, "last_us": last_us,
+            "diff_pct": 100 * abs(last_us - first_us) / first_us}
+
+
+def ceilings() -> dict[str, float]:
+    """METHOD.md's two ceilings, measured here: fp16 matmul TFLOP/s and copy TB/s (read + write)."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    matmul = median_s(lambda: torch.mm(a, a), torch.empty(1, device="cuda"))
+    src = torch.randn(1 << 28, device="cuda")  # 1 GiB
+    dst = torch.empty_like(src)
+    copy = median_s(lambda: dst.copy_(src), torch.empty(1, device="cuda"))
+    return {"matmul_fp16_tflops": 2 * 8192**3 / matmul / 1e12, "copy_tbps": 2 * src.nbytes / copy / 1e12}
+
+
+def header() -> dict[str, Any]:
+    env = environment()
+    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return {"device": env.get("device"), "driver": driver, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "nvcc": env.get("nvcc"),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: µs per head (total / H), TFLOP/s of each, ratios to flash and cuDNN."""
+    head = ("| B | H | S | D | causal | dtype | config (m,n,warps,stages,precision) | ours µs/head | ours | "
+            "flash | efficient | cuDNN | x flash | x cuDNN | rel L2 |")
+    lines = [head, "|" + "---|" * 15]
+    for r in rows:
+        cfg = r["config"]
+        config = f"{cfg['block_m']},{cfg['block_n']},{cfg['warps']},{cfg['stages']},{cfg['precision']}"
+        lines.append(f"| {r['B']} | {r['H']} | {r['S']} | {r['D']} | {'yes' if r['causal'] else 'no'} | "
+                     f"{r['dtype']} | {config} | {r['tuned_us'] / r['H']:.2f} | {r['tuned_tflops']:.0f} | "
+                     f"{_num(r['flash_tflops'])} | {_num(r['efficient_tflops'])} | {_num(r['cudnn_tflops'])} | "
+                     f"{_ratio(r, 'flash')} | {_ratio(r, 'cudnn')} | {r['rel_l2']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def _ratio(row: dict[str, Any], name: str) -> str:
+    other = row[f"{name}_tflops"]
+    return "—" if other is None else f"{row['tuned_tflops'] / other:.2f}"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['B']},{r['H']},{r['S']},{r['D']}{' c' if r['causal'] else ''} {r['dtype']}" for r in rows]
+    series = {"tuned": "tuned_tflops", "SDPA flash": "flash_tflops", "SDPA efficient": "efficient_tflops",
+              "SDPA cuDNN": "cudnn_tflops"}
+    x, width = np.arange(len(rows)), 0.2
+    fig, ax = plt.subplots(figsize=(max(12, len(rows) * 0.7), 5))
+    for offset, (name, key) in enumerate(series.items()):
+        ax.bar(x + (offset - 1.5) * width, [r[key] or 0 for r in rows], width, label=name)
+    ax.set_xticks(x, labels, rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("TFLOP/s (causal counts half)")
+    ax.set_title("Attention forward on H100: tuned template vs PyTorch SDPA")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def profile(text: str, db: str) -> None:
+    """Launches the stored best config of one shape once after a warm-up, for ncu to capture."""
+    b, h, s, d, causal, dtype = text.split(",")
+    problem = _problem((int(b), int(h), int(s), int(d)), causal in ("1", "true"), dtype)
+    config = stored_best(Service(Store.open(db)), problem)
+    if config is None:
+        raise SystemExit(f"no stored config for {problem}: run the benchmark first")
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    launch = tuned_launch(config, problem, inputs, torch.empty_like(inputs["q"]))
+    launch(), launch()
+    torch.cuda.synchronize()
+    print(problem, config)
+
+
+def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
+    shapes = seed_shapes()
+    rows = [measure_row(i, shapes[i], configs[i]) for i in sorted(configs)]
+    first = min(configs)
+    result = {**header(), "ceilings": ceilings(), "rows": rows,
+              "repeatability": repeatability(shapes[first], configs[first], rows[0]["tuned_us"]),
+              "missing": [shapes[i] for i in range(len(shapes)) if i not in configs]}
+    (out / "attention_vs_sdpa.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = table(rows)
+    (out / "attention_vs_sdpa.md").write_text(text)
+    print(text)
+    print("repeatability:", json.dumps(result["repeatability"]), "\nceilings:", result["ceilings"])
+    plot(rows, out / "attention_vs_sdpa.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="sqlite:///bench/results/attention_tuned.db")
+    parser.add_argument("--out", default="bench/results", type=Path)
+    parser.add_argument("--trials", type=int, default=30, help="trials of `tuner run` per untuned shape")
+    parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
+    parser.add_argument("--tune-only", action="store_true", help="tune the missing shapes, measure nothing")
+    parser.add_argument("--profile", metavar="B,H,S,D,CAUSAL,DTYPE", help="launch one stored config (for ncu)")
+    args = parser.parse_args()
+    if args.profile:
+        return profile(args.profile, args.db)
+    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for)
+    print(f"{len(configs)} of {len(seed_shapes())} seed shapes have a tuned config", flush=True)
+    if not args.tune_only and configs:
+        benchmark(configs, args.out)
+
+
+if __name__ == "__main__":
+    main()
