@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-
 from tuner.kernel_templates import KernelSpec, find_builtin
 from tuner.workers import get_backend
 from tuner.workers.executor import compile_job

@@ -20,17 +20,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from tuner.db import Store, StoreError
 
 from tests.conftest import require
-from tuner.db import Store, StoreError
 from tuner.service import NotFound, Service
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scale_out.md"
@@ -56,7 +56,7 @@ class DocCommands:
 def doc_commands(text: str | None = None) -> DocCommands:
     """Parses the block after ``<!-- cluster-commands -->`` (comments and exports understood)."""
     text = DOC.read_text() if text is None else text
-    block = re.search(r"<!-- cluster-commands -->\n```sh\n(.*?)```", text, re.S)
+    block = re.search(r"<!-- cluster-commands -->\n```sh\n(.*?)```", text, re.DOTALL)
     assert block, f"{DOC} lost its cluster-commands block"
     env, lines = {}, []
     for line in block.group(1).splitlines():
@@ -104,10 +104,10 @@ class Node:
 
     def start(self, words: list[str], env: dict[str, str], temp: Path) -> None:
         extra = [f"--temp-dir={temp / self.name}", f"--node-manager-port={self.manager_port}"]
-        log = open(temp / f"{self.name}.log", "w")
-        self.process = subprocess.Popen([*self.prefix, *program(words), *ONE_MACHINE, *extra],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        with open(temp / f"{self.name}.log", "w") as log:  # the node keeps its own copy
+            self.process = subprocess.Popen([*self.prefix, *program(words), *ONE_MACHINE, *extra],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def kill(self) -> None:
         """Gone at once, as when a machine loses power: raylet, workers and all."""
@@ -133,8 +133,8 @@ class Namespaces:
     reach the node that measures it through Ray, not through a shared file.
     """
 
-    PRIVATE_CACHE = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                     'mount -t tmpfs tmpfs "$TUNER_CACHE_DIR" && exec "$@"', "node"]
+    PRIVATE_CACHE = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     'mount -t tmpfs tmpfs "$TUNER_CACHE_DIR" && exec "$@"', "node")
 
     def __init__(self) -> None:
         tag = f"{os.getpid() % 10_000}"
@@ -218,7 +218,8 @@ class Cluster:
                   "print(json.dumps([[n['NodeManagerAddress'], n['NodeManagerPort'], n['NodeID']]"
                   " for n in nodes]))\n")
         done = subprocess.run([sys.executable, "-c", script, self.address, str(alive), str(timeout)],
-                              env=self.env, capture_output=True, text=True, timeout=timeout + 60)
+                              env=self.env, capture_output=True, text=True, timeout=timeout + 60,
+                              check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         found = {(a, p): node for a, p, node in json.loads(done.stdout.splitlines()[-1])}
         assert len(found) >= alive, f"only {len(found)} of {alive} Ray nodes came up: see {self.temp}"

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from ray.scripts.scripts import start as ray_start
+from tuner.api.routes_health import router as health_router
 
 from tests.test_cluster import DOC, ONE_MACHINE, doc_commands, expand, program
-from tuner.api.routes_health import router as health_router
 from tuner.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,5 +156,5 @@ def test_readme_scale_out_section_is_the_doc():
     readme = (ROOT / "README.md").read_text()
     if "## Scale out" not in readme:
         pytest.skip("README.md has no Scale out section yet; the lead pastes docs/scale_out.md in")
-    block = re.search(r"<!-- cluster-commands -->\n```sh\n.*?```", DOC.read_text(), re.S).group(0)
+    block = re.search(r"<!-- cluster-commands -->\n```sh\n.*?```", DOC.read_text(), re.DOTALL).group(0)
     assert block in readme, "README's scale-out commands differ from docs/scale_out.md"
