@@ -107,3 +107,11 @@ def test_export_writes_json_and_header_with_the_best_config(tuned_sqlite, tmp_pa
 def test_serve_refuses_a_bad_port(tuned_sqlite, capsys):
     assert main(["serve", "--db", tuned_sqlite, "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_remeasure_measures_repeated_configs_again(tmp_path, ray_session, capsys):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    args = ["--trials", "8", "--sampler", "grid", "--study", "again", "--shape", "S=64"]
+    assert tune(url, *args) == 0
+    assert tune(url, *args, "--remeasure") == 0
+    assert "8 measured, 0 answered from storage" in capsys.readouterr().out.replace("\n", " ")

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="stop proposing after this many seconds")
     run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
     run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")
-    run.add_argument("--ray-address", help="join a running Ray cluster (HOST:PORT) instead of starting one")
+    run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
+                     help="join a running Ray cluster (HOST:PORT; env RAY_ADDRESS) instead of starting one")
     run.add_argument("--devices", type=int,
                      help="measuring devices (actors, spread over the cluster's nodes); default: "
                           "every GPU of the Ray cluster for CUDA, one for the CPU backend")

@@ -152,7 +152,8 @@ class StudyRunner:
     def _finish(self, measurement: Measurement) -> None:
         number = measurement.trial_id
         config, source = self._in_flight.pop(number)
-        del self._measuring[source.digest()]
+        if self._measuring.get(source.digest()) == number:  # with --remeasure, twins measure too
+            del self._measuring[source.digest()]
         if not measurement.environment:
             measurement.environment = self._target.environment
         if measurement.timing is not None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import collections
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from tuner.kernel_templates import Device
 
 from . import get_backend, load_spec
 from .backend import TimingPolicy
+from .cache import cached_path, store_atomically
 from .measurement import Artifact, Job, Measurement, Status, tail
 
 
@@ -33,13 +35,29 @@ def describe(backend_name: str, arch: str) -> Target:
     return Target(backend.device(arch), backend.environment())
 
 
-def compile_job(backend_name: str, job: Job) -> Artifact:
-    return get_backend(backend_name).compile(job.source, job.arch)
+def compile_job(backend_name: str, job: Job, portable: bool = False) -> Artifact:
+    """Compiles ``job``; ``portable`` attaches the binary's bytes for a measuring node elsewhere."""
+    artifact = get_backend(backend_name).compile(job.source, job.arch)
+    if portable and artifact.path is not None:
+        artifact = replace(artifact, binary=Path(artifact.path).read_bytes())
+    return artifact
+
+
+def localize(artifact: Artifact) -> Artifact:
+    """The artifact with a path on this machine: compiled elsewhere, its bytes join our cache."""
+    if artifact.path is None or Path(artifact.path).exists() or artifact.binary is None:
+        return artifact
+    compiled = Path(artifact.path)  # the compiling node's cache names its files by their key
+    destination = cached_path(compiled.stem, compiled.suffix)
+    if not destination.exists():
+        store_atomically(artifact.binary, destination)
+    return replace(artifact, path=str(destination))
 
 
 def measure_job(backend_name: str, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
     if artifact.error is not None:
         return failed(job, Status.COMPILE_ERROR, artifact.error, artifact=artifact)
+    artifact = localize(artifact)
     backend = get_backend(backend_name)
     measurement = backend.measure(job, artifact, load_spec(job.spec), policy)
     measurement.compile_time_s = artifact.compile_time_s

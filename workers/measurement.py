@@ -34,7 +34,11 @@ class SpecRef:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A compiled kernel on disk (shared object or cubin), or the reason there is none."""
+    """A compiled kernel on disk (shared object or cubin), or the reason there is none.
+
+    ``binary`` carries the file's bytes when the artifact travels to another machine: the
+    measuring node may not share the compiling node's disk (see ``workers.executor.localize``).
+    """
 
     source_hash: str
     path: str | None
@@ -43,6 +47,7 @@ class Artifact:
     resources: dict[str, Any] = field(default_factory=dict)  # registers, shared/local bytes, ...
     log: str = ""
     error: str | None = None
+    binary: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ GROW_CHECK_S = 10.0
 
 @ray.remote
 def _compile_task(backend_name: str, job: Job) -> Artifact:
-    return compile_job(backend_name, job)
+    return compile_job(backend_name, job, portable=True)
 
 
 @ray.remote(max_restarts=0)
