@@ -139,11 +139,14 @@ class _Bench:
 
     def time(self, policy: TimingPolicy) -> Timing:
         flush = _Flusher() if policy.flush_l2 else None
-        warmup = []
-        deadline = time.perf_counter() + policy.warmup_s
-        while not warmup or time.perf_counter() < deadline:
-            warmup.append(self._timed(self.run_a, flush))
-        repeats = policy.repeats_for(float(np.median(warmup)))
+        started, runs = time.perf_counter(), 0
+        while not runs or time.perf_counter() < started + policy.warmup_s:
+            self._timed(self.run_a, flush)
+            runs += 1
+        # Repeats from the wall time of a whole repeat, flush and poison included (as Triton's
+        # estimate does): sized by the kernel alone, a tiny kernel's repeats would each pay a
+        # full cache flush and blow far past the time budget.
+        repeats = policy.repeats_for((time.perf_counter() - started) / runs)
         samples = [self._timed(self.run_a, flush) for _ in range(repeats - 1)]
         samples.append(self._timed(self.run_b, flush))
         return summarize(samples)
