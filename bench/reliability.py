@@ -43,7 +43,7 @@ BAD_INPUTS = [
 
 def tune(db: str, template: str, study: str, *extra: str) -> None:
     subprocess.run([sys.executable, "-m", "tuner", "run", "--arch", "cpu", "--template", template,
-                    "--shape", "n=65536", "--db", db, "--study", study, "--sampler", "random",
+                    "--shape", "n=1048576", "--db", db, "--study", study, "--sampler", "random",
                     "--seed", "11", "--trial-timeout", "8", "--no-progress", *extra],
                    check=True, capture_output=True, text=True, timeout=900)
 
