@@ -95,15 +95,21 @@ __device__ __forceinline__ void add_f16x2(float& lo, float& hi, u32 v) {
 }
 #endif
 
-// Copies rows [row0, row0 + ROWS) of a [seq, HEAD_DIM] matrix into a swizzled shared tile.
+// Copies rows [row0, row0 + ROWS) of a [seq, HEAD_DIM] matrix into a swizzled shared tile. Each
+// thread copies one fixed chunk column every THREADS / D_TILES rows, a multiple of 8, so its swizzle
+// term is the same on every row it copies and all its addresses are one base plus constants: no
+// per-chunk address registers stay live across the main loop.
 template <int ROWS>
 __device__ __forceinline__ void load_tile(u32 tile, const elem_t* src, int row0, int seq) {
-  static_assert(ROWS * D_TILES % THREADS == 0, "every thread copies the same number of chunks");
+  constexpr int STEP = THREADS / D_TILES;  // rows between one thread's consecutive chunks
+  static_assert(ROWS % STEP == 0 && STEP % 8 == 0, "every thread copies the same swizzled column");
+  const int r = threadIdx.x / D_TILES, c = threadIdx.x % D_TILES;
+  const u32 dst = tile + swizzle(r, c);
+  const elem_t* from = src + (size_t)(row0 + r) * HEAD_DIM + c * 8;
 #pragma unroll
-  for (int it = 0; it < ROWS * D_TILES / THREADS; ++it) {
-    const int i = it * THREADS + threadIdx.x, r = i / D_TILES, c = i % D_TILES;
-    const bool valid = row0 + r < seq;
-    cp_async16(tile + swizzle(r, c), src + (size_t)(valid ? row0 + r : 0) * HEAD_DIM + c * 8, valid);
+  for (int it = 0; it < ROWS / STEP; ++it) {
+    const bool valid = row0 + r + it * STEP < seq;
+    cp_async16(dst + it * STEP * ROW_BYTES, valid ? from + it * STEP * HEAD_DIM : src, valid);
   }
 }
 
