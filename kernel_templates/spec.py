@@ -119,6 +119,13 @@ class Source:
     block: tuple[int, int, int] = (1, 1, 1)
     shared_bytes: int = 0
 
+    def code_digest(self) -> str:
+        """Hash of what decides the compiled binary (code, entry, options): the compile cache's key,
+        shared by every problem size that renders the same code."""
+        text = canonical_json({"language": self.language, "code": self.code, "entry": self.entry,
+                               "options": list(self.options)})
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def digest(self) -> str:
         """Hash of everything that decides what runs: code, options, scalars and launch geometry.
 

@@ -34,3 +34,11 @@ def test_a_compile_error_is_a_measurement_not_an_exception():
     broken = source.__class__(**{**source.__dict__, "code": source.code + "\nthis is not C;\n"})
     measurement = measure_job("cpu", job(broken), compile_job("cpu", job(broken)), TimingPolicy())
     assert measurement.status is Status.COMPILE_ERROR and "error" in measurement.log
+
+
+def test_problem_sizes_that_render_the_same_code_share_one_compile():
+    a = SPEC.render(CONFIG, PROBLEM)
+    b = SPEC.render(CONFIG, {**PROBLEM, "S": 96, "B": 3})
+    assert a.code_digest() == b.code_digest() and a.digest() != b.digest()
+    first = compile_job("cpu", job(a))
+    assert compile_job("cpu", job(b)).path == first.path

@@ -43,7 +43,7 @@ class CpuBackend(Backend):
 
     def compile(self, source: Source, arch: str) -> Artifact:
         digest = source.digest()
-        key = cache_key(digest, self.compiler_version(), _host_target(source.options), _RECIPE)
+        key = cache_key(source.code_digest(), self.compiler_version(), _host_target(source.options), _RECIPE)
         path = cached_path(key, ".so")
         if path.exists():
             return Artifact(digest, str(path), 0.0, cached=True, resources=_resources(path))

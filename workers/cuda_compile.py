@@ -77,7 +77,7 @@ def compile_cubin(source: Source, arch: str) -> Artifact:
     started = time.perf_counter()
     digest = source.digest()
     try:
-        key = cache_key(digest, arch, nvcc_version())
+        key = cache_key(source.code_digest(), arch, nvcc_version())
     except (ToolchainMissing, OSError, subprocess.SubprocessError) as exc:
         return Artifact(digest, None, 0.0, cached=False, error=str(exc))
     cubin, meta = cached_path(key, ".cubin"), cached_path(key, ".json")
