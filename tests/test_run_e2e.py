@@ -131,3 +131,34 @@ def test_remeasure_measures_repeated_configs_again(tmp_path, ray_session, capsys
     assert tune(url, *args) == 0
     assert tune(url, *args, "--remeasure") == 0
     assert "8 measured, 0 answered from storage" in capsys.readouterr().out.replace("\n", " ")
+
+
+LAZY_TEMPLATE = '''
+import numpy as np
+from tuner.kernel_templates import KernelSpec, OutputSpec, Param, ProblemParam, Source
+
+class Lazy(KernelSpec):
+    name = "lazy"
+    params = (Param("unroll", (1, 2)),)
+    problem_params = (ProblemParam("n", int, 1024, minimum=1),)
+
+    def render(self, config, problem):
+        return Source("c", "void lazy(const float *x, float *y, long n) {}  /* writes nothing */", "lazy",
+                      options=("-O2", f"-DUNROLL={config['unroll']}"), scalars=(("int64", problem["n"]),))
+
+    def make_inputs(self, problem, rng):
+        return {"x": rng.standard_normal(problem["n"], dtype=np.float32)}
+
+    def output_spec(self, problem): return OutputSpec((problem["n"],), "float32")
+    def reference(self, inputs, problem): return inputs["x"].astype(np.float64)
+    def flops(self, problem): return float(problem["n"])
+    def bytes_moved(self, problem): return 8.0 * problem["n"]
+'''
+
+
+def test_a_run_where_no_trial_ran_correctly_exits_1(tmp_path, ray_session, capsys):
+    template = tmp_path / "lazy.py"
+    template.write_text(LAZY_TEMPLATE)
+    code = main(["run", "--arch", "cpu", "--template", str(template), "--trials", "3", "--no-progress",
+                 "--db", f"sqlite:///{tmp_path / 'tuner.db'}"])
+    assert code == 1 and "no trial ran correctly" in capsys.readouterr().out

@@ -122,8 +122,10 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         executor.close()
         if store is not None:
             store.close()
-    return ExitStatus.OK if summary.measured + summary.reused > summary.failed or summary.proposed == 0 \
-        else ExitStatus.ERROR
+    if summary.ok == 0 and summary.proposed > summary.invalid:
+        console.print("no trial ran correctly: see `tuner show` and the trials' reasons (`tuner serve`)")
+        return ExitStatus.ERROR
+    return ExitStatus.OK
 
 
 def _print_run_summary(console: Console, service: Service, spec: KernelSpec, settings, summary) -> None:
@@ -132,7 +134,7 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
     console.print(front_table(f"Pareto front of {settings.study_name}", front, flops))
     gpu_share = summary.measure_s / summary.wall_s if summary.wall_s else 0.0
     console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
-                  f"answered from storage, {summary.invalid} invalid, {summary.failed} failed; "
+                  f"answered from storage, {summary.invalid} invalid; {summary.ok} ok, {summary.failed} failed; "
                   f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")
 
 

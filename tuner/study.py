@@ -44,6 +44,7 @@ class RunSettings:
 class RunSummary:
     study: StudyRecord
     proposed: int = 0
+    ok: int = 0  # trials that ran correctly, measured now or answered from storage
     measured: int = 0
     reused: int = 0
     invalid: int = 0
@@ -173,6 +174,7 @@ class StudyRunner:
                                           reused_from=reused_from)
         self.summary.reused += reused_from is not None
         ok = measurement.status is Status.OK
+        self.summary.ok += ok
         if ok:
             self._proposer.tell(number, measurement.timing.median_s, measurement.rel_l2)
             self._refresh_front()
