@@ -4,8 +4,9 @@
 # backends in one process (bench/attention_vs_sdpa.py); PROFILE=1 adds ncu on the headline shapes.
 #   bench/attention_vs_sdpa.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
 # Environment: TRIALS per study (30), TUNE_FOR seconds before no new study starts, TUNE_ONLY=1 to
-# stop after tuning (split a long tuning over two calls), PROFILE=1. A carried .tunercache holds
-# cubins compiled off the GPU machine by the same nvcc (the cache key includes its version).
+# stop after tuning (split a long tuning over two calls), PROFILE=1, CANDIDATES=1 to time a few
+# D=128 tiles beside SDPA flash first. A carried .tunercache holds cubins compiled off the GPU
+# machine by the same nvcc (the cache key includes its version).
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
 mkdir -p "$out"
@@ -18,6 +19,7 @@ bench() { python3 -P bench/attention_vs_sdpa.py --db "sqlite:///$db" --out "$out
 status=0
 {
   device_header
+  if [[ -n "${CANDIDATES:-}" ]]; then bench --candidates; fi
   bench --trials "${TRIALS:-30}" --tune-for "${TUNE_FOR:-1e9}" ${TUNE_ONLY:+--tune-only}
 } 2>&1 | tee "$out/attention_vs_sdpa.log" || status=1
 

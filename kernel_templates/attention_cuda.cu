@@ -4,7 +4,7 @@
 // m16n8k16, operands via ldmatrix from XOR-swizzled shared memory (conflict-free).
 //
 // attention_cuda.py renders the macros below in front of this file:
-//   BLOCK_M, BLOCK_N, WARPS, STAGES, HEAD_DIM, IS_BF16, FAST_EXP2, PV_F16_ACC
+//   BLOCK_M, BLOCK_N, WARPS, STAGES, HEAD_DIM, IS_BF16, FAST_EXP2, PV_F16_ACC, LAZY_RESCALE
 // Q, K, V, O are [B, H, S, HEAD_DIM] contiguous 16-bit values; grid = (ceil(S / BLOCK_M), B * H).
 
 #define THREADS (WARPS * 32)
@@ -158,21 +158,48 @@ __device__ __forceinline__ void apply_mask(float (&s)[M_TILES][N_TILES][4], int 
 
 // Online softmax step: new row maxima, rescale of the running sum and output, s := exp2 of the
 // scaled scores. The 1/sqrt(d)·log2(e) scale is folded into one FMA per score.
+// LAZY_RESCALE (FlashAttention-4's conditional rescale) keeps each row's old maximum until some row
+// of the warp sees a score past its kept one by more than 2^8: until then every exp2 stays <= 256,
+// exact after the final division by the same-referenced sum, and the warp skips the O rescale (the
+// bulk of the softmax's instructions) on most tiles. The vote keeps the branch warp-uniform.
 __device__ __forceinline__ void softmax_step(float (&s)[M_TILES][N_TILES][4], float (&row_max)[M_TILES][2],
                                              float (&row_sum)[M_TILES][2],
                                              float (&acc)[M_TILES][D_TILES][4], float scale_log2) {
+  float tile_max[M_TILES][2];
+  bool grows = false;
 #pragma unroll
   for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float mx = row_max[mi][h];
+      float mx = -INFINITY;
 #pragma unroll
       for (int j = 0; j < N_TILES; ++j) mx = fmaxf(mx, fmaxf(s[mi][j][2 * h], s[mi][j][2 * h + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes sharing a row
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;  // all-masked row: no NaN
-      const float alpha = exp2_(row_max[mi][h] * scale_log2 - m_scaled);
-      row_max[mi][h] = mx;
+      tile_max[mi][h] = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      grows |= (tile_max[mi][h] - row_max[mi][h]) * scale_log2 > 8.f;  // -inf - -inf: NaN, false
+    }
+  if (!LAZY_RESCALE || __any_sync(0xffffffffu, grows)) {
+#pragma unroll
+    for (int mi = 0; mi < M_TILES; ++mi)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float mx = fmaxf(row_max[mi][h], tile_max[mi][h]);
+        const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;  // all-masked row: no NaN
+        const float alpha = exp2_(row_max[mi][h] * scale_log2 - m_scaled);
+        row_max[mi][h] = mx;
+        row_sum[mi][h] *= alpha;
+#pragma unroll
+        for (int d = 0; d < D_TILES; ++d) {
+          acc[mi][d][2 * h] *= alpha;
+          acc[mi][d][2 * h + 1] *= alpha;
+        }
+      }
+  }
+#pragma unroll
+  for (int mi = 0; mi < M_TILES; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m_scaled = row_max[mi][h] == -INFINITY ? 0.f : row_max[mi][h] * scale_log2;
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < N_TILES; ++j)
@@ -181,12 +208,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[M_TILES][N_TILES][4], fl
           s[mi][j][e] = exp2_(fmaf(s[mi][j][e], scale_log2, -m_scaled));
           sum += s[mi][j][e];
         }
-      row_sum[mi][h] = row_sum[mi][h] * alpha + sum;  // this lane's share; summed over the quad at the end
-#pragma unroll
-      for (int d = 0; d < D_TILES; ++d) {
-        acc[mi][d][2 * h] *= alpha;
-        acc[mi][d][2 * h + 1] *= alpha;
-      }
+      row_sum[mi][h] += sum;  // this lane's share; summed over the quad at the end
     }
 }
 

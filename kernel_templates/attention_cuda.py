@@ -57,6 +57,8 @@ class AttentionCuda(KernelSpec):
         Param("stages", (1, 2, 3), "K/V tiles in shared memory at once (cp.async pipeline depth)"),
         Param("precision", tuple(_PRECISION),
               "exact exp2; ex2.approx.ftz; ex2.approx.ftz with fp16 P·V accumulation (fp16 only)"),
+        Param("rescale", ("always", "lazy"),
+              "rescale O at every new row max, or only once one grows by over 2^8 (exact either way)"),
     )
     problem_params = (
         ProblemParam("B", int, 16, minimum=1, doc="batch"),
@@ -90,6 +92,7 @@ class AttentionCuda(KernelSpec):
             "BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "WARPS": config["warps"],
             "STAGES": config["stages"], "HEAD_DIM": problem["D"], "IS_BF16": int(problem["dtype"] == "bf16"),
             "FAST_EXP2": fast_exp2, "PV_F16_ACC": f16_acc,
+            "LAZY_RESCALE": int(config["rescale"] == "lazy"),
         }
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         scale_log2 = math.log2(math.e) / math.sqrt(problem["D"])

@@ -21,7 +21,7 @@ from tests.conftest import require
 
 SPEC = find_spec("attention", "sm_90a")
 BACKEND = get_backend("cuda")
-DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact"}
+DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact", "rescale": "always"}
 
 
 def _has_nvcc() -> bool:
