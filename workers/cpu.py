@@ -179,15 +179,19 @@ def _poison(output: np.ndarray) -> None:
 
 
 class _Flusher:
-    """Evicts the inputs from the caches before a run by writing a buffer as large as the LLC."""
+    """Evicts the inputs from the caches before a run by reading a buffer as large as the LLC.
+
+    Reading, not writing: a written buffer would leave the cache full of dirty lines whose
+    write-back then competes with the timed kernel for memory bandwidth. One element per 64-byte
+    line is enough to pull every line in.
+    """
 
     def __init__(self) -> None:
-        self._scratch = np.zeros(_last_level_cache_bytes() // 8, dtype=np.float64)
-        self._value = 0.0
+        self._scratch = np.ones(_last_level_cache_bytes() // 8, dtype=np.float64)
+        self.checksum = 0.0  # kept, so the reads cannot be skipped
 
     def __call__(self) -> None:
-        self._value += 1.0
-        self._scratch.fill(self._value)
+        self.checksum += float(self._scratch[::8].sum())
 
 
 @lru_cache(maxsize=None)
