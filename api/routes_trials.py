@@ -8,8 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from tuner.db.queries import TRIAL_SORTS
-from tuner.service import Service
+from tuner.service import TRIAL_SORTS, Service
 from tuner.workers.measurement import Status
 
 from .deps import Assignment, StudyName, TrialNumber, assignments, get_service

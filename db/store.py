@@ -96,16 +96,17 @@ class Store:
 
         if is_sqlite(self._url):
             kwargs.setdefault("engine_kwargs", {"connect_args": {"timeout": BUSY_TIMEOUT_S}})
-        for attempt in range(3):
+        attempts = 3
+        for attempt in range(1, attempts + 1):
             try:
                 return optuna.storages.RDBStorage(self.url, **kwargs)
             except SQLAlchemyError as exc:
                 # Two tuners opening a fresh database race to create Optuna's tables; the loser
                 # finds them made on its next try.
-                if "already exists" not in str(exc) or attempt == 2:
+                if "already exists" not in str(exc) or attempt == attempts:
                     raise StoreError(describe(exc, self._url)) from None
                 time.sleep(0.5)
-        raise AssertionError("unreachable")
+        raise StoreError(f"database {safe_url(self._url)} could not be opened for Optuna")
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

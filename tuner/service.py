@@ -14,9 +14,12 @@ from typing import Any, Mapping
 
 from tuner.db import Store, StudyRecord, TrialPage, TrialRecord
 from tuner.db.keys import HOST_KEYS
+from tuner.db.queries import TRIAL_SORTS as _SORT_COLUMNS
 from tuner.errors import UsageError
 from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec,
                                     load_spec_file)
+
+TRIAL_SORTS: tuple[str, ...] = tuple(_SORT_COLUMNS)  # the names `trials(sort=...)` accepts
 
 
 class NotFound(Exception):
