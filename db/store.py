@@ -8,14 +8,15 @@ asks, always as plain records. Driver errors become :class:`StoreError` with a o
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tuner.workers.measurement import Measurement
@@ -101,9 +102,10 @@ class Store:
             try:
                 return optuna.storages.RDBStorage(self.url, **kwargs)
             except SQLAlchemyError as exc:
-                # Two tuners opening a fresh database race to create Optuna's tables; the loser
-                # finds them made on its next try.
-                if "already exists" not in str(exc) or attempt == attempts:
+                # Two tuners opening a fresh database race to create Optuna's tables and stamp
+                # its version; the loser finds them made on its next try.
+                racing = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+                if not racing or attempt == attempts:
                     raise StoreError(describe(exc, self._url)) from None
                 time.sleep(0.5)
         raise StoreError(f"database {safe_url(self._url)} could not be opened for Optuna")
@@ -185,6 +187,19 @@ class Store:
         """Ok trials with a latency and an error, in trial order."""
         with self._session() as session:
             return queries.measured_trials(session, study_id)
+
+    def unbeaten_running_trials(self, study_name: str, started_before: datetime) -> list[int]:
+        """Optuna trial ids of ``study_name`` RUNNING with no heartbeat at all, started before
+        ``started_before`` (Optuna's local time): asked by a tuner killed before its first beat.
+        Optuna's stale check skips trials that never beat, so these would stay RUNNING forever."""
+        orphans = text("SELECT t.trial_id, t.datetime_start FROM trials t "
+                       "JOIN studies s ON s.study_id = t.study_id "
+                       "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
+                       "(SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)")
+        with self._session() as session:
+            rows = session.execute(orphans, {"name": study_name}).all()
+        return [trial_id for trial_id, start in rows
+                if start is not None and _as_datetime(start) < started_before]
 
     # ---- reads for tuner.service ----
 
@@ -274,3 +289,8 @@ def _trial_values(study_id: int, number: int, config: dict[str, Any], m: Measure
                 environment=m.environment, env_key=env_key(m.environment),
                 source_hash=m.source_hash or None, log=m.log, reused_from=reused_from,
                 **timing_values)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    """SQLite hands Optuna's timestamps back as text."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)

@@ -77,7 +77,8 @@ def test_kill_9_then_the_same_command_continues(tmp_path):
 
     subprocess.run([*command, "--trials", "3"], check=True, capture_output=True, timeout=180)
     after = {t.number: t for t in optuna.load_study(study_name="killed", storage=url).trials}
-    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values())
+    states = {n: t.state.name for n, t in after.items()}
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values()), (states, running)
     assert all(after[n].state == TrialState.FAIL for n in running)
     retried = {t.system_attrs.get("failed_trial") for t in after.values()} - {None}
     assert running <= retried, "every trial in flight at the kill is retried once"
@@ -124,3 +125,23 @@ def test_a_full_disk_is_a_clean_error_and_keeps_what_was_stored(small_disk):
     last = done.stderr.strip().splitlines()[-1]
     assert "full" in last and "free disk space" in last, done.stderr
     assert rows(url, "full") is not None  # what was stored is still readable
+
+
+def test_a_trial_asked_by_a_tuner_killed_before_its_first_heartbeat_is_retried(tmp_path, ray_session):
+    """Optuna's stale check skips trials that never beat; the tuner fails and retries them."""
+    from tuner.proposer import heartbeat_options, open_study
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    args = ["run", "--arch", "cpu", "--shape", "B=1,H=2,S=128,D=64", "--db", url, "--study", "orphan",
+            "--heartbeat", "1", "--no-progress"]
+    assert main([*args, "--trials", "2"]) == 0
+    with Store.open(url) as store:
+        study = open_study(store.optuna_storage(**heartbeat_options(1)), "orphan",
+                           optuna.samplers.RandomSampler())
+        orphan = study.ask().number  # RUNNING, and its tuner "dies" before any heartbeat
+    time.sleep(3.5)  # past the grace period of three 1-second beats
+    assert main([*args, "--trials", "1"]) == 0
+    after = {t.number: t for t in optuna.load_study(study_name="orphan", storage=url).trials}
+    assert after[orphan].state == TrialState.FAIL
+    assert orphan in {t.system_attrs.get("failed_trial") for t in after.values()}
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values())

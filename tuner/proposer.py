@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -50,14 +51,16 @@ def heartbeat_options(interval_s: float) -> dict[str, Any]:
 
 class Proposer:
     def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: KernelSpec,
-                 heartbeat_s: float):
+                 heartbeat_s: float, unbeaten: Callable[[datetime], list[int]]):
+        """``unbeaten(started_before)`` lists the study's RUNNING trials that never beat."""
         self._study = study
         self._storage = storage
         self._space = distributions(spec)
         self._pending: dict[int, optuna.Trial] = {}
         self._heartbeat_s = heartbeat_s
+        self._unbeaten = unbeaten
         self._last_beat = 0.0
-        optuna.storages.fail_stale_trials(study)  # trials of a tuner that died: failed, retried
+        self._fail_dead_tuners_trials()
 
     def waiting(self) -> int:
         """Trials queued in the study (retries of failed ones) that the next asks will return."""
@@ -81,7 +84,21 @@ class Proposer:
         self._last_beat = now
         for trial in self._pending.values():
             self._storage.record_heartbeat(trial._trial_id)
+        self._fail_dead_tuners_trials()
+
+    def _fail_dead_tuners_trials(self) -> None:
+        """Fails, and retries once, the trials of tuners that died: those whose heartbeat went
+        stale (Optuna's check), and those asked by a tuner killed before it could record a first
+        heartbeat, which Optuna's check skips (a live tuner beats within moments of asking)."""
         optuna.storages.fail_stale_trials(self._study)
+        grace = self._storage.grace_period or 2 * self._storage.heartbeat_interval
+        retry = self._storage.get_heartbeat_stale_trial_callback()
+        for trial_id in self._unbeaten(datetime.now() - timedelta(seconds=grace)):
+            try:
+                self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another tuner failed it first
+            retry(self._study, self._storage.get_trial(trial_id))
 
     def tell(self, number: int, latency_s: float, error: float) -> None:
         self._study.tell(self._pending.pop(number), [latency_s, error])

@@ -66,7 +66,8 @@ class StudyRunner:
             device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
         optuna_study = open_study(storage, settings.study_name, sampler)
-        self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s)
+        self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
+                                  unbeaten=lambda before: store.unbeaten_running_trials(settings.study_name, before))
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
         self._measuring: dict[str, int] = {}  # source hash -> the trial in flight measuring it
