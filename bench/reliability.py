@@ -25,11 +25,11 @@ from statistics import median
 import optuna
 
 from tuner.db import Store
+from tuner.kernel_templates.testing.faulty_cpu import FAULTY as FAULTS
 from tuner.service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "kernel_templates" / "testing"
-FAULTS = {"oob_write": "crashed", "endless_loop": "timeout"}
 BAD_INPUTS = [
     ["run", "--kernel", "nope"], ["run", "--arch", "sm_12"], ["run", "--arch", "cpu", "--shape", "X=1"],
     ["run", "--arch", "cpu", "--shape", "B"], ["run", "--arch", "cpu", "--shape", "B=abc"],
