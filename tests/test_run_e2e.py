@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -99,6 +100,21 @@ def test_a_config_measured_before_is_answered_from_storage(tmp_path, ray_session
     assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "a") == 0
     assert tune(url, "--trials", "6", "--seed", "3", "--sampler", "grid", "--study", "b") == 0
     assert "6 answered from storage" in capsys.readouterr().out
+
+
+def test_grid_search_walks_its_grid_once_then_stops(tmp_path, ray_session, capsys):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    example = str(Path(__file__).resolve().parents[1] / "examples" / "softmax_spec.py")
+    args = ["run", "--arch", "cpu", "--template", example, "--shape", "rows=64,cols=256", "--sampler", "grid",
+            "--seed", "1", "--db", url, "--study", "walk", "--no-progress"]
+    assert main(args) == 0
+    trials = optuna.load_study(study_name="walk", storage=url).trials
+    points = {(t.params["unroll"], t.params["threads"], t.params["fast_math"]) for t in trials}
+    assert len(trials) == len(points) == 3 * 2 * 2
+    capsys.readouterr()
+    assert main(args) == 0  # the grid is walked: nothing more to propose
+    assert "0 trials proposed" in capsys.readouterr().out
+    assert len(optuna.load_study(study_name="walk", storage=url).trials) == 12
 
 
 def test_export_writes_json_and_header_with_the_best_config(tuned_sqlite, tmp_path, capsys):

@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(run)
     run.add_argument("--study", help="study name; an existing study resumes (default: derived from kernel, arch, shape)")
     run.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default %(default)s)")
-    run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout)")
+    run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "
+                     "--sampler grid: every point of the grid)")
     run.add_argument("--timeout", type=float, help="stop proposing after this many seconds")
     run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
     run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")

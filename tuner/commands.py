@@ -102,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     arch = resolve_arch(args.arch, remote_cluster=bool(args.ray_address))
     spec, ref = _spec_and_ref(args, arch)
     problem = _problem(spec, args)
-    trials = args.trials if args.trials is not None or args.timeout else DEFAULT_TRIALS
+    # A grid search walks its whole grid unless told to stop sooner.
+    trials = args.trials if args.trials is not None or args.timeout or args.sampler == "grid" else DEFAULT_TRIALS
     settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
                            problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)

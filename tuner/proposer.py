@@ -8,6 +8,7 @@ stops beating, and the next tuner on the study fails it and retries it once.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 
 from tuner.kernel_templates import KernelSpec
 
-from .search_space import distributions
+from .search_space import distributions, grid
 
 REASON_ATTR = "tuner_reason"
 
@@ -56,6 +57,7 @@ class Proposer:
         self._study = study
         self._storage = storage
         self._space = distributions(spec)
+        self._grid = grid(spec)
         self._pending: dict[int, optuna.Trial] = {}
         self._heartbeat_s = heartbeat_s
         self._unbeaten = unbeaten
@@ -69,6 +71,15 @@ class Proposer:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def exhausted(self) -> bool:
+        """Grid search only: every point of the grid has been asked for, by this tuner or another
+        (Optuna's GridSampler starts over with repeats once none is left)."""
+        if not isinstance(self._study.sampler, optuna.samplers.GridSampler):
+            return False
+        asked = {t.system_attrs["grid_id"] for t in self._study.get_trials(deepcopy=False)
+                 if "grid_id" in t.system_attrs and t.system_attrs.get("search_space") == self._grid}
+        return len(asked) >= math.prod(len(values) for values in self._grid.values())
 
     def ask(self) -> Proposal:
         trial = self._study.ask(self._space)

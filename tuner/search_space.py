@@ -57,7 +57,7 @@ def make_sampler(name: str, spec: KernelSpec, seed: int | None) -> optuna.sample
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid(spec), seed=seed)
+        return AskTellGridSampler(grid(spec), seed=seed)
     if name == "gp":
         try:
             import torch  # noqa: F401  (GPSampler's dependency)
@@ -71,3 +71,12 @@ def make_sampler(name: str, spec: KernelSpec, seed: int | None) -> optuna.sample
 
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is walked, which works
+    only inside ``study.optimize`` (under ask-and-tell it raises from ``tell``). The study loop
+    ends the walk itself (``Proposer.exhausted``)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass

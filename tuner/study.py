@@ -95,8 +95,11 @@ class StudyRunner:
     # ---- proposing ----
 
     def _may_propose(self) -> bool:
-        """Within budget: --trials counts proposals that passed the constraints."""
+        """Within budget: --trials counts proposals that passed the constraints; a grid search
+        also ends when its grid has been walked."""
         s = self._settings
+        if self._proposer.exhausted():
+            return False
         if s.trials is not None and self.summary.proposed - self.summary.invalid >= s.trials + self._owed:
             return False
         return s.timeout_s is None or time.monotonic() - self._started < s.timeout_s
