@@ -4,7 +4,7 @@
 // m16n8k16, operands via ldmatrix from XOR-swizzled shared memory (conflict-free).
 //
 // attention_cuda.py renders the macros below in front of this file:
-//   BLOCK_M, BLOCK_N, WARPS, STAGES, HEAD_DIM, IS_BF16, FAST_EXP2, PV_F16_ACC, LAZY_RESCALE
+//   BLOCK_M, BLOCK_N, WARPS, STAGES, HEAD_DIM, IS_BF16, FAST_EXP2, PV_F16_ACC, LAZY_RESCALE, MIN_BLOCKS
 // Q, K, V, O are [B, H, S, HEAD_DIM] contiguous 16-bit values; grid = (ceil(S / BLOCK_M), B * H).
 
 #define THREADS (WARPS * 32)
@@ -278,8 +278,9 @@ __device__ __forceinline__ void store_output(elem_t* o, const float (&acc)[M_TIL
     }
 }
 
-// At least one block per SM: lets ptxas use up to 255 registers instead of capping them and spilling.
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
+// MIN_BLOCKS resident blocks per SM: ptxas caps a thread's registers at 65536 / (THREADS * MIN_BLOCKS)
+// (255 at most), trading registers for warps to hide the mma -> softmax -> mma latency chain.
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
 attention_fwd(const elem_t* __restrict__ q, const elem_t* __restrict__ k, const elem_t* __restrict__ v,
               elem_t* __restrict__ o, int seq, int causal, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];

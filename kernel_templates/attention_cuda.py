@@ -35,13 +35,24 @@ _TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 
 # Every CUDA arch grants a block this much shared memory without opting in.
 _DEFAULT_SHARED_BYTES = 48 * 1024
+# Shared memory the hardware keeps for itself in every resident block (CUDA programming guide).
+_RESERVED_SHARED_BYTES = 1024
 
-# fp32 accumulator values a thread may keep (scores + output) before ptxas spills at 255 registers,
-# by whether P·V accumulates in fp16 (its per-tile partials take registers too). Measured with
-# `nvcc --resource-usage` over the whole space for sm_80 and sm_90a: since the tile loads keep one
-# base address per thread, 160 never spills (FlashAttention-2's own D=128 tile, 192, still does);
-# 96 with fp16 accumulation. tests/test_cuda_compile.py holds every admitted config to it.
-_MAX_ACCUMULATORS = {False: 160, True: 96}
+# Registers of one SM; a thread gets at most 255 of them.
+_SM_REGISTERS = 65536
+_MAX_THREAD_REGISTERS = 255
+
+# fp32 accumulator values a thread may keep (scores + output), by its register cap and whether P·V
+# accumulates in fp16 (its per-tile partials take registers too). Measured with `nvcc
+# --resource-usage` over the whole space for sm_80 and sm_90a: at 255 registers 160 never spill
+# (96 with fp16 accumulation); at 128 registers 64 never spill, 80 and 96 often do.
+_MAX_ACCUMULATORS = {(255, False): 160, (255, True): 96, (128, False): 64, (128, True): 64}
+# Lazy rescaling with ex2.approx frees enough registers for FlashAttention-2's own D=128 tile
+# (128x64, 4 warps: 192 accumulators) at the cost of a spill of at most MAX_SPILL_BYTES, which on H100
+# ran 2-4 % faster than every spill-free tile at D=128, S=512 (bench/results/attention_vs_sdpa.candidates.json).
+_LAZY_FAST_ACCUMULATORS = 192
+# Local-memory bytes per thread ptxas may spill in an admitted config (tests/test_cuda_compile.py).
+MAX_SPILL_BYTES = 16
 
 
 class AttentionCuda(KernelSpec):
@@ -60,6 +71,8 @@ class AttentionCuda(KernelSpec):
               "exact exp2; ex2.approx.ftz; ex2.approx.ftz with fp16 P·V accumulation (fp16 only)"),
         Param("rescale", ("always", "lazy"),
               "rescale O at every new row max, or only once one grows by over 2^8 (exact either way)"),
+        Param("occupancy", (8, 16),
+              "warps per SM the registers are budgeted for: 16 caps a thread at 128 registers"),
     )
     problem_params = (
         ProblemParam("B", int, 16, minimum=1, doc="batch"),
@@ -76,15 +89,22 @@ class AttentionCuda(KernelSpec):
             return f"block_m/warps = {rows} query rows per warp; the kernel needs 16 or 32"
         if config["precision"] == "fast_exp2_f16acc" and problem["dtype"] != "fp16":
             return "fp16 accumulation of P·V needs dtype=fp16 (the tensor cores have no bf16 accumulator)"
+        if config["occupancy"] % config["warps"]:
+            return f"occupancy {config['occupancy']} is not a whole number of {config['warps']}-warp blocks"
         accumulators = rows // 16 * (config["block_n"] + problem["D"]) // 8 * 4
-        most = _MAX_ACCUMULATORS[bool(_PRECISION[config["precision"]][1])]
+        most = accumulator_budget(config)
         if accumulators > most:
-            return (f"{accumulators} fp32 accumulators per thread (over {most}) spill registers: "
-                    f"use more warps or a smaller block_n")
+            return (f"{accumulators} fp32 accumulators per thread (over {most} in {register_cap(config)} "
+                    f"registers) spill: use more warps, a smaller block_n or a lower occupancy")
         limit = device.limits.get("max_shared_bytes", _DEFAULT_SHARED_BYTES)
         needed = shared_bytes(config, problem)
         if needed > limit:
             return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
+        per_sm = device.limits.get("max_shared_bytes_per_sm", limit)
+        blocks = min_blocks(config)
+        if register_cap(config) < _MAX_THREAD_REGISTERS and blocks * (needed + _RESERVED_SHARED_BYTES) > per_sm:
+            return (f"registers capped for {blocks} blocks per SM, but {blocks} blocks of {needed} bytes of "
+                    f"shared memory do not fit one SM's {per_sm}: lower occupancy, fewer stages or smaller tiles")
         return None
 
     def render(self, config: Config, problem: Problem) -> Source:
@@ -93,7 +113,7 @@ class AttentionCuda(KernelSpec):
             "BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "WARPS": config["warps"],
             "STAGES": config["stages"], "HEAD_DIM": problem["D"], "IS_BF16": int(problem["dtype"] == "bf16"),
             "FAST_EXP2": fast_exp2, "PV_F16_ACC": f16_acc,
-            "LAZY_RESCALE": int(config["rescale"] == "lazy"),
+            "LAZY_RESCALE": int(config["rescale"] == "lazy"), "MIN_BLOCKS": min_blocks(config),
         }
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         scale_log2 = math.log2(math.e) / math.sqrt(problem["D"])
@@ -133,6 +153,24 @@ class AttentionCuda(KernelSpec):
         # a looser bound and store their real error for the Pareto front.
         exact = 2e-3 if problem["dtype"] == "fp16" else 1e-2
         return exact if config["precision"] == "exact" else 2 * exact
+
+
+def accumulator_budget(config: Config) -> int:
+    """fp32 accumulators a thread may keep without spilling more than MAX_SPILL_BYTES."""
+    cap = register_cap(config)
+    if cap == _MAX_THREAD_REGISTERS and config["rescale"] == "lazy" and config["precision"] != "exact":
+        return _LAZY_FAST_ACCUMULATORS
+    return _MAX_ACCUMULATORS[cap, bool(_PRECISION[config["precision"]][1])]
+
+
+def min_blocks(config: Config) -> int:
+    """Blocks per SM the kernel's launch bounds ask for."""
+    return config["occupancy"] // config["warps"]
+
+
+def register_cap(config: Config) -> int:
+    """Registers a thread may use when ``min_blocks`` blocks share an SM."""
+    return min(_MAX_THREAD_REGISTERS, _SM_REGISTERS // (min_blocks(config) * config["warps"] * 32))
 
 
 def shared_bytes(config: Config, problem: Problem) -> int:

@@ -1,8 +1,8 @@
 """The CUDA template compiles with nvcc, without a GPU, as production compiles it.
 
 The slow test compiles every config check() admits, for each head dim and dtype, for sm_90a and
-sm_80, and holds the resource report to check()'s promises: no spills, shared memory within
-the arch's limit. A template edit that breaks either fails here, in CI, before any GPU sees it.
+sm_80, and holds the resource report to check()'s promises: spills of at most MAX_SPILL_BYTES (none
+but in the lazy-rescale 192-accumulator tiles), shared memory within the arch's limit. A template edit that breaks either fails here, in CI, before any GPU sees it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from tuner.kernel_templates import find_spec
-from tuner.kernel_templates.attention_cuda import shared_bytes
+from tuner.kernel_templates.attention_cuda import MAX_SPILL_BYTES, shared_bytes
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
 
@@ -21,7 +21,8 @@ from tests.conftest import require
 
 SPEC = find_spec("attention", "sm_90a")
 BACKEND = get_backend("cuda")
-DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact", "rescale": "always"}
+DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact", "rescale": "always",
+           "occupancy": 8}
 
 
 def _has_nvcc() -> bool:
@@ -78,6 +79,17 @@ def test_check_rejects_what_cannot_run() -> None:
     assert "shared memory" in SPEC.check(big, problem, device)
     bf16 = SPEC.validate_problem({"dtype": "bf16"})
     assert "fp16" in SPEC.check(DEFAULT | {"precision": "fast_exp2_f16acc"}, bf16, device)
+    # two 8-warp blocks per SM cap a thread at 128 registers: too few for 128 accumulators
+    assert "128 registers" in SPEC.check(DEFAULT | {"occupancy": 16, "block_n": 128}, problem, device)
+    # ... and both blocks' shared memory must fit the SM (sm_86: 100 KB)
+    two_blocks = DEFAULT | {"occupancy": 16, "stages": 3}
+    d64 = SPEC.validate_problem({"D": 64})
+    assert "blocks per SM" in SPEC.check(two_blocks, d64, device)
+    assert SPEC.check(two_blocks, d64, BACKEND.device("sm_90a")) is None
+    # FlashAttention-2's D=128 tile only with lazy rescaling and fast exp2 (a spill of a few bytes)
+    fa2 = DEFAULT | {"warps": 4, "precision": "fast_exp2"}
+    assert "spill" in SPEC.check(fa2, problem, device)
+    assert SPEC.check(fa2 | {"rescale": "lazy"}, problem, device) is None
 
 
 def test_render_launch_geometry_covers_ragged_sequences() -> None:
@@ -90,7 +102,7 @@ def test_render_launch_geometry_covers_ragged_sequences() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
-def test_every_admitted_config_compiles_without_spills(arch: str) -> None:
+def test_every_admitted_config_compiles_within_its_spill_allowance(arch: str) -> None:
     jobs = admitted(arch)
     assert 50 <= len(jobs) <= 400, "keep the space a size CI can compile"
     limit = BACKEND.device(arch).limits["max_shared_bytes"]
@@ -101,6 +113,7 @@ def test_every_admitted_config_compiles_without_spills(arch: str) -> None:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # nvcc runs as subprocesses
         results = list(pool.map(build, jobs))
     failures = [f"{job}: {art.error or ''} {art.resources}" for job, art in results
-                if art.error or art.resources["spill_store_bytes"] or art.resources["stack_bytes"]
+                if art.error or art.resources["spill_store_bytes"] > MAX_SPILL_BYTES
+                or art.resources["stack_bytes"] > MAX_SPILL_BYTES
                 or shared_bytes(*job) + art.resources["static_shared_bytes"] > limit]
     assert not failures, "\n".join(failures[:10])

@@ -21,6 +21,9 @@ from .cuda_compile import nvcc_version
 # spec's check() sees for an arch when there is no GPU to ask.
 MAX_SHARED_BYTES = {"sm_80": 166912, "sm_86": 101376, "sm_89": 101376, "sm_90": 232448,
                     "sm_90a": 232448}
+# Shared memory of one SM, all its resident blocks together (the same table).
+MAX_SHARED_BYTES_PER_SM = {"sm_80": 167936, "sm_86": 102400, "sm_89": 102400, "sm_90": 233472,
+                           "sm_90a": 233472}
 
 _SCALAR_TYPES = {"int32": np.int32, "int64": np.int64, "float32": np.float32, "float64": np.float64}
 
@@ -43,12 +46,14 @@ def device_for(arch: str) -> Device:
     """This machine's GPU when it has one, else the arch's documented limits."""
     if not gpu_count():
         return Device(arch=arch, name="", limits={"max_shared_bytes": MAX_SHARED_BYTES[arch],
+                                                   "max_shared_bytes_per_sm": MAX_SHARED_BYTES_PER_SM[arch],
                                                    "max_threads_per_block": 1024})
     import cupy
 
     attributes = cupy.cuda.Device(0).attributes
     return Device(arch=arch, name=cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), limits={
         "max_shared_bytes": attributes["MaxSharedMemoryPerBlockOptin"],
+        "max_shared_bytes_per_sm": attributes["MaxSharedMemoryPerMultiprocessor"],
         "max_threads_per_block": attributes["MaxThreadsPerBlock"],
         "sm_count": attributes["MultiProcessorCount"]})
 

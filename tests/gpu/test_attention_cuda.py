@@ -26,7 +26,14 @@ ARCH = "sm_90a"
 SPEC = find_spec("attention", ARCH)
 BACKEND = get_backend("cuda")
 # The fastest exact config of the sweep on the default problem (bench/results/gpu_bench.log).
-DEFAULT = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact", "rescale": "always"}
+DEFAULT = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact", "rescale": "always",
+           "occupancy": 8}
+EDGE_TILES = [
+    # FlashAttention-2's D=128 tile: 192 accumulators, spilling a few bytes (lazy rescale, fast exp2 only)
+    DEFAULT | {"stages": 2, "precision": "fast_exp2", "rescale": "lazy"},
+    # two 8-warp blocks per SM: 128 registers a thread
+    DEFAULT | {"warps": 8, "stages": 2, "occupancy": 16},
+]
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 PROBLEMS = [{"B": 2, "H": 3, "S": s, "D": d, "causal": c, "dtype": t}
             for s, d, c, t in itertools.product((512, 1000), (64, 128), (False, True), ("fp16", "bf16"))]
@@ -68,6 +75,16 @@ def test_sampled_configs_are_correct(problem: dict) -> None:
         if config["precision"] == "exact":
             assert result.rel_l2 <= EXACT_BOUND[problem["dtype"]], (config, result.rel_l2)
         assert result.timing.repeats >= 20 and result.timing.q1_s <= result.timing.median_s
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p))
+def test_edge_tiles_are_correct(problem: dict) -> None:
+    device, checked = BACKEND.device(ARCH), SPEC.validate_problem(problem)
+    for config in EDGE_TILES:
+        if SPEC.check(config, checked, device) is None:
+            result = run(config, problem)
+            assert result.status is Status.OK, (config, result.reason)
+            assert result.rel_l2 <= SPEC.max_error(config, checked), (config, result.rel_l2)
 
 
 def test_default_problem_is_correct_and_timed() -> None:
