@@ -1,7 +1,8 @@
 """The service's best attention config against PyTorch SDPA (flash, efficient, cuDNN), in one run.
 
 For each seed shape: the fastest stored exact-bound config (``Service.best``), tuned first through
-``tuner run`` itself when the database has none for that exact problem; then, in this one process,
+``tuner run --sampler grid`` itself (every admitted config) when the database has none for that
+exact problem; then, in this one process,
 the tuned kernel and SDPA's three backends timed the same way (``cuda_measure.time_launches``:
 L2 flushed and output poisoned before every run, one event pair per run, median of >= 50) on the
 same fresh random inputs. Writes ``attention_vs_sdpa.{json,md,png}``.
@@ -45,8 +46,17 @@ SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_A
 POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
 HEADLINE = ((16, 96, 512, 64), (16, 96, 512, 128), (2, 32, 4096, 128), (2, 96, 4096, 64))
 REPEAT = (2, 96, 4096, 64)  # re-measured at the end: a 2.6 ms kernel, long enough for a 2 % check
-# --candidates: D=128 tiles timed in both rescale modes beside SDPA flash, before a full tuning
-CANDIDATES = ((128, 32, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 2))
+# --candidates: tiles (block_m, block_n, warps, stages, occupancy) by head dim, each in both rescale
+# modes with fast exp2, timed beside SDPA flash on the rows the last full tuning lost to it
+CANDIDATE_ROWS = (((16, 8, 512, 128), False, "fp16"), ((16, 32, 512, 128), False, "fp16"),
+                  ((16, 96, 512, 128), False, "bf16"), ((2, 32, 4096, 64), True, "fp16"),
+                  ((2, 96, 4096, 64), True, "fp16"))
+CANDIDATE_TILES = {
+    128: ((128, 32, 4, 2, 8), (128, 64, 4, 2, 8), (128, 128, 8, 2, 8), (128, 64, 8, 2, 8),
+          (128, 64, 8, 2, 16), (128, 32, 8, 2, 16)),
+    64: ((128, 32, 4, 3, 8), (128, 64, 4, 2, 8), (128, 64, 8, 2, 8), (128, 64, 8, 2, 16),
+         (128, 32, 8, 2, 16), (128, 128, 8, 2, 8), (64, 64, 4, 2, 16), (64, 32, 4, 2, 16)),
+}
 
 
 def seed_shapes() -> list[dict[str, Any]]:
@@ -75,11 +85,12 @@ def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | N
     return answer.config if answer.exact else None
 
 
-def tune(problem: dict[str, Any], db: str, trials: int) -> None:
-    """One study through the CLI, as a user runs it (single GPU: the in-process executor)."""
+def tune(problem: dict[str, Any], db: str) -> None:
+    """One study through the CLI, as a user runs it (single GPU: the in-process executor), walking
+    the whole grid: the best config is then the template's best for the shape, not a lucky draw."""
     shape = ",".join(f"{key}={value}" for key, value in problem.items())
     command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
-               "--shape", shape, "--trials", str(trials), "--seed", "1", "--db", db,
+               "--shape", shape, "--sampler", "grid", "--seed", "1", "--db", db,
                "--executor", "local", "--no-progress"]
     print("+", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
@@ -91,13 +102,18 @@ def warm_cache(problems: list[dict[str, Any]]) -> None:
     backend, names = get_backend("cuda"), [p.name for p in SPEC.params]
     device = backend.device(ARCH)
     every = [dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params))]
-    admitted = (SPEC.render(c, p) for p in problems for c in every if SPEC.check(c, p, device) is None)
-    sources = {source.code_digest(): source for source in admitted}  # the compile cache's key
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # nvcc runs as subprocesses
+    compile_all([(c, p) for p in problems for c in every if SPEC.check(c, p, device) is None])
+
+
+def compile_all(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Compiles each distinct kernel of these (config, problem) pairs, nvcc processes in parallel."""
+    sources = {source.code_digest(): source for source in itertools.starmap(SPEC.render, pairs)}
+    backend = get_backend("cuda")
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         list(pool.map(lambda source: backend.compile(source, ARCH), sources.values()))
 
 
-def best_configs(db: str, trials: int, deadline: float) -> dict[int, dict[str, Any]]:
+def best_configs(db: str, deadline: float) -> dict[int, dict[str, Any]]:
     """Index of each seed shape -> its best config, tuning the missing ones until ``deadline``."""
     service = Service(Store.open(db))
     found = {}
@@ -107,7 +123,7 @@ def best_configs(db: str, trials: int, deadline: float) -> dict[int, dict[str, A
     for index, problem in enumerate(seed_shapes()):
         config = stored_best(service, problem)
         if config is None and time.monotonic() < deadline:
-            tune(problem, db, trials)
+            tune(problem, db)
             config = stored_best(service, problem)
         if config is not None:
             found[index] = config
@@ -199,7 +215,8 @@ def header() -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: µs per head (total / H), TFLOP/s of each, ratios to flash and cuDNN."""
-    head = ("| B | H | S | D | causal | dtype | config (m,n,warps,stages,precision,rescale) | ours µs/head | ours | "
+    names = ",".join(p.name for p in SPEC.params)
+    head = (f"| B | H | S | D | causal | dtype | config ({names}) | ours µs/head | ours | "
             "flash | efficient | cuDNN | x flash | x cuDNN | rel L2 |")
     lines = [head, "|" + "---|" * 15]
     for r in rows:
@@ -273,20 +290,30 @@ def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
 
 
 def candidates(out: Path) -> None:
-    """CANDIDATES in both rescale modes on two D=128 headline shapes, each beside SDPA flash."""
+    """CANDIDATE_TILES in both rescale modes on CANDIDATE_ROWS, each beside SDPA flash, with the
+    registers and spills ptxas reports (check() is bypassed: spilling tiles are timed too)."""
+    def configs(dim: int) -> list[dict[str, Any]]:
+        return [{"block_m": m, "block_n": n, "warps": warps, "stages": stages, "precision": "fast_exp2",
+                 "rescale": rescale, "occupancy": occupancy}
+                for (m, n, warps, stages, occupancy), rescale in itertools.product(CANDIDATE_TILES[dim],
+                                                                                   ("always", "lazy"))]
+
+    problems = [_problem(*row) for row in CANDIDATE_ROWS]
+    compile_all([(config, problem) for problem in problems for config in configs(problem["D"])])
     rows = []
-    for shape in HEADLINE[1:3]:
-        problem = _problem(shape, False, "fp16")
+    for problem in problems:
         inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
         ref = SPEC.reference(inputs, problem)
         flash_s = time_sdpa(SDPA["flash"], problem, inputs, ref)[0]
-        for (m, n, warps, stages), rescale in itertools.product(CANDIDATES, ("always", "lazy")):
-            config = {"block_m": m, "block_n": n, "warps": warps, "stages": stages,
-                      "precision": "exact", "rescale": rescale}
+        for config in configs(problem["D"]):
+            resources = get_backend("cuda").compile(SPEC.render(config, problem), ARCH).resources
             seconds, rel_l2 = time_tuned(config, problem, inputs, ref)
-            rows.append({"shape": shape, "config": config, "us": seconds * 1e6, "rel_l2": rel_l2,
-                         "x_flash": flash_s / seconds})
-            print(shape, config, f"{seconds * 1e6:.1f} us  x flash {flash_s / seconds:.3f}  rel L2 {rel_l2:.2e}")
+            rows.append({"problem": problem, "config": config, "us": seconds * 1e6, "rel_l2": rel_l2,
+                         "x_flash": flash_s / seconds, "registers": resources.get("registers"),
+                         "spill_bytes": resources.get("spill_store_bytes")})
+            print(*problem.values(), list(config.values()), f"{seconds * 1e6:8.1f} us  x flash "
+                  f"{flash_s / seconds:.3f}  regs {resources.get('registers')} spill "
+                  f"{resources.get('spill_store_bytes')}  rel L2 {rel_l2:.2e}", flush=True)
     (out / "attention_vs_sdpa.candidates.json").write_text(json.dumps({**header(), "rows": rows}, indent=1) + "\n")
 
 
@@ -294,17 +321,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="sqlite:///bench/results/attention_tuned.db")
     parser.add_argument("--out", default="bench/results", type=Path)
-    parser.add_argument("--trials", type=int, default=30, help="trials of `tuner run` per untuned shape")
     parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--tune-only", action="store_true", help="tune the missing shapes, measure nothing")
-    parser.add_argument("--candidates", action="store_true", help="time CANDIDATES at D=128, then stop")
+    parser.add_argument("--candidates", action="store_true", help="time CANDIDATE_TILES on CANDIDATE_ROWS, then stop")
     parser.add_argument("--profile", metavar="B,H,S,D,CAUSAL,DTYPE", help="launch one stored config (for ncu)")
     args = parser.parse_args()
     if args.profile:
         return profile(args.profile, args.db)
     if args.candidates:
         return candidates(args.out)
-    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for)
+    configs = best_configs(args.db, time.monotonic() + args.tune_for)
     print(f"{len(configs)} of {len(seed_shapes())} seed shapes have a tuned config", flush=True)
     if not args.tune_only and configs:
         benchmark(configs, args.out)

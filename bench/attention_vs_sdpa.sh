@@ -1,30 +1,33 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark on the GPU machine: tunes every seed shape the database lacks through
-# `tuner run`, then times the service's best configs next to SDPA's flash, efficient and cuDNN
-# backends in one process (bench/attention_vs_sdpa.py); PROFILE=1 adds ncu on the headline shapes.
+# `tuner run --sampler grid`, then times the service's best configs next to SDPA's flash, efficient
+# and cuDNN backends in one process (bench/attention_vs_sdpa.py); PROFILE=1 adds ncu on the headline
+# shapes.
 #   bench/attention_vs_sdpa.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
-# Environment: TRIALS per study (30), TUNE_FOR seconds before no new study starts, TUNE_ONLY=1 to
-# stop after tuning (split a long tuning over two calls), PROFILE=1, CANDIDATES=1 to time a few
-# D=128 tiles beside SDPA flash first. A carried .tunercache holds cubins compiled off the GPU
-# machine by the same nvcc (the cache key includes its version).
+# Environment: TUNE_FOR seconds before no new study starts, TUNE_ONLY=1 to stop after tuning (split
+# a long tuning over several calls), PROFILE=1, CANDIDATES=1 to time a few tiles beside SDPA flash
+# first. The tuning database travels gzipped (bench/results/attention_tuned.db.gz, committed): a
+# call starts from it and leaves the updated one in OUT_DIR.
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
 mkdir -p "$out"
-if [[ -d .tunercache ]]; then export TUNER_CACHE_DIR="$PWD/.tunercache"; fi
 source bench/device_env.sh
-db="$out/attention_tuned.db"
-if [[ ! -f "$db" && -f bench/results/attention_tuned.db ]]; then cp bench/results/attention_tuned.db "$db"; fi
+db="$(mktemp -d)/attention_tuned.db"
+if [[ -f bench/results/attention_tuned.db.gz ]]; then gunzip -c bench/results/attention_tuned.db.gz >"$db"; fi
+trap 'gzip -c "$db" >"$out/attention_tuned.db.gz"' EXIT
 bench() { python3 -P bench/attention_vs_sdpa.py --db "sqlite:///$db" --out "$out" "$@"; }
 
 status=0
 {
   device_header
   if [[ -n "${CANDIDATES:-}" ]]; then bench --candidates; fi
-  bench --trials "${TRIALS:-30}" --tune-for "${TUNE_FOR:-1e9}" ${TUNE_ONLY:+--tune-only}
+  bench --tune-for "${TUNE_FOR:-1e9}" ${TUNE_ONLY:+--tune-only}
 } 2>&1 | tee "$out/attention_vs_sdpa.log" || status=1
 
-# ncu at the clocks the benchmark ran at (no clock locking), one launch after a warm-up launch.
-metrics=sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+# ncu at the clocks the benchmark ran at (no clock locking), one launch after a warm-up launch; the
+# stall metrics are the per-reason breakdown of the WarpStateStats section.
+metrics="sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"
+metrics+=",regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
 if [[ -n "${PROFILE:-}" ]]; then
   for shape in 16,96,512,64,0,fp16 16,96,512,64,1,fp16 16,96,512,128,0,fp16 2,32,4096,128,0,fp16 2,96,4096,64,0,fp16; do
     echo "=== $shape (B,H,S,D,causal,dtype)"
