@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,21 +11,24 @@ from tuner.service import Service
 from tuner.workers.measurement import Status
 
 from .deps import TOKEN_COOKIE, StudyName, TrialNumber, get_service, get_settings, require_token
-from .render import highlight_source, pygments_css, study_url, templates
-from .routes_trials import MAX_PAGE
+from .render import STATIC_DIR, highlight_source, pygments_css, study_url, templates
 from .settings import Settings
 
 router = APIRouter(include_in_schema=False)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_token)])
 TEMPLATES = templates()
-# plotly.js as shipped inside the plotly wheel: served locally, the machines have no internet.
-PLOTLY_JS = files("plotly") / "package_data" / "plotly.min.js"
+# plotly.js's gl2d bundle (scatter and WebGL scatter, MIT licensed), the npm package
+# plotly.js-gl2d-dist-min as published, kept here: the machines have no internet, and the full
+# bundle inside the plotly wheel is three times larger and takes a cold browser over a second
+# to evaluate (bench/results/api_load.md). Its URL names its version, so it is cached for good.
+PLOTLY_JS = STATIC_DIR / "plotly-gl2d-3.7.0.min.js"
 ASSET_CACHE = {"Cache-Control": "public, max-age=86400"}
 
 
-@router.get("/assets/plotly.min.js", name="plotly_js")
+@router.get(f"/assets/{PLOTLY_JS.name}", name="plotly_js")
 def plotly_js() -> FileResponse:
-    return FileResponse(str(PLOTLY_JS), media_type="text/javascript", headers=ASSET_CACHE)
+    return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 @router.get("/assets/pygments.css", name="pygments_css")
@@ -63,7 +65,8 @@ def trial_page(request: Request, name: StudyName, number: TrialNumber,
 def study_page(request: Request, name: StudyName,
                service: Annotated[Service, Depends(get_service)],
                settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
+    study = service.study(name)
     page_config = {"api": f"/api/v1{study_url(name)}", "trialBase": f"{study_url(name)}/trials",
-                   "page": MAX_PAGE, "pollSeconds": settings.poll_interval_s}
+                   "trials": study.n_trials, "pollSeconds": settings.poll_interval_s}
     return TEMPLATES.TemplateResponse(request, "study.html", {
-        "study": service.study(name), "page_config": page_config, "statuses": [s.value for s in Status]})
+        "study": study, "page_config": page_config, "statuses": [s.value for s in Status]})

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from tuner.service import Service
 
 from .deps import StudyName, get_service
-from .schemas import ErrorOut, StudyDetail, StudyOut, TrialSummary
+from .schemas import ErrorOut, PointsOut, StudyDetail, StudyOut, TrialSummary
 
 router = APIRouter(tags=["studies"])
 # Study names may hold "/" (sent percent-encoded), so they are {name:path} parameters and the
@@ -26,6 +27,14 @@ def studies(service: Annotated[Service, Depends(get_service)]) -> list[StudyOut]
 def front(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> list[TrialSummary]:
     """The study's Pareto front of latency against error, fastest first."""
     return [TrialSummary.model_validate(trial) for trial in service.front(name)]
+
+
+@router.get("/studies/{name:path}/points", response_model=PointsOut, responses=NOT_FOUND)
+def points(name: StudyName, service: Annotated[Service, Depends(get_service)]) -> Response:
+    """The study's measured trials as columns: what the dashboard's plots draw."""
+    # Sent as JSON text at once: returning the model would validate its columns a second time.
+    return Response(PointsOut.of(service.points(name)).model_dump_json(),
+                    media_type="application/json")
 
 
 @router.get("/studies/{name:path}", response_model=StudyDetail, responses=NOT_FOUND)

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuner.db.queries import TrialPoint
+
 
 class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="null")
@@ -107,6 +109,34 @@ class TrialPageOut(Schema):
     total: int = Field(description="trials matching the filters, over all pages")
     offset: int
     limit: int
+
+
+class PointsOut(Schema):
+    """A study's measured trials (ok, finite latency and error) as columns, for its plots.
+
+    Column ``i`` of every list is one trial. A config is sent as indices into each parameter's
+    values, so a trial costs a few bytes beside its numbers.
+    """
+
+    number: list[int]
+    median_s: list[float] = Field(description="median latency, seconds")
+    rel_l2: list[float] = Field(description="relative L2 error")
+    front: list[int] = Field(description="numbers of the trials on the stored Pareto front")
+    values: dict[str, list[Any]] = Field(description="each config parameter's values, as seen")
+    config: dict[str, list[int | None]] = Field(
+        description="per parameter, each trial's value as an index into values[parameter] "
+                    "(null where its config lacks the parameter)")
+
+    @classmethod
+    def of(cls, points: list[TrialPoint]) -> "PointsOut":
+        names = sorted({name for point in points for name in point.config})
+        index: dict[str, dict[Any, int]] = {name: {} for name in names}
+        config = {name: [index[name].setdefault(point.config[name], len(index[name]))
+                         if name in point.config else None for point in points]
+                  for name in names}
+        return cls(number=[p.number for p in points], median_s=[p.median_s for p in points],
+                   rel_l2=[p.rel_l2 for p in points], front=[p.number for p in points if p.on_front],
+                   values={name: list(seen) for name, seen in index.items()}, config=config)
 
 
 class Provenance(Schema):

@@ -6,6 +6,8 @@ transactions and error handling.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
@@ -33,11 +35,14 @@ def utc(moment: datetime) -> datetime:
 
 # ---- trials ----
 
+def _on_front() -> Any:
+    return exists().where(FrontMember.study_id == Trial.study_id,
+                          FrontMember.trial_id == Trial.id).correlate(Trial).label("on_front")
+
+
 def trial_select() -> Select:
     """Trials with their study's name and whether they are on its stored front."""
-    on_front = exists().where(FrontMember.study_id == Trial.study_id,
-                              FrontMember.trial_id == Trial.id).correlate(Trial).label("on_front")
-    return select(Trial, Study.name, on_front).join(Study, Study.id == Trial.study_id)
+    return select(Trial, Study.name, _on_front()).join(Study, Study.id == Trial.study_id)
 
 
 def to_trial(row: Any) -> TrialRecord:
@@ -108,6 +113,29 @@ def measured_trials(session: Session, study_id: int) -> list[TrialRecord]:
         Trial.study_id == study_id, Trial.status == OK,
         Trial.median_s.is_not(None), Trial.rel_l2.is_not(None)).order_by(Trial.number))
     return [to_trial(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TrialPoint:
+    """A measured trial as a plot needs it: far lighter than a :class:`TrialRecord`."""
+
+    number: int
+    median_s: float
+    rel_l2: float
+    config: dict[str, Any]
+    on_front: bool
+
+
+def measured_points(session: Session, study_id: int) -> list[TrialPoint]:
+    """Ok trials with a finite latency and error, in trial order, read as plain column rows
+    (no ORM objects: a study of 10,000 trials reads several times faster)."""
+    rows = session.execute(
+        select(Trial.number, Trial.median_s, Trial.rel_l2, Trial.config, _on_front())
+        .where(Trial.study_id == study_id, Trial.status == OK,
+               Trial.median_s < math.inf, Trial.rel_l2 < math.inf)  # NULL, inf and NaN fail
+        .order_by(Trial.number))
+    return [TrialPoint(number, median, error, config, bool(front))
+            for number, median, error, config, front in rows]
 
 
 # ---- best configs ----

@@ -232,6 +232,11 @@ class Store:
         with self._session() as session:
             return queries.front_trials(session, study_id)
 
+    def points(self, study_id: int) -> list[queries.TrialPoint]:
+        """The study's measured trials (finite latency and error) as plot points, in trial order."""
+        with self._session() as session:
+            return queries.measured_points(session, study_id)
+
     def trial(self, study_id: int, number: int) -> tuple[TrialRecord, str | None] | None:
         """A trial and its generated source text (``None`` when it was never stored)."""
         with self._session() as session:

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from tuner.db import Store, StudyRecord, TrialPage, TrialRecord
 from tuner.db.keys import HOST_KEYS
 from tuner.db.queries import TRIAL_SORTS as _SORT_COLUMNS
+from tuner.db.queries import TrialPoint
 from tuner.errors import UsageError
 from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec,
                                     load_spec_file)
@@ -178,6 +179,10 @@ class Service:
     def front(self, name: str) -> list[TrialRecord]:
         """The study's stored Pareto front (latency vs error), fastest first."""
         return self._store.front(self.study(name).id)
+
+    def points(self, name: str) -> list[TrialPoint]:
+        """The study's ok trials with a finite latency and error: what its plots draw."""
+        return self._store.points(self.study(name).id)
 
     def trial(self, name: str, number: int) -> TrialDetail:
         found = self._store.trial(self.study(name).id, number)

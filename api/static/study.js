@@ -4,12 +4,11 @@
 "use strict";
 
 const cfg = JSON.parse(document.getElementById("study-config").textContent);
-const trials = new Map();          // number -> trial summary
-let knownTotal = 0;
+let knownTotal = cfg.trials;
 const table = { sort: "number", descending: false, offset: 0, limit: 50, filters: new URLSearchParams() };
 
 const plotType = (() => {
-  // Large studies draw faster in WebGL; headless browsers without it fall back to SVG.
+  // Large studies draw faster in WebGL; browsers without it fall back to SVG.
   try { return document.createElement("canvas").getContext("webgl") ? "scattergl" : "scatter"; }
   catch (e) { return "scatter"; }
 })();
@@ -31,12 +30,6 @@ function configText(config) {
   return Object.keys(config).sort().map(k => `${k}=${config[k]}`).join(" ");
 }
 
-function hoverText(t) {
-  const lines = Object.keys(t.config).sort().map(k => `${escapeText(k)} = ${escapeText(t.config[k])}`);
-  return [`trial ${t.number}`, `latency ${fmtSeconds(t.median_s)}`, `rel. L2 ${fmtNumber(t.rel_l2)}`]
-    .concat(lines).join("<br>");
-}
-
 async function getJSON(url) {
   const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -47,29 +40,28 @@ function trialsURL(params) {
   return `${cfg.api}/trials?${params.toString()}`;
 }
 
-async function loadAllTrials() {
-  // Pages are fetched in parallel: a study of 10,000 trials is two requests.
-  const first = await getJSON(trialsURL(new URLSearchParams({ limit: cfg.page, offset: 0 })));
-  const pages = [first];
-  const rest = [];
-  for (let offset = cfg.page; offset < first.total; offset += cfg.page) {
-    rest.push(getJSON(trialsURL(new URLSearchParams({ limit: cfg.page, offset }))));
-  }
-  pages.push(...await Promise.all(rest));
-  trials.clear();
-  pages.forEach(p => p.items.forEach(t => trials.set(t.number, t)));
-  knownTotal = first.total;
+function tablePageURL() {
+  const params = new URLSearchParams(table.filters);
+  params.set("sort", table.sort);
+  params.set("descending", String(table.descending));
+  params.set("offset", table.offset);
+  params.set("limit", table.limit);
+  return trialsURL(params);
 }
 
-async function loadNewTrials(count) {
-  // The newest rows by insertion order: trials of parallel workers land out of number order.
-  const params = new URLSearchParams({ sort: "created", descending: "true", limit: count, offset: 0 });
-  const page = await getJSON(trialsURL(params));
-  page.items.forEach(t => trials.set(t.number, t));
-}
+// The measured trials as columns (GET .../points): number, median_s, rel_l2, front (numbers),
+// and each config parameter as indices into its values.
+const fetchPoints = () => getJSON(`${cfg.api}/points`);
 
-function measured() {
-  return [...trials.values()].filter(t => t.status === "ok" && t.median_s !== null && t.rel_l2 !== null);
+function hoverTexts(points) {
+  // Each parameter's "name = value" lines are escaped once per value, not once per trial.
+  const names = Object.keys(points.config).sort();
+  const lines = names.map(name => points.values[name].map(v => `<br>${escapeText(name)} = ${escapeText(v)}`));
+  return points.number.map((number, i) => {
+    let text = `trial ${number}<br>latency ${fmtSeconds(points.median_s[i])}<br>rel. L2 ${fmtNumber(points.rel_l2[i])}`;
+    names.forEach((name, p) => { const v = points.config[name][i]; if (v !== null) text += lines[p][v]; });
+    return text;
+  });
 }
 
 // Log axes cannot show an exact zero error: such points sit at a floor, the hover has the truth.
@@ -80,19 +72,23 @@ function title(text) {
   return { text, x: 0.01, xanchor: "left", font: { size: 14 } };
 }
 
-function scatterTrace(points, name, marker, extra) {
+// A trace of the points at `indices` (positions in the columns); a click opens the trial.
+function scatterTrace(points, texts, indices, name, marker, extra) {
   return Object.assign({
     type: plotType, mode: "markers", name, marker,
-    x: points.map(t => t.median_s), y: points.map(t => Math.max(t.rel_l2, ERROR_FLOOR)),
-    text: points.map(hoverText), hoverinfo: "text", customdata: points.map(t => t.number),
+    x: indices.map(i => points.median_s[i]), y: indices.map(i => Math.max(points.rel_l2[i], ERROR_FLOOR)),
+    text: indices.map(i => texts[i]), hoverinfo: "text", customdata: indices.map(i => points.number[i]),
   }, extra || {});
 }
 
-function drawPareto(points) {
-  const front = points.filter(t => t.on_front).sort((a, b) => a.median_s - b.median_s);
+function drawPareto(points, texts) {
+  const onFront = new Set(points.front);
+  const front = [], rest = [];
+  points.number.forEach((number, i) => (onFront.has(number) ? front : rest).push(i));
+  front.sort((a, b) => points.median_s[a] - points.median_s[b]);
   const traces = [
-    scatterTrace(points.filter(t => !t.on_front), "trials", { color: "#9aa5b8", size: 6, opacity: 0.7 }),
-    scatterTrace(front, "Pareto front", { color: "#e4572e", size: 9 }, { mode: "lines+markers", line: { shape: "hv" } }),
+    scatterTrace(points, texts, rest, "trials", { color: "#9aa5b8", size: 6, opacity: 0.7 }),
+    scatterTrace(points, texts, front, "Pareto front", { color: "#e4572e", size: 9 }, { type: "scatter", mode: "lines+markers", line: { shape: "hv" } }),
   ];
   const layout = {
     title: title("Latency against error (Pareto front highlighted)"), margin: { t: 40, r: 10 },
@@ -102,17 +98,18 @@ function drawPareto(points) {
   return Plotly.react("pareto-plot", traces, layout, PLOT_OPTIONS);
 }
 
-function drawProgress(points) {
-  // Only the trials that improved on every earlier one: the step line needs no other point.
-  const ordered = [...points].sort((a, b) => a.number - b.number);
+function drawProgress(points, texts) {
+  // Only the trials that improved on every earlier one (the columns come in trial order),
+  // the last best drawn on to the last trial: the step line needs no other point.
   const steps = [];
-  ordered.forEach(t => { if (!steps.length || t.median_s < steps[steps.length - 1].median_s) steps.push(t); });
-  const last = ordered[ordered.length - 1];
-  const line = last && steps[steps.length - 1] !== last ? [...steps, { ...steps[steps.length - 1], number: last.number }] : steps;
+  points.median_s.forEach((s, i) => { if (!steps.length || s < points.median_s[steps[steps.length - 1]]) steps.push(i); });
+  const x = steps.map(i => points.number[i]);
+  const lastNumber = points.number[points.number.length - 1];
+  if (steps.length && x[x.length - 1] !== lastNumber) { steps.push(steps[steps.length - 1]); x.push(lastNumber); }
   const traces = [
-    scatterTrace(line, "best so far", { color: "#2457c5", size: 6 },
+    scatterTrace(points, texts, steps, "best so far", { color: "#2457c5", size: 6 },
       { type: "scatter", mode: "lines+markers", line: { shape: "hv", width: 2 },
-        x: line.map(t => t.number), y: line.map(t => t.median_s) }),
+        x, y: steps.map(i => points.median_s[i]) }),
   ];
   const layout = {
     title: title("Best latency so far against trial number"), margin: { t: 40, r: 10 },
@@ -122,41 +119,64 @@ function drawProgress(points) {
   return Plotly.react("progress-plot", traces, layout, PLOT_OPTIONS);
 }
 
-function paramNames() {
-  const names = new Set();
-  trials.forEach(t => Object.keys(t.config).forEach(k => names.add(k)));
-  return [...names].sort();
+// The value at quantile q of ascending `sorted`, interpolated between neighbours.
+function quantile(sorted, q) {
+  const at = (sorted.length - 1) * q, low = Math.floor(at);
+  return sorted[low] + (sorted[Math.min(low + 1, sorted.length - 1)] - sorted[low]) * (at - low);
 }
 
-function paramDiv(name, index) {
-  const id = "param-" + index;
-  let div = document.getElementById(id);
-  if (!div) {
-    div = document.createElement("div");
-    div.className = "plot";
-    div.id = id;
-    document.getElementById("param-plots").appendChild(div);
-  }
-  return div;
+// Per value of one parameter: its label, trial count and latency quartiles.
+function latencySummary(points, name) {
+  const groups = new Map();
+  points.config[name].forEach((v, i) => {
+    const key = v === null ? "–" : String(points.values[name][v]);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(points.median_s[i]);
+  });
+  return [...groups.entries()].sort(([a], [b]) => a.localeCompare(b, undefined, { numeric: true })).map(([label, times]) => {
+    times.sort((a, b) => a - b);
+    return { label, n: times.length, min: times[0], q1: quantile(times, 0.25), median: quantile(times, 0.5),
+      q3: quantile(times, 0.75), max: times[times.length - 1] };
+  });
 }
+
+const PARAM_PLOT_WIDTH = 300;  // px: as many columns of subplots as fit
 
 function drawParams(points) {
-  return Promise.all(paramNames().map((name, index) => {
-    // A box per choice: its quartiles read at a glance, and it draws fast for 10,000 trials.
-    const trace = { type: "box", name, boxpoints: false, marker: { color: "#2457c5" },
-      x: points.map(t => String(t.config[name])), y: points.map(t => t.median_s), hoverinfo: "y" };
-    const layout = {
-      title: title(escapeText(name)), margin: { t: 36, r: 10, b: 40 }, showlegend: false,
-      xaxis: { type: "category", categoryorder: "category ascending" }, yaxis: { type: "log", title: { text: "latency (s)" } },
-    };
-    return Plotly.react(paramDiv(name, index), [trace], layout, PLOT_OPTIONS);
-  }));
+  // One figure, a subplot per parameter: one plot's fixed costs instead of one per parameter.
+  // Per value, a box of the middle half of the latencies, whiskers to the extremes and a
+  // line at the median: a few shapes per subplot however many trials there are.
+  const div = document.getElementById("param-plots");
+  const names = Object.keys(points.config).sort();
+  const columns = Math.max(1, Math.min(names.length, Math.floor(div.clientWidth / PARAM_PLOT_WIDTH)));
+  const rows = Math.max(1, Math.ceil(names.length / columns));
+  const traces = [], annotations = [];
+  const layout = { grid: { rows, columns, pattern: "independent", xgap: 0.12, ygap: 0.3 },
+    margin: { t: 30, r: 10, b: 30, l: 60 }, height: 260 * rows, showlegend: false, hovermode: "closest", annotations };
+  names.forEach((name, index) => {
+    const k = index === 0 ? "" : String(index + 1);
+    const stats = latencySummary(points, name);
+    const x = stats.map(s => s.label), median = stats.map(s => s.median);
+    const range = (low, high) => ({ type: "data", symmetric: false, array: stats.map(s => s[high] - s.median),
+      arrayminus: stats.map(s => s.median - s[low]) });
+    const hover = stats.map(s => `${escapeText(name)} = ${escapeText(s.label)} (${s.n} trials)<br>median ${fmtSeconds(s.median)}` +
+      `<br>middle half ${fmtSeconds(s.q1)} – ${fmtSeconds(s.q3)}<br>range ${fmtSeconds(s.min)} – ${fmtSeconds(s.max)}`);
+    traces.push(
+      { type: "scatter", mode: "markers", x, y: median, xaxis: "x" + k, yaxis: "y" + k, marker: { size: 0.1 }, hoverinfo: "skip",
+        error_y: { ...range("min", "max"), color: "#2457c5", thickness: 1, width: 6 } },
+      { type: "scatter", mode: "markers", x, y: median, xaxis: "x" + k, yaxis: "y" + k, text: hover, hoverinfo: "text",
+        marker: { symbol: "line-ew-open", size: 22, color: "#182033", line: { width: 2 } },
+        error_y: { ...range("q1", "q3"), color: "rgba(36, 87, 197, 0.35)", thickness: 18, width: 0 } });
+    layout["xaxis" + k] = { type: "category" };
+    layout["yaxis" + k] = { type: "log", title: index % columns ? undefined : { text: "latency (s)" } };
+    annotations.push({ text: escapeText(name), showarrow: false, xref: `x${k} domain`, yref: `y${k} domain`,
+      x: 0, y: 1.02, xanchor: "left", yanchor: "bottom", font: { size: 14 } });
+  });
+  return Plotly.react(div, traces, layout, PLOT_OPTIONS);
 }
 
 function bindClicks() {
-  const divs = [document.getElementById("pareto-plot"), document.getElementById("progress-plot"),
-    ...document.querySelectorAll("#param-plots .plot")];
-  divs.forEach(div => {
+  ["pareto-plot", "progress-plot"].map(id => document.getElementById(id)).forEach(div => {
     if (div.dataset.bound) return;
     div.dataset.bound = "1";
     div.on("plotly_click", event => {
@@ -166,9 +186,9 @@ function bindClicks() {
   });
 }
 
-async function drawPlots() {
-  const points = measured();
-  await Promise.all([drawPareto(points), drawProgress(points), drawParams(points)]);
+async function drawPlots(points) {
+  const texts = hoverTexts(points);
+  await Promise.all([drawPareto(points, texts), drawProgress(points, texts), drawParams(points)]);
   bindClicks();
 }
 
@@ -205,15 +225,10 @@ function tableRow(t) {
   return row;
 }
 
-async function loadTable() {
-  const params = new URLSearchParams(table.filters);
-  params.set("sort", table.sort);
-  params.set("descending", String(table.descending));
-  params.set("offset", table.offset);
-  params.set("limit", table.limit);
+async function loadTable(request) {
   let page;
   try {
-    page = await getJSON(trialsURL(params));
+    page = await (request || getJSON(tablePageURL()));
   } catch (error) {
     document.getElementById("page-info").textContent = `Filter not accepted: ${error.message}`;
     return;
@@ -263,15 +278,10 @@ function showSummary(study) {
 async function poll() {
   try {
     const study = await getJSON(cfg.api);
-    const added = study.n_trials - knownTotal;
-    if (added !== 0) {
-      if (added < 0 || added > cfg.page) await loadAllTrials(); else await loadNewTrials(added);
-      // The front moves with new trials: refetch it with them, then redraw.
-      const front = await getJSON(`${cfg.api}/front`);
-      const onFront = new Set(front.map(t => t.number));
-      trials.forEach(t => { t.on_front = onFront.has(t.number); });
+    if (study.n_trials !== knownTotal) {
+      const [points] = await Promise.all([fetchPoints(), loadTable()]);
       knownTotal = study.n_trials;
-      await Promise.all([drawPlots(), loadTable()]);
+      await drawPlots(points);
     }
     showSummary(study);
   } catch (error) {
@@ -280,15 +290,25 @@ async function poll() {
   setTimeout(poll, cfg.pollSeconds * 1000);
 }
 
-async function main() {
+async function main(firstPoints, firstTable) {
   bindTable();
-  await Promise.all([loadAllTrials(), loadTable()]);
+  let points;
+  try {
+    [points] = await Promise.all([firstPoints, loadTable(firstTable)]);
+  } catch (error) {
+    document.getElementById("live-status").textContent = `Loading failed (${error.message})`;
+    return;
+  }
   const loaded = performance.now();
-  await drawPlots();
+  await drawPlots(points);
   // Read by the browser tests and bench/api_load.py: milliseconds since navigation started.
   window.tunerTimings = { loaded, drawn: performance.now() };
   window.tunerReady = true;
   setTimeout(poll, 0);
 }
 
-main();
+// This script runs from the page's head, before plotly.js: the data is asked for at once and
+// arrives while the browser is still busy with plotly.js; the drawing waits for the document.
+const firstPoints = fetchPoints();
+const firstTable = getJSON(tablePageURL());
+document.addEventListener("DOMContentLoaded", () => main(firstPoints, firstTable));

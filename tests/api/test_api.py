@@ -40,6 +40,18 @@ def test_front_is_the_non_dominated_trials_fastest_first(client: TestClient) -> 
     assert [t["number"] for t in client.get(f"{API}/studies/small/front").json()] == [1, 0]
 
 
+def test_points_are_the_measured_trials_as_columns(client: TestClient, store: Store) -> None:
+    # An ok trial whose output was all NaN has an infinite error: it is no point on a plot.
+    record(store, store.study("small"), 6, {"block_n": 16}, Status.OK, 4e-3, float("inf"), PROBLEM)
+    points = client.get(f"{API}/studies/small/points").json()
+    assert points["number"] == [0, 1, 2] and points["front"] == [0, 1]
+    assert points["median_s"] == pytest.approx([2e-3, 1e-3, 3e-3])
+    assert points["rel_l2"] == pytest.approx([1e-6, 1e-4, 1e-3])
+    configs = [{name: points["values"][name][column[i]] for name, column in points["config"].items()}
+               for i in range(3)]
+    assert configs == [BASE_CONFIG, {**BASE_CONFIG, "exp": "poly3"}, {**BASE_CONFIG, "block_m": 8}]
+
+
 @pytest.mark.parametrize(("query", "numbers", "total"), [
     ("limit=2", [0, 1], 6),
     ("limit=2&offset=4", [4, 5], 6),
@@ -69,7 +81,8 @@ def test_one_trial_in_full_with_its_source(client: TestClient) -> None:
     assert failed["status"] == "compile_error" and failed["median_s"] is None and failed["reason"]
 
 
-@pytest.mark.parametrize("path", ["/studies/nope", "/studies/nope/trials", "/studies/small/trials/99"])
+@pytest.mark.parametrize("path", ["/studies/nope", "/studies/nope/trials", "/studies/nope/points",
+                                  "/studies/small/trials/99"])
 def test_missing_things_are_404_with_a_message(client: TestClient, path: str) -> None:
     response = client.get(API + path)
     assert response.status_code == 404
