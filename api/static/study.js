@@ -151,7 +151,7 @@ function drawParams(points) {
   const columns = Math.max(1, Math.min(names.length, Math.floor(div.clientWidth / PARAM_PLOT_WIDTH)));
   const rows = Math.max(1, Math.ceil(names.length / columns));
   const traces = [], annotations = [];
-  const layout = { grid: { rows, columns, pattern: "independent", xgap: 0.12, ygap: 0.3 },
+  const layout = { grid: { rows, columns, pattern: "independent", xgap: 0.15, ygap: 0.3 },
     margin: { t: 30, r: 10, b: 30, l: 60 }, height: 260 * rows, showlegend: false, hovermode: "closest", annotations };
   names.forEach((name, index) => {
     const k = index === 0 ? "" : String(index + 1);
