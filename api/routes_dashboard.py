@@ -19,8 +19,8 @@ pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_token)]
 TEMPLATES = templates()
 # plotly.js's gl2d bundle (scatter and WebGL scatter, MIT licensed), the npm package
 # plotly.js-gl2d-dist-min as published, kept here: the machines have no internet, and the full
-# bundle inside the plotly wheel is three times larger and takes a cold browser over a second
-# to evaluate (bench/results/api_load.md). Its URL names its version, so it is cached for good.
+# bundle inside the plotly wheel is three times larger and takes a cold browser more than twice
+# as long to run (bench/results/api_load.md). Its URL names its version: cached for good.
 PLOTLY_JS = STATIC_DIR / "plotly-gl2d-3.7.0.min.js"
 ASSET_CACHE = {"Cache-Control": "public, max-age=86400"}
 

@@ -145,7 +145,8 @@ const PARAM_PLOT_WIDTH = 300;  // px: as many columns of subplots as fit
 function drawParams(points) {
   // One figure, a subplot per parameter: one plot's fixed costs instead of one per parameter.
   // Per value, a box of the middle half of the latencies, whiskers to the extremes and a
-  // line at the median: a few shapes per subplot however many trials there are.
+  // line at the median, drawn as error bars (the gl2d bundle has no box trace): a few shapes
+  // per subplot however many trials there are.
   const div = document.getElementById("param-plots");
   const names = Object.keys(points.config).sort();
   const columns = Math.max(1, Math.min(names.length, Math.floor(div.clientWidth / PARAM_PLOT_WIDTH)));
