@@ -1,4 +1,4 @@
-"""A C template where a quarter of the variants fault: one writes out of bounds, one hangs."""
+"""A C template where a quarter of the variants fault: one writes out of bounds, one hangs (see faulty.c)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ class FaultyCpu(KernelSpec):
     description = "y = 2x + 1 with planted faults (testing only)"
     backend = "cpu"
     archs = ("cpu",)
-    params = (Param("variant", tuple(VARIANTS), "loop shape, or a planted fault"),)
-    problem_params = (ProblemParam("n", int, 1 << 18, minimum=1),)
+    params = (Param("variant", tuple(VARIANTS), "unroll factor of the rounds loop, or a planted fault"),)
+    problem_params = (ProblemParam("n", int, 1 << 11, minimum=1),
+                      ProblemParam("rounds", int, 64, minimum=0,
+                                   doc="rounds of arithmetic per element (0: bound by memory bandwidth)"))
 
     def render(self, config: Mapping[str, Any], problem: Problem) -> Source:
         fault, unroll = VARIANTS[config["variant"]]
-        header = f"#define FAULT {fault}\n#define UNROLL {unroll}\n"
+        header = f"#define FAULT {fault}\n#define ROUNDS {problem['rounds']}\n#define UNROLL {unroll}\n"
         return Source(language="c", code=header + _SOURCE, entry="faulty", options=("-O2",),
                       scalars=(("int64", problem["n"]),))
 
@@ -41,7 +43,7 @@ class FaultyCpu(KernelSpec):
         return 2.0 * np.asarray(inputs["x"], dtype=np.float64) + 1.0
 
     def flops(self, problem: Problem) -> float:
-        return 2.0 * problem["n"]
+        return (2.0 * problem["rounds"] + 2.0) * problem["n"]
 
     def bytes_moved(self, problem: Problem) -> float:
         return 8.0 * problem["n"]
