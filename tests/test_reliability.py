@@ -6,19 +6,26 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from bench.reliability import SETUPS, fault_section, markdown, shares
 from tests.conftest import require
 from tuner.cli import main
 from tuner.db import Store, StoreError
-from tuner.kernel_templates.testing import faulty_cpu
+from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates.testing import faulty_cpu, faulty_cuda
+from tuner.search_space import distributions, make_sampler
 from tuner.service import NotFound, Service
+from tuner.workers import Job, SpecRef, Status, TimingPolicy
+from tuner.workers.executor import compile_job, measure_job
 
 FAULTY = str(Path(faulty_cpu.__file__))
+TEMPLATES = Path(faulty_cpu.__file__).parent
 
 
 def rows(url: str, study: str) -> list:
@@ -145,3 +152,58 @@ def test_a_trial_asked_by_a_tuner_killed_before_its_first_heartbeat_is_retried(t
     assert after[orphan].state == TrialState.FAIL
     assert orphan in {t.system_attrs.get("failed_trial") for t in after.values()}
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values())
+
+
+def test_healthy_templates_render_the_fault_templates_sources():
+    """A fault-free study compiles and times exactly what the fault study did, faults left out."""
+    for backend in ("cpu", "cuda"):
+        faulty = load_spec_file(str(TEMPLATES / f"faulty_{backend}.py"))
+        healthy = load_spec_file(str(TEMPLATES / f"healthy_{backend}.py"))
+        module = faulty_cpu if backend == "cpu" else faulty_cuda
+        assert healthy.params[0].choices == tuple(v for v in module.VARIANTS if v not in module.FAULTY)
+        problem = faulty.validate_problem({"n": SETUPS[backend].n})
+        for variant in healthy.params[0].choices:
+            assert healthy.render({"variant": variant}, problem) == faulty.render({"variant": variant}, problem)
+
+
+@pytest.mark.parametrize("rounds", [0, 64])
+def test_the_c_fault_templates_healthy_variants_compute_2x_plus_1(rounds):
+    spec = load_spec_file(str(TEMPLATES / "healthy_cpu.py"))
+    ref = SpecRef(spec.name, "cpu", str(TEMPLATES / "healthy_cpu.py"))
+    problem = spec.validate_problem({"n": 1001, "rounds": rounds})
+    for variant in spec.params[0].choices:
+        config = {"variant": variant}
+        job = Job(trial_id=0, spec=ref, config=config, problem=problem, arch="cpu",
+                  source=spec.render(config, problem), seed=5)
+        measurement = measure_job("cpu", job, compile_job("cpu", job), TimingPolicy(budget_s=0.01))
+        assert measurement.status is Status.OK and measurement.rel_l2 < 1e-7, (variant, measurement.reason)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_the_bench_seeds_plant_a_quarter_of_faults(backend):
+    """The seeds of bench/reliability.py give 10 planted faults in 40 proposals, as its files say."""
+    setup = SETUPS[backend]
+    spec = load_spec_file(str(TEMPLATES / f"faulty_{backend}.py"))
+    faulty = faulty_cpu.FAULTY if backend == "cpu" else faulty_cuda.FAULTY
+    proposed = []
+    for turn, trials in enumerate(shares(setup.fault_trials, setup.turns)):
+        study = optuna.create_study(sampler=make_sampler("random", spec, setup.seed + turn),
+                                    directions=["minimize", "minimize"])
+        proposed += [study.ask(distributions(spec)).params["variant"] for _ in range(trials)]
+    assert len(proposed) == 40 and sum(v in faulty for v in proposed) == 10
+
+
+def test_the_reliability_bench_accounts_for_every_trial(tmp_path):
+    """bench/reliability.py's fault section on a small CPU setup: 8 trials over two turns, with a crash
+    and a hang among them, every one accounted for and labelled, the healthy medians compared."""
+    setup = replace(SETUPS["cpu"], n=256, trial_timeout_s=3, turns=2, seed=4, fault_trials=8, clean_trials=6)
+    table = fault_section(setup, f"sqlite:///{tmp_path / 'reliability.db'}")
+    faults = table["studies"]["faulty"]
+    assert faults["ok"] and table["studies"]["healthy"]["ok"], table
+    assert faults["proposed"] == faults["accounted"] == faults["stored"] == 8 and faults["lost"] == 0
+    assert faults["outcomes"]["oob_write"] == {"crashed": 2} and faults["outcomes"]["endless_loop"] == {"timeout": 1}
+    assert "died" in faults["fault_reasons"]["oob_write crashed"]
+    assert "no result after" in faults["fault_reasons"]["endless_loop timeout"]
+    ratios = table["healthy_ratio_faulty_over_clean"]
+    assert ratios and all(r["ratio"] > 0 and r["faulty_trials_us"] and r["clean_trials_us"] for r in ratios.values())
+    assert "| unroll8 |" in markdown(table) and table["environment"]["device"]
