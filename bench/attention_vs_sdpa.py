@@ -6,8 +6,9 @@ exact problem; then, in this one process,
 the tuned kernel and SDPA's three backends timed the same way (``cuda_measure.time_launches``:
 L2 flushed and output poisoned before every run, one event pair per run, median of >= 50) on the
 same fresh random inputs. Writes ``attention_vs_sdpa.{json,md,png}``.
-    python3 -P bench/attention_vs_sdpa.py --db sqlite:///bench/results/attention_tuned.db
-    python3 -P bench/attention_vs_sdpa.py --profile 16,96,512,64,0,fp16   (one launch, for ncu)
+    bench/attention_vs_sdpa.sh    (unpacks bench/results/attention_tuned.db.gz and runs the steps below)
+    python3 -P bench/attention_vs_sdpa.py --db sqlite:///path/attention_tuned.db
+    python3 -P bench/attention_vs_sdpa.py --db ... --profile 16,96,512,64,0,fp16   (one launch, for ncu)
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ def candidates(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", default="sqlite:///bench/results/attention_tuned.db")
+    parser.add_argument("--db", required=True, help="the tuning database's URL")
     parser.add_argument("--out", default="bench/results", type=Path)
     parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--tune-only", action="store_true", help="tune the missing shapes, measure nothing")
