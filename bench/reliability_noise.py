@@ -18,6 +18,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
@@ -51,14 +53,21 @@ def trials(problem: dict[str, int]) -> dict[str, list[Any]]:
     return timings
 
 
-def cell(problem: dict[str, int], streaming: bool) -> dict[str, Any]:
-    stream = subprocess.Popen([sys.executable, "-c", STREAM]) if streaming else None
+@contextmanager
+def memory_stream(on: bool) -> Iterator[None]:
+    """While inside: (if ``on``) another process copying memory over and over."""
+    stream = subprocess.Popen([sys.executable, "-c", STREAM]) if on else None
     try:
-        timings = trials(problem)
+        yield
     finally:
         if stream is not None:
             stream.kill()
             stream.wait()
+
+
+def cell(problem: dict[str, int], streaming: bool) -> dict[str, Any]:
+    with memory_stream(streaming):
+        timings = trials(problem)
     per_variant = {}
     for variant, runs in timings.items():
         medians = [t.median_s for t in runs]
@@ -75,14 +84,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     out = Path(parser.parse_args().out)
+    load_before = os.getloadavg()
     cells = {f"{kernel}, {'beside a memory stream' if streaming else 'alone'}": cell(problem, streaming)
              for kernel, problem in KERNELS.items() for streaming in (False, True)}
     table = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
              "cpu": get_backend("cpu").environment()["device"], "cpu_count": os.cpu_count(),
-             "load_average": os.getloadavg(), "cells": cells}
+             "load_average_before": load_before, "load_average_after": os.getloadavg(), "cells": cells}
     (out / "reliability_noise.json").write_text(json.dumps(table, indent=2) + "\n")
-    lines = [f"# Healthy-kernel timing noise on this machine ({table['date']}, {table['cpu_count']} CPUs, "
-             f"load average {', '.join(f'{x:.1f}' for x in table['load_average'])} at the end)", "",
+    loads = " / ".join(", ".join(f"{x:.1f}" for x in table[k]) for k in ("load_average_before", "load_average_after"))
+    lines = [f"# Healthy-kernel timing noise: {table['cpu']}, {table['cpu_count']} CPUs, {table['date']}", "",
+             f"Load average (1, 5, 15 min) before / after: {loads}.", "",
              f"{TRIALS} trials per variant, 6 variants; spread = a variant's slowest trial median over "
              "its fastest.", "",
              "| kernel, condition | median (µs) | median spread | worst spread | timed repeats a trial |",

@@ -161,7 +161,7 @@ def test_healthy_templates_render_the_fault_templates_sources():
         healthy = load_spec_file(str(TEMPLATES / f"healthy_{backend}.py"))
         module = faulty_cpu if backend == "cpu" else faulty_cuda
         assert healthy.params[0].choices == tuple(v for v in module.VARIANTS if v not in module.FAULTY)
-        problem = faulty.validate_problem({"n": SETUPS[backend].n})
+        problem = faulty.parse_problem(dict(kv.split("=") for kv in SETUPS[backend].shape.split(",")))
         for variant in healthy.params[0].choices:
             assert healthy.render({"variant": variant}, problem) == faulty.render({"variant": variant}, problem)
 
@@ -196,7 +196,7 @@ def test_the_bench_seeds_plant_a_quarter_of_faults(backend):
 def test_the_reliability_bench_accounts_for_every_trial(tmp_path):
     """bench/reliability.py's fault section on a small CPU setup: 8 trials over two turns, with a crash
     and a hang among them, every one accounted for and labelled, the healthy medians compared."""
-    setup = replace(SETUPS["cpu"], n=256, trial_timeout_s=3, turns=2, seed=4, fault_trials=8, clean_trials=6)
+    setup = replace(SETUPS["cpu"], shape="n=256", trial_timeout_s=3, turns=2, seed=4, fault_trials=8, clean_trials=6)
     table = fault_section(setup, f"sqlite:///{tmp_path / 'reliability.db'}")
     faults = table["studies"]["faulty"]
     assert faults["ok"] and table["studies"]["healthy"]["ok"], table
@@ -206,4 +206,5 @@ def test_the_reliability_bench_accounts_for_every_trial(tmp_path):
     assert "no result after" in faults["fault_reasons"]["endless_loop timeout"]
     ratios = table["healthy_ratio_faulty_over_clean"]
     assert ratios and all(r["ratio"] > 0 and r["faulty_trials_us"] and r["clean_trials_us"] for r in ratios.values())
+    assert set(table["slow_trial_share"]) == {"faulty", "healthy"}
     assert "| unroll8 |" in markdown(table) and table["environment"]["device"]
