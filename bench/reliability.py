@@ -166,10 +166,12 @@ def _accounting(books: Accounting) -> dict[str, Any]:
 
 
 def _environment(setup: Setup, rows: list[TrialRecord]) -> dict[str, Any]:
-    """What measured, as its measuring process recorded it, with the date (and the GPU driver)."""
+    """What measured, as its measuring process recorded it, with the date, the load average at the end
+    (and the GPU driver)."""
     measured = next((r.environment for r in rows if r.status == "ok"), {})
     env = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "arch": setup.arch,
            "problem": setup.shape, "python": platform.python_version(),
+           "load_average_1_5_15_min": tuple(round(x, 1) for x in os.getloadavg()),
            **{k: v for k, v in measured.items() if k != "ray_node"}}
     if setup.backend == "cuda":
         env["nvidia_driver"] = subprocess.run(
