@@ -58,6 +58,7 @@ class Proposer:
         self._storage = storage
         self._space = distributions(spec)
         self._grid = grid(spec)
+        self._grid_points = math.prod(len(values) for values in self._grid.values())
         self._pending: dict[int, optuna.Trial] = {}
         self._heartbeat_s = heartbeat_s
         self._unbeaten = unbeaten
@@ -74,12 +75,16 @@ class Proposer:
 
     def exhausted(self) -> bool:
         """Grid search only: every point of the grid has been asked for, by this tuner or another
-        (Optuna's GridSampler starts over with repeats once none is left)."""
+        (Optuna's GridSampler starts over with repeats once none is left), and no retry of a dead
+        tuner's trial waits in the queue."""
         if not isinstance(self._study.sampler, optuna.samplers.GridSampler):
             return False
-        asked = {t.system_attrs["grid_id"] for t in self._study.get_trials(deepcopy=False)
+        trials = self._study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return False
+        asked = {t.system_attrs["grid_id"] for t in trials
                  if "grid_id" in t.system_attrs and t.system_attrs.get("search_space") == self._grid}
-        return len(asked) >= math.prod(len(values) for values in self._grid.values())
+        return len(asked) >= self._grid_points
 
     def ask(self) -> Proposal:
         trial = self._study.ask(self._space)

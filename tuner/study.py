@@ -98,11 +98,11 @@ class StudyRunner:
         """Within budget: --trials counts proposals that passed the constraints; a grid search
         also ends when its grid has been walked."""
         s = self._settings
-        if self._proposer.exhausted():
-            return False
         if s.trials is not None and self.summary.proposed - self.summary.invalid >= s.trials + self._owed:
             return False
-        return s.timeout_s is None or time.monotonic() - self._started < s.timeout_s
+        if s.timeout_s is not None and time.monotonic() - self._started >= s.timeout_s:
+            return False
+        return not self._proposer.exhausted()  # a query of the study's trials: the last check
 
     def _fill(self) -> None:
         invalid_run = 0
