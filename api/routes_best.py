@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tuner.errors import UsageError
-from tuner.kernel_templates import SpecError, find_spec
+from tuner.kernel_templates import SpecError, problem_spec
 from tuner.kernel_templates.spec import canonical_json
 from tuner.service import BestAnswer, NotFound, Service
 
@@ -60,7 +60,7 @@ def parse_problem(kernel: str, arch: str, texts: dict[str, str]) -> dict[str, An
     """The problem typed by the kernel's spec; a kernel from a user's template (unknown here)
     gets its values read as JSON scalars (``128`` -> 128, ``true`` -> True, else text)."""
     try:
-        spec = find_spec(kernel, arch)
+        spec = problem_spec(kernel, arch)
     except SpecError:
         return {name: json_scalar(text) for name, text in texts.items()}
     try:

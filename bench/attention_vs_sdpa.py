@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tuner.db import Store
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.workers import TimingPolicy, get_backend
 from tuner.workers.cuda_measure import error_metrics, time_launches
 from tuner.workers.cuda_runtime import environment, launcher
@@ -40,6 +40,7 @@ from tuner.workers.cuda_runtime import environment, launcher
 from tuner.service import NotFound, Service
 
 ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
 SPEC = find_spec("attention", ARCH)
 FAMILY = "mma_sync_fa2"  # the template family; a Hopper wgmma family is the next step
 SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -101,7 +102,7 @@ def warm_cache(problems: list[dict[str, Any]]) -> None:
     """Compiles every admitted config of these problems in parallel into the content-addressed
     cache, so the studies (which compile one config at a time in process) find them built."""
     backend, names = get_backend("cuda"), [p.name for p in SPEC.params]
-    device = backend.device(ARCH)
+    device = backend.device(TARGET)
     every = [dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params))]
     compile_all([(c, p) for p in problems for c in every if SPEC.check(c, p, device) is None])
 
@@ -111,7 +112,7 @@ def compile_all(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     sources = {source.code_digest(): source for source in itertools.starmap(SPEC.render, pairs)}
     backend = get_backend("cuda")
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        list(pool.map(lambda source: backend.compile(source, ARCH), sources.values()))
+        list(pool.map(lambda source: backend.compile(source, TARGET), sources.values()))
 
 
 def best_configs(db: str, deadline: float) -> dict[int, dict[str, Any]]:
@@ -138,7 +139,7 @@ def median_s(launch: Callable[[], None], out: torch.Tensor) -> float:
 def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
                  out: torch.Tensor) -> Callable[[], None]:
     source = SPEC.render(config, problem)
-    artifact = get_backend("cuda").compile(source, ARCH)
+    artifact = get_backend("cuda").compile(source, TARGET)
     if artifact.error is not None:
         raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
     return launcher(artifact.path, source, [*inputs.values(), out])
@@ -307,7 +308,7 @@ def candidates(out: Path) -> None:
         ref = SPEC.reference(inputs, problem)
         flash_s = time_sdpa(SDPA["flash"], problem, inputs, ref)[0]
         for config in configs(problem["D"]):
-            resources = get_backend("cuda").compile(SPEC.render(config, problem), ARCH).resources
+            resources = get_backend("cuda").compile(SPEC.render(config, problem), TARGET).resources
             seconds, rel_l2 = time_tuned(config, problem, inputs, ref)
             rows.append({"problem": problem, "config": config, "us": seconds * 1e6, "rel_l2": rel_l2,
                          "x_flash": flash_s / seconds, "registers": resources.get("registers"),

@@ -1,14 +1,15 @@
 """Compile throughput: kernels compiled per minute with 1, 4 and 16 Ray compile workers.
 
 Compilation is the stage of an evaluation that scales with CPUs (measurement scales with
-devices), so this is the rate at which a study can feed its devices. Each worker count gets a
-fresh local Ray (``ray.init(num_cpus=N)``, one CPU per compile task as `tuner run` asks) and an
-empty compile cache, and compiles the same distinct, valid configs of the attention template
-through the backend's real compile path (NVRTC/nvcc for CUDA, the C compiler for the CPU).
+devices), so this is the rate at which a study can feed its devices. Each (compiler, worker
+count) gets a fresh local Ray (``ray.init(num_cpus=N)``, one CPU per compile task as `tuner run`
+asks) and an empty compile cache, and compiles the same distinct, valid configs of the attention
+template through the backend's real compile path: for CUDA once with NVRTC and once with nvcc
+(``TUNER_CUDA_COMPILER``), for the CPU with the C compiler.
 
     python bench/compile_throughput.py --backend cuda          # on the GPU machine
     python bench/compile_throughput.py --backend cpu           # anywhere
-Results go to bench/results/compile_throughput_<backend>.{json,md}.
+Results go to bench/results/compile_throughput_<backend>[_<label>].{json,md}.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from tuner.kernel_templates import KernelSpec, find_builtin
+from tuner.kernel_templates import KernelSpec, Target, find_spec
 from tuner.workers import get_backend
+from tuner.workers.cuda_compile import COMPILER_ENV
 from tuner.workers.executor import compile_job
 from tuner.workers.measurement import Artifact, Job, SpecRef
 
@@ -36,20 +38,21 @@ DEFAULTS = {"cpu": ("cpu", "B=1,H=2,S=128,D=64"), "cuda": ("sm_90a", "B=16,H=96,
 
 
 @ray.remote(num_cpus=1)
-def compile_remote(backend: str, job: Job) -> Artifact:
-    return compile_job(backend, job)
+def compile_remote(job: Job) -> Artifact:
+    return compile_job(job)
 
 
 @ray.remote(num_cpus=1)
 def warm_up(backend: str) -> str:
-    """Loads the backend in a worker process, so start-up cost stays out of the timing."""
-    return get_backend(backend).name
+    """Loads the backend and its compiler in a worker process, so start-up cost stays out of the
+    timing; returns the compiler, as the environment fingerprint names it."""
+    return get_backend(backend).compiler_version()
 
 
-def jobs(spec: KernelSpec, backend: str, arch: str, shape: str, count: int, seed: int) -> list[Job]:
+def jobs(spec: KernelSpec, target: Target, shape: str, count: int, seed: int) -> list[Job]:
     """``count`` distinct configs the template accepts for this problem and device."""
     problem = spec.parse_problem(dict(item.split("=") for item in shape.split(",")))
-    device = get_backend(backend).device(arch)
+    device = get_backend(target.backend).device(target)
     grid = list(itertools.product(*(p.choices for p in spec.params)))
     random.Random(seed).shuffle(grid)
     chosen: dict[str, Job] = {}
@@ -57,28 +60,30 @@ def jobs(spec: KernelSpec, backend: str, arch: str, shape: str, count: int, seed
         config = dict(zip((p.name for p in spec.params), values))
         if spec.check(config, problem, device) is None:
             source = spec.render(config, problem)
-            chosen.setdefault(source.digest(), Job(len(chosen), SpecRef(spec.name, backend), config,
-                                                   problem, arch, source, seed))
+            chosen.setdefault(source.digest(), Job(len(chosen), SpecRef(spec.name, spec.backend, family=spec.family),
+                                                   config, problem, target, source, seed))
         if len(chosen) == count:
             break
     return list(chosen.values())
 
 
-def run_with(workers: int, backend: str, batch: list[Job]) -> dict[str, Any]:
-    """Compiles ``batch`` on a fresh local Ray of ``workers`` CPUs and an empty cache."""
+def run_with(workers: int, backend: str, compiler: str, batch: list[Job]) -> dict[str, Any]:
+    """Compiles ``batch`` with ``compiler`` on a fresh local Ray of ``workers`` CPUs and an empty cache."""
     with tempfile.TemporaryDirectory(prefix="tuner-bench-cache-") as cache:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TUNER_CACHE_DIR": cache}})
+        env = {"TUNER_CACHE_DIR": cache} | ({COMPILER_ENV: compiler} if backend == "cuda" else {})
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
         try:
-            ray.get([warm_up.remote(backend) for _ in range(workers)])
+            versions = set(ray.get([warm_up.remote(backend) for _ in range(workers)]))
             start = time.perf_counter()
-            artifacts = ray.get([compile_remote.remote(backend, job) for job in batch])
+            artifacts = ray.get([compile_remote.remote(job) for job in batch])
             wall = time.perf_counter() - start
         finally:
             ray.shutdown()
     ok = [a for a in artifacts if a.error is None]
     assert not any(a.cached for a in artifacts), "a fresh cache answered a compile"
-    return {"workers": workers, "kernels": len(batch), "compile_errors": len(batch) - len(ok),
+    assert len(versions) == 1, f"the workers disagree on the compiler: {versions}"
+    return {"compiler": versions.pop(), "workers": workers, "kernels": len(batch),
+            "compile_errors": len(batch) - len(ok),
             "wall_s": round(wall, 2), "per_minute": round(60 * len(batch) / wall, 1),
             "median_compile_s": round(statistics.median(a.compile_time_s for a in artifacts), 3)}
 
@@ -89,12 +94,12 @@ def machine(backend: str) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {r['workers']} | {r['kernels']} | {r['wall_s']} | {r['per_minute']} | "
+    rows = "\n".join(f"| {r['compiler']} | {r['workers']} | {r['kernels']} | {r['wall_s']} | {r['per_minute']} | "
                      f"{r['median_compile_s']} | {r['compile_errors']} |" for r in report["runs"])
     return (f"# Compile throughput: {report['backend']} ({report['arch']}, {report['shape']})\n\n"
             f"{report['note']}\n\nMachine: `{json.dumps(report['machine'])}`\n\n"
-            "| compile workers | kernels | wall (s) | kernels/min | median compile (s) | errors |\n"
-            "|---:|---:|---:|---:|---:|---:|\n" + rows + "\n")
+            "| compiler | compile workers | kernels | wall (s) | kernels/min | median compile (s) | errors |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n" + rows + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,16 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--kernels", type=int, default=64, help="distinct configs per worker count")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compilers", nargs="+", choices=("nvrtc", "nvcc"), default=["nvrtc", "nvcc"],
+                        help="CUDA compilers to compare (the CPU backend has one)")
     parser.add_argument("--note", default="", help="a line for the report (e.g. what the machine is)")
+    parser.add_argument("--label", help="suffix of the result files, e.g. the machine (default: none)")
     args = parser.parse_args(argv)
     arch, shape = args.arch or DEFAULTS[args.backend][0], args.shape or DEFAULTS[args.backend][1]
-    spec = find_builtin("attention", args.backend, arch)
-    batch = jobs(spec, args.backend, arch, shape, args.kernels, args.seed)
-    runs = [run_with(n, args.backend, batch) for n in args.workers]
+    spec = find_spec("attention", arch)
+    batch = jobs(spec, Target.documented(arch), shape, args.kernels, args.seed)
+    compilers = args.compilers if args.backend == "cuda" else ["cc"]
+    runs = [run_with(n, args.backend, c, batch) for c in compilers for n in args.workers]
     report = {"backend": args.backend, "arch": arch, "shape": shape, "note": args.note,
               "machine": machine(args.backend), "runs": runs}
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"compile_throughput_{args.backend}"
+    stem = RESULTS / "_".join(["compile_throughput", args.backend] + ([args.label] if args.label else []))
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

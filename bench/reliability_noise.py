@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates import Target, load_spec_file
 from tuner.workers import Job, SpecRef, TimingPolicy, get_backend
 from tuner.workers.executor import compile_job, measure_job
 
@@ -46,9 +46,9 @@ def trials(problem: dict[str, int]) -> dict[str, list[Any]]:
     timings: dict[str, list[Any]] = {v: [] for v in spec.params[0].choices}
     for number in range(TRIALS * len(timings)):
         config = {"variant": list(timings)[number % len(timings)]}
-        job = Job(trial_id=number, spec=ref, config=config, problem=problem, arch="cpu",
+        job = Job(trial_id=number, spec=ref, config=config, problem=problem, target=Target.documented("cpu"),
                   source=spec.render(config, problem), seed=number)
-        measurement = measure_job("cpu", job, compile_job("cpu", job), policy)
+        measurement = measure_job(job, compile_job(job), policy)
         timings[config["variant"]].append(measurement.timing)
     return timings
 

@@ -24,6 +24,9 @@
 typedef unsigned short elem_t;  // raw fp16 / bf16 bits: no cuda_fp16.h needed
 typedef unsigned int u32;
 
+// -inf without math.h: NVRTC compiles with no host headers.
+#define NEG_INF __int_as_float(0xff800000)
+
 // Byte offset of 16-byte chunk `chunk` of row `row` in a tile: chunks XOR the row's low 3 bits, so
 // the 8 rows one ldmatrix reads (same logical chunk) fall in 8 different bank groups.
 __device__ __forceinline__ u32 swizzle(int row, int chunk) {
@@ -152,7 +155,7 @@ __device__ __forceinline__ void apply_mask(float (&s)[M_TILES][N_TILES][4], int 
       for (int e = 0; e < 4; ++e) {
         const int row = q0 + mi * 16 + lane / 4 + (e >> 1) * 8;
         const int col = n0 + j * 8 + (lane % 4) * 2 + (e & 1);
-        if (col >= seq || (causal && col > row)) s[mi][j][e] = -INFINITY;
+        if (col >= seq || (causal && col > row)) s[mi][j][e] = NEG_INF;
       }
 }
 
@@ -171,7 +174,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[M_TILES][N_TILES][4], fl
   for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float mx = -INFINITY;
+      float mx = NEG_INF;
 #pragma unroll
       for (int j = 0; j < N_TILES; ++j) mx = fmaxf(mx, fmaxf(s[mi][j][2 * h], s[mi][j][2 * h + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes sharing a row
@@ -184,7 +187,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[M_TILES][N_TILES][4], fl
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float mx = fmaxf(row_max[mi][h], tile_max[mi][h]);
-        const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;  // all-masked row: no NaN
+        const float m_scaled = mx == NEG_INF ? 0.f : mx * scale_log2;  // all-masked row: no NaN
         const float alpha = exp2_(row_max[mi][h] * scale_log2 - m_scaled);
         row_max[mi][h] = mx;
         row_sum[mi][h] *= alpha;
@@ -199,7 +202,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[M_TILES][N_TILES][4], fl
   for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float m_scaled = row_max[mi][h] == -INFINITY ? 0.f : row_max[mi][h] * scale_log2;
+      const float m_scaled = row_max[mi][h] == NEG_INF ? 0.f : row_max[mi][h] * scale_log2;
       float sum = 0.f;
 #pragma unroll
       for (int j = 0; j < N_TILES; ++j)
@@ -307,7 +310,7 @@ attention_fwd(const elem_t* __restrict__ q, const elem_t* __restrict__ k, const 
   float acc[M_TILES][D_TILES][4] = {};
   float row_max[M_TILES][2], row_sum[M_TILES][2];
 #pragma unroll
-  for (int mi = 0; mi < M_TILES; ++mi) row_max[mi][0] = row_max[mi][1] = -INFINITY, row_sum[mi][0] = row_sum[mi][1] = 0.f;
+  for (int mi = 0; mi < M_TILES; ++mi) row_max[mi][0] = row_max[mi][1] = NEG_INF, row_sum[mi][0] = row_sum[mi][1] = 0.f;
 
   for (int nb = 0; nb < n_blocks; ++nb) {
     const int ahead = nb + STAGES - 1;  // refills the buffer every thread finished with last iteration

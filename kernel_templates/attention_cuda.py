@@ -61,6 +61,7 @@ class AttentionCuda(KernelSpec):
                    "CUDA: mma.sync tensor cores, cp.async pipeline, online softmax")
     backend = "cuda"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+    family = "mma_sync"
     params = (
         Param("block_m", (64, 128), "query rows per thread block"),
         Param("block_n", (32, 64, 128), "keys per K/V tile"),

@@ -1,4 +1,10 @@
-"""Finding kernel specs: the built-in templates by name and backend, or a user's template file."""
+"""Finding kernel specs: the built-in templates by (name, arch), or a user's template file.
+
+One kernel name may have several built-in families (``KernelSpec.family``: mma.sync, Hopper
+wgmma, ...), each declaring its backend and archs; a lookup by (name, arch) returns every family
+that runs there, in the order of ``BUILTIN_MODULES`` (the first is the default). Families of one
+kernel share its problem parameters, so a problem and a best answer mean the same for each.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +22,6 @@ BUILTIN_MODULES = ("attention_cpu", "attention_cuda")
 
 class SpecError(Exception):
     """A template that cannot be found or loaded; the message says what to do."""
-
-
-def backend_of(arch: str) -> str:
-    return "cpu" if arch == "cpu" else "cuda"
 
 
 def _specs_in(module) -> list[KernelSpec]:
@@ -42,7 +44,29 @@ def builtin_specs() -> tuple[KernelSpec, ...]:
                 continue  # a backend whose template is not in this build
             raise
         specs.extend(_specs_in(module))
+    check_families(specs)
     return tuple(specs)
+
+
+def check_families(specs: list[KernelSpec]) -> None:
+    """Raises when two specs share (name, backend, family), or a kernel's families disagree on
+    its problem parameters: both are bugs of the template that came second."""
+    seen: dict[tuple[str, str, str], KernelSpec] = {}
+    first_of_name: dict[str, KernelSpec] = {}
+    for spec in specs:
+        key = (spec.name, spec.backend, spec.family)
+        if key in seen:
+            raise SpecError(f"two templates are kernel {spec.name!r}, backend {spec.backend}, family "
+                            f"{spec.family!r}: give one another family")
+        seen[key] = spec
+        first = first_of_name.setdefault(spec.name, spec)
+        if spec.backend == first.backend and _problem_of(spec) != _problem_of(first):
+            raise SpecError(f"families {first.family!r} and {spec.family!r} of kernel {spec.name!r} "
+                            "have different problem parameters: one kernel has one problem")
+
+
+def _problem_of(spec: KernelSpec) -> list[tuple[str, object]]:
+    return [(p.name, p.default) for p in spec.problem_params]
 
 
 @lru_cache(maxsize=None)
@@ -75,21 +99,48 @@ def load_spec_file(path: str) -> KernelSpec:
     return spec
 
 
-def find_spec(name: str, arch: str) -> KernelSpec:
-    """The built-in spec called ``name`` for the backend of ``arch``."""
-    return find_builtin(name, backend_of(arch), arch)
-
-
-def find_builtin(name: str, backend: str, arch: str | None = None) -> KernelSpec:
-    """The built-in spec called ``name`` for ``backend``."""
+def specs_for(name: str, arch: str) -> tuple[KernelSpec, ...]:
+    """Every built-in family of kernel ``name`` that runs on ``arch``, the default first."""
     candidates = [s for s in builtin_specs() if s.name == name]
-    for spec in candidates:
-        if spec.backend == backend:
-            return spec
+    found = tuple(s for s in candidates if arch in s.archs)
+    if found:
+        return found
     if candidates:
         archs = sorted({a for s in candidates for a in s.archs})
-        raise SpecError(f"kernel {name!r} has no {backend} template for arch {arch or backend!r} "
-                        f"(it runs on: {', '.join(archs)})")
+        raise SpecError(f"kernel {name!r} has no template for arch {arch!r} (it runs on: {', '.join(archs)})")
     names = sorted({s.name for s in builtin_specs()})
     raise SpecError(f"unknown kernel {name!r}: choose one of {', '.join(names)} "
                     f"(`tuner kernels` lists them) or pass --template path/to/spec.py")
+
+
+def problem_spec(name: str, arch: str) -> KernelSpec:
+    """A spec of kernel ``name`` on ``arch`` to read its problem with: every family shares it, so
+    parsing a problem or answering `best` needs no family."""
+    return specs_for(name, arch)[0]
+
+
+def find_spec(name: str, arch: str, family: str | None = None) -> KernelSpec:
+    """The built-in family ``family`` of kernel ``name`` on ``arch``; without ``family``, the
+    kernel's only family there (several ask for a choice)."""
+    specs = specs_for(name, arch)
+    families = ", ".join(s.family or "(unnamed)" for s in specs)
+    if family is None:
+        if len(specs) > 1:
+            raise SpecError(f"kernel {name!r} has {len(specs)} families on {arch} ({families}): "
+                            "choose one with --family")
+        return specs[0]
+    for spec in specs:
+        if spec.family == family:
+            return spec
+    raise SpecError(f"kernel {name!r} has no family {family!r} on {arch} (it has: {families})")
+
+
+def find_builtin(name: str, backend: str, family: str | None = None) -> KernelSpec:
+    """The built-in spec of kernel ``name`` for ``backend`` in ``family`` (default: the first
+    registered), as a worker finds it again from a :class:`SpecRef`."""
+    for spec in builtin_specs():
+        if spec.name == name and spec.backend == backend and family in (None, spec.family):
+            return spec
+    raise SpecError(f"no built-in template is kernel {name!r} for backend {backend}"
+                    + (f", family {family!r}" if family is not None else "")
+                    + ": `tuner kernels` lists them")

@@ -4,7 +4,7 @@ A template is one Python file defining a :class:`KernelSpec` subclass (and, usua
 CUDA source it renders). The tuner only ever talks to a kernel through this interface:
 
     params        -> the search space (named categorical choices)
-    check()       -> is (config, problem, device) valid, or the reason it is not
+    check()       -> is (config, problem, device) valid, or the reason it is not (device: a Target)
     render()      -> the source to compile, with its entry point and launch geometry
     make_inputs() -> fresh random inputs (never zeros)
     reference()   -> the exact answer the kernel is verified against
@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from .target import Device, Target
 
 Config = Mapping[str, Any]
 Problem = Mapping[str, Any]
@@ -86,19 +88,6 @@ class ProblemParam:
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise ValueError(f"{self.name} must be one of {allowed}, not {value!r}")
-
-
-@dataclass(frozen=True)
-class Device:
-    """What a spec may ask about the target when checking constraints.
-
-    ``arch`` is ``"cpu"`` or a CUDA arch such as ``"sm_90a"``. ``limits`` holds numbers such as
-    ``max_shared_bytes``, ``max_threads_per_block``, ``sm_count``, ``cores``.
-    """
-
-    arch: str
-    name: str = ""
-    limits: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,11 +154,18 @@ class KernelSpec(ABC):
     description: str = ""
     backend: str = "cpu"  # "cpu" or "cuda"
     archs: tuple[str, ...] = ("cpu",)
+    # Several families of one kernel (mma.sync, Hopper wgmma, ...) stand side by side under one
+    # name, each with its own knobs and archs; "" for a kernel's only family.
+    family: str = ""
     params: tuple[Param, ...] = ()
     problem_params: tuple[ProblemParam, ...] = ()
 
+    def supports(self, target: Target) -> bool:
+        """Whether this template builds for ``target`` (its backend and one of its archs)."""
+        return target.backend == self.backend and target.arch in self.archs
+
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
-        """``None`` when the config can run this problem on this device, else the reason."""
+        """``None`` when the config can run this problem on this device (a :class:`Target`), else the reason."""
         return None
 
     @abstractmethod

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import require
-from tuner.kernel_templates import Device, find_spec
+from tuner.kernel_templates import Device, Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 
 SPEC = find_spec("attention", "cpu")
 BACKEND = get_backend("cpu")
+CPU = Target.documented("cpu")
 QUICK = TimingPolicy(warmup_s=0.001, budget_s=0.005, min_repeats=3, flush_l2=False)
 BASE = dict(block_m=16, block_n=32, unroll=4, threads=1, accum="float", exp="libm",
             fast_math=False, march="generic")
@@ -51,7 +52,7 @@ def artifacts():
     require(shutil.which("cc") is not None, "no C compiler `cc` on PATH")
     sources = [SPEC.render(BASE | changes, problem(**shape)) for changes, shape, _, _ in VARIANTS]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(zip(sources, pool.map(lambda source: BACKEND.compile(source, "cpu"), sources)))
+        return list(zip(sources, pool.map(lambda source: BACKEND.compile(source, CPU), sources)))
 
 
 @pytest.mark.parametrize("index", range(len(VARIANTS)), ids=lambda i: f"{VARIANTS[i][0]}-S{VARIANTS[i][1]['S']}")
@@ -59,8 +60,8 @@ def test_variant_runs_and_verifies(artifacts, index):
     changes, shape, most, least = VARIANTS[index]
     source, artifact = artifacts[index]
     config, full = BASE | changes, problem(**shape)
-    assert SPEC.check(config, full, BACKEND.device("cpu")) is None
-    job = Job(index, SpecRef("attention", "cpu"), config, full, "cpu", source, seed=index)
+    assert SPEC.check(config, full, BACKEND.device(CPU)) is None
+    job = Job(index, SpecRef("attention", "cpu"), config, full, CPU, source, seed=index)
     result = BACKEND.measure(job, artifact, SPEC, QUICK)
     assert result.status is Status.OK, result.reason
     assert least <= result.rel_l2 <= most

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import require
-from tuner.kernel_templates import KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, load_spec_file
+from tuner.kernel_templates import (KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, Target,
+                                    load_spec_file)
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 
 BACKEND = get_backend("cpu")
+CPU = Target.documented("cpu")
 QUICK = TimingPolicy(warmup_s=0.001, budget_s=0.005, min_repeats=5, flush_l2=False)
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "softmax_spec.py"
 
@@ -74,8 +76,8 @@ def fresh_cache(monkeypatch, tmp_path):
 def run(kernel: str, policy: TimingPolicy = QUICK, source: Source | None = None):
     config, problem = {"kernel": kernel}, SPEC.default_problem()
     source = source or SPEC.render(config, problem)
-    job = Job(7, SpecRef("scale2", "cpu", "tests/test_cpu_backend.py"), config, problem, "cpu", source, seed=3)
-    return BACKEND.measure(job, BACKEND.compile(source, "cpu"), SPEC, policy)
+    job = Job(7, SpecRef("scale2", "cpu", "tests/test_cpu_backend.py"), config, problem, CPU, source, seed=3)
+    return BACKEND.measure(job, BACKEND.compile(source, CPU), SPEC, policy)
 
 
 def test_correct_kernel_is_ok_with_quantiles():
@@ -104,7 +106,7 @@ def test_second_input_set_catches_a_kernel_that_replays_its_first_answer():
 
 def test_broken_source_is_a_compile_error_with_the_compiler_message():
     source = SPEC.render({"kernel": "broken"}, SPEC.default_problem())
-    artifact = BACKEND.compile(source, "cpu")
+    artifact = BACKEND.compile(source, CPU)
     assert artifact.path is None and "error" in artifact.error and "expected" in artifact.error
     result = run("broken")
     assert result.status is Status.COMPILE_ERROR
@@ -113,17 +115,17 @@ def test_broken_source_is_a_compile_error_with_the_compiler_message():
 
 def test_second_compile_is_served_from_the_cache():
     source = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
-    first, second = BACKEND.compile(source, "cpu"), BACKEND.compile(source, "cpu")
+    first, second = BACKEND.compile(source, CPU), BACKEND.compile(source, CPU)
     assert not first.cached and first.compile_time_s > 0
     assert second.cached and second.path == first.path and second.source_hash == first.source_hash
-    other = BACKEND.compile(Source("c", source.code, "scale2", options=("-O1",)), "cpu")
+    other = BACKEND.compile(Source("c", source.code, "scale2", options=("-O1",)), CPU)
     assert other.path != first.path
 
 
 def test_native_builds_are_keyed_by_the_host_cpu():
     source = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
     native = Source("c", source.code, "scale2", options=("-O2", "-march=native"))
-    assert BACKEND.compile(native, "cpu").path != BACKEND.compile(source, "cpu").path
+    assert BACKEND.compile(native, CPU).path != BACKEND.compile(source, CPU).path
 
 
 def test_missing_entry_point_is_a_launch_error():
@@ -144,7 +146,7 @@ def test_cache_flush_policy_still_verifies():
 
 
 def test_device_and_environment_describe_this_machine():
-    device = BACKEND.device("cpu")
+    device = BACKEND.device(CPU)
     assert device.arch == "cpu" and device.name and device.limits["cores"] == os.cpu_count()
     env = BACKEND.environment()
     assert env["cpu_count"] == os.cpu_count() and env["numpy"] == np.__version__
@@ -158,8 +160,8 @@ def test_example_template_tunes(config):
     spec = load_spec_file(str(EXAMPLE))
     problem = spec.validate_problem({"rows": 33, "cols": 257})
     source = spec.render(config, problem)
-    job = Job(1, SpecRef(spec.name, "cpu", str(EXAMPLE)), config, problem, "cpu", source, seed=5)
-    result = BACKEND.measure(job, BACKEND.compile(source, "cpu"), spec, QUICK)
+    job = Job(1, SpecRef(spec.name, "cpu", str(EXAMPLE)), config, problem, CPU, source, seed=5)
+    result = BACKEND.measure(job, BACKEND.compile(source, CPU), spec, QUICK)
     assert result.status is Status.OK, result.reason
     assert result.rel_l2 < 1e-5
 
@@ -168,10 +170,10 @@ def test_a_fast_math_kernel_leaves_denormals_alone_in_its_process():
     """crtfastmath.o would turn on flush-to-zero for the measuring process and every later trial."""
     script = """
 import ctypes, numpy as np
-from tuner.kernel_templates import Source
+from tuner.kernel_templates import Source, Target
 from tuner.workers import get_backend
 source = Source("c", "void f(float *x) { x[0] *= 2.0f; }", "f", options=("-O3", "-ffast-math"))
-artifact = get_backend("cpu").compile(source, "cpu")
+artifact = get_backend("cpu").compile(source, Target.documented("cpu"))
 assert artifact.error is None, artifact.error
 ctypes.CDLL(artifact.path)
 assert (np.array([1e-310]) * 1.0)[0] != 0.0, "denormals are flushed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy
 from tuner.workers.executor import compile_job, measure_job
 
@@ -13,18 +13,18 @@ CONFIG = {"block_m": 16, "block_n": 16, "unroll": 2, "threads": 1, "accum": "flo
 
 
 def job(source) -> Job:
-    return Job(trial_id=0, spec=SpecRef("attention", "cpu"), config=CONFIG, problem=PROBLEM, arch="cpu",
-               source=source, seed=1)
+    return Job(trial_id=0, spec=SpecRef("attention", "cpu"), config=CONFIG, problem=PROBLEM,
+               target=Target.documented("cpu"), source=source, seed=1)
 
 
 def test_an_artifact_compiled_on_another_machine_is_measured_here(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "compiling-node"))
     source = SPEC.render(CONFIG, PROBLEM)
-    artifact = compile_job("cpu", job(source), portable=True)
+    artifact = compile_job(job(source), portable=True)
     assert artifact.binary and artifact.path.startswith(str(tmp_path / "compiling-node"))
     (tmp_path / "compiling-node").rename(tmp_path / "gone")  # the measuring node has its own disk
     monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "measuring-node"))
-    measurement = measure_job("cpu", job(source), artifact, TimingPolicy(budget_s=0.01, min_repeats=3))
+    measurement = measure_job(job(source), artifact, TimingPolicy(budget_s=0.01, min_repeats=3))
     assert measurement.status is Status.OK, measurement.reason
     assert list((tmp_path / "measuring-node").rglob("*.so"))
 
@@ -32,7 +32,7 @@ def test_an_artifact_compiled_on_another_machine_is_measured_here(tmp_path, monk
 def test_a_compile_error_is_a_measurement_not_an_exception():
     source = SPEC.render(CONFIG, PROBLEM)
     broken = source.__class__(**{**source.__dict__, "code": source.code + "\nthis is not C;\n"})
-    measurement = measure_job("cpu", job(broken), compile_job("cpu", job(broken)), TimingPolicy())
+    measurement = measure_job(job(broken), compile_job(job(broken)), TimingPolicy())
     assert measurement.status is Status.COMPILE_ERROR and "error" in measurement.log
 
 
@@ -40,5 +40,5 @@ def test_problem_sizes_that_render_the_same_code_share_one_compile():
     a = SPEC.render(CONFIG, PROBLEM)
     b = SPEC.render(CONFIG, {**PROBLEM, "S": 96, "B": 3})
     assert a.code_digest() == b.code_digest() and a.digest() != b.digest()
-    first = compile_job("cpu", job(a))
-    assert compile_job("cpu", job(b)).path == first.path
+    first = compile_job(job(a))
+    assert compile_job(job(b)).path == first.path

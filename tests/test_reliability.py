@@ -17,7 +17,7 @@ from bench.reliability import SETUPS, fault_section, markdown, shares
 from tests.conftest import require
 from tuner.cli import main
 from tuner.db import Store, StoreError
-from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates import Target, load_spec_file
 from tuner.kernel_templates.testing import faulty_cpu, faulty_cuda
 from tuner.search_space import distributions, make_sampler
 from tuner.service import NotFound, Service
@@ -173,9 +173,9 @@ def test_the_c_fault_templates_healthy_variants_compute_2x_plus_1(rounds):
     problem = spec.validate_problem({"n": 1001, "rounds": rounds})
     for variant in spec.params[0].choices:
         config = {"variant": variant}
-        job = Job(trial_id=0, spec=ref, config=config, problem=problem, arch="cpu",
+        job = Job(trial_id=0, spec=ref, config=config, problem=problem, target=Target.documented("cpu"),
                   source=spec.render(config, problem), seed=5)
-        measurement = measure_job("cpu", job, compile_job("cpu", job), TimingPolicy(budget_s=0.01))
+        measurement = measure_job(job, compile_job(job), TimingPolicy(budget_s=0.01))
         assert measurement.status is Status.OK and measurement.rel_l2 < 1e-7, (variant, measurement.reason)
 
 

@@ -1,4 +1,5 @@
-"""Target architectures: the names the tuner accepts and what this machine has."""
+"""Target architectures: the names the tuner accepts, what this machine has, and the one place
+an ``--arch`` text becomes a :class:`Target`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import shutil
 import subprocess
 from functools import lru_cache
 
+from tuner.kernel_templates.target import ARCHS, Target
+
 from .errors import UsageError
 
-CUDA_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
-KNOWN_ARCHS = ("cpu",) + CUDA_ARCHS
+KNOWN_ARCHS = tuple(ARCHS)
+CUDA_ARCHS = tuple(arch for arch, info in ARCHS.items() if info.backend == "cuda")
 
 # compute capability -> the arch `--arch auto` picks (Hopper gets its arch-specific target)
 _AUTO_ARCH = {"8.0": "sm_80", "8.6": "sm_86", "8.9": "sm_89", "9.0": "sm_90a"}
@@ -29,37 +32,34 @@ def local_gpu_capability() -> str | None:
     return lines[0] if lines else None
 
 
-def capability_of(arch: str) -> str:
-    digits = arch.removeprefix("sm_").rstrip("a")
-    return f"{digits[:-1]}.{digits[-1]}"
-
-
-def resolve_arch(requested: str, *, remote_cluster: bool) -> str:
-    """The arch to tune for: ``auto`` becomes the local GPU's arch or ``cpu``.
+def resolve_target(requested: str, *, remote_cluster: bool) -> Target:
+    """The target to tune for: ``auto`` becomes the local GPU's arch or ``cpu``.
 
     A CUDA arch is checked against the local GPU, unless the measuring workers live on a
-    Ray cluster elsewhere (then the measuring actor checks it where the GPU is).
+    Ray cluster elsewhere (then the measuring actor checks it where the GPU is). The target
+    carries the arch's documented limits; the measuring process puts its device's in.
     """
     if requested == "auto":
         capability = local_gpu_capability()
         if capability is None:
-            return "cpu"
+            return Target.documented("cpu")
         if capability not in _AUTO_ARCH:
             raise UsageError(f"this GPU (compute capability {capability}) has no built-in target; "
                              f"pass --arch with one of {', '.join(CUDA_ARCHS)}")
-        return _AUTO_ARCH[capability]
+        return Target.documented(_AUTO_ARCH[capability])
     if requested not in KNOWN_ARCHS:
         raise UsageError(f"unknown arch {requested!r}: use auto or one of {', '.join(KNOWN_ARCHS)}")
-    if requested != "cpu" and not remote_cluster:
-        check_local_gpu(requested)
-    return requested
+    target = Target.documented(requested)
+    if target.backend == "cuda" and not remote_cluster:
+        check_local_gpu(target)
+    return target
 
 
-def check_local_gpu(arch: str) -> None:
+def check_local_gpu(target: Target) -> None:
     capability = local_gpu_capability()
     if capability is None:
-        raise UsageError(f"--arch {arch} needs a CUDA GPU and this machine has none: use --arch cpu "
+        raise UsageError(f"--arch {target.arch} needs a CUDA GPU and this machine has none: use --arch cpu "
                          "(or auto), or --ray-address to measure on a cluster with GPUs")
-    if capability != capability_of(arch):
-        raise UsageError(f"--arch {arch} does not match this machine's GPU (compute capability "
+    if capability != target.capability_text:
+        raise UsageError(f"--arch {target.arch} does not match this machine's GPU (compute capability "
                          f"{capability}): use --arch auto")

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="tune a kernel for one problem on one arch")
     _add_target(run)
     _add_db(run)
+    run.add_argument("--family", help="the kernel's template family where it has several on the arch "
+                     "(`tuner kernels` lists them)")
     run.add_argument("--study", help="study name; an existing study resumes (default: derived from kernel, arch, shape)")
     run.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default %(default)s)")
     run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "

@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tuner.db import Store, StoreError
-from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_spec, load_spec_file
+from tuner.kernel_templates import (KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file,
+                                    problem_spec)
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
 
-from .arch import resolve_arch
+from .arch import resolve_target
 from .cli import parse_shape
 from .errors import ExitStatus, UsageError
 from .progress import RunProgress, front_table
@@ -56,16 +57,22 @@ def _console() -> Console:
     return Console(highlight=False, markup=False)  # names and configs are user text, not markup
 
 
-def _spec_and_ref(args: argparse.Namespace, arch: str) -> tuple[KernelSpec, SpecRef]:
+def _spec_and_ref(args: argparse.Namespace, target: Target) -> tuple[KernelSpec, SpecRef]:
+    """The template to tune on ``target``: a user's file, or the built-in (kernel, arch) family."""
     if getattr(args, "template", None):
         spec = load_spec_file(args.template)
-        if arch not in spec.archs:
-            raise UsageError(f"template {spec.name!r} runs on {', '.join(spec.archs)}, not {arch}: pass --arch")
+        if not spec.supports(target):
+            raise UsageError(f"template {spec.name!r} runs on {', '.join(spec.archs)}, not {target.arch}: pass --arch")
         return spec, SpecRef(spec.name, spec.backend, path=args.template)
-    spec = find_spec(args.kernel, arch)
-    if arch not in spec.archs:
-        raise UsageError(f"kernel {spec.name!r} runs on {', '.join(spec.archs)}, not {arch}")
-    return spec, SpecRef(spec.name, spec.backend)
+    spec = find_spec(args.kernel, target.arch, getattr(args, "family", None))
+    return spec, SpecRef(spec.name, spec.backend, family=spec.family)
+
+
+def _problem_spec(args: argparse.Namespace, target: Target) -> KernelSpec:
+    """A spec that knows the kernel's problem on ``target``: every family of a kernel shares it."""
+    if getattr(args, "template", None):
+        return _spec_and_ref(args, target)[0]
+    return problem_spec(args.kernel, target.arch)
 
 
 def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
@@ -75,9 +82,11 @@ def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"bad --shape: {exc}") from None
 
 
-def default_study_name(spec: KernelSpec, arch: str, problem: dict[str, Any]) -> str:
+def default_study_name(spec: KernelSpec, arch: str, problem: dict[str, Any], family: str | None = None) -> str:
+    """kernel-arch-shape, with the family after the kernel when the run chose one."""
     shape = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in problem.items())
-    return re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{spec.name}-{arch}-{shape}")
+    kernel = f"{spec.name}-{family}" if family else spec.name
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{kernel}-{arch}-{shape}")
 
 
 def _make_executor(args: argparse.Namespace):
@@ -99,24 +108,24 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
-    arch = resolve_arch(args.arch, remote_cluster=bool(args.ray_address))
-    spec, ref = _spec_and_ref(args, arch)
+    target = resolve_target(args.arch, remote_cluster=bool(args.ray_address))
+    spec, ref = _spec_and_ref(args, target)
     problem = _problem(spec, args)
     # A grid search walks its whole grid unless told to stop sooner.
     trials = args.trials if args.trials is not None or args.timeout or args.sampler == "grid" else DEFAULT_TRIALS
-    settings = RunSettings(study_name=args.study or default_study_name(spec, arch, problem), arch=arch,
-                           problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
+    name = args.study or default_study_name(spec, target.arch, problem, getattr(args, "family", None))
+    settings = RunSettings(study_name=name, problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
     sampler = make_sampler(args.sampler, spec, args.seed)
     executor = _make_executor(args)
     store = None
     try:
-        target = executor.start(spec.backend, arch)
-        preflight(spec, problem, target.device)
+        measuring = executor.start(target)
+        preflight(spec, problem, measuring.device)
         store = Store.open(args.db)
         console = _console()
         with RunProgress(trials, console, enabled=not args.no_progress) as progress:
-            runner = StudyRunner(spec, ref, settings, store, executor, target, progress, sampler)
+            runner = StudyRunner(spec, ref, settings, store, executor, measuring, progress, sampler)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
     finally:
@@ -140,12 +149,12 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
 
 
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
-    arch = resolve_arch(args.arch, remote_cluster=True)
-    spec, _ = _spec_and_ref(args, arch)
+    target = resolve_target(args.arch, remote_cluster=True)
+    spec = _problem_spec(args, target)
     problem = _problem(spec, args)
     store = Store.open(args.db, create=False)
     try:
-        answer = Service(store).best(kernel=spec.name, arch=arch, problem=problem, max_error=args.max_error)
+        answer = Service(store).best(kernel=spec.name, arch=target.arch, problem=problem, max_error=args.max_error)
     finally:
         store.close()
     print(json.dumps(best_document(answer), indent=2, default=str))
@@ -198,7 +207,8 @@ def cmd_show(args: argparse.Namespace) -> ExitStatus:
 def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
     console = _console()
     for spec in builtin_specs():
-        table = Table(title=f"{spec.name} ({spec.backend}: {', '.join(spec.archs)}) — {spec.description}")
+        family = f", family {spec.family}" if spec.family else ""
+        table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}")
         table.add_column("parameter")
         table.add_column("choices")
         table.add_column("meaning")

@@ -17,8 +17,8 @@ from tuner.db.keys import HOST_KEYS
 from tuner.db.queries import TRIAL_SORTS as _SORT_COLUMNS
 from tuner.db.queries import TrialPoint
 from tuner.errors import UsageError
-from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec,
-                                    load_spec_file)
+from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin,
+                                    load_spec_file, problem_spec)
 
 TRIAL_SORTS: tuple[str, ...] = tuple(_SORT_COLUMNS)  # the names `trials(sort=...)` accepts
 
@@ -230,7 +230,7 @@ def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, 
     """A built-in kernel's problem with defaults filled in, as studies store it; a kernel from
     a user's template (not known here) is taken as given."""
     try:
-        spec = find_spec(kernel, arch)
+        spec = problem_spec(kernel, arch)
     except SpecError:
         return dict(problem)
     try:

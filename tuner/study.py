@@ -17,7 +17,7 @@ import optuna
 from tuner.db import Store, StudyRecord, env_key
 from tuner.kernel_templates import KernelSpec, Source
 from tuner.workers import Job, Measurement, SpecRef, Status, Timing
-from tuner.workers.executor import Executor, Target
+from tuner.workers.executor import Executor, MeasuringDevice
 
 from .pareto import non_dominated
 from .progress import RunProgress
@@ -30,7 +30,6 @@ MAX_INVALID_IN_A_ROW = 200
 @dataclass(frozen=True)
 class RunSettings:
     study_name: str
-    arch: str
     problem: dict[str, Any]
     sampler: str = "nsga2"
     seed: int | None = None
@@ -55,14 +54,15 @@ class RunSummary:
 
 class StudyRunner:
     def __init__(self, spec: KernelSpec, spec_ref: SpecRef, settings: RunSettings, store: Store,
-                 executor: Executor, target: Target, progress: RunProgress,
+                 executor: Executor, target: MeasuringDevice, progress: RunProgress,
                  sampler: optuna.samplers.BaseSampler):
         self._spec, self._ref, self._settings = spec, spec_ref, settings
         self._store, self._executor, self._target, self._progress = store, executor, target, progress
         self._env_key = env_key(target.environment)
+        self._arch = target.device.arch
         self._study = store.ensure_study(
             name=settings.study_name, kernel=spec.name, backend=spec.backend,
-            template_path=spec_ref.path, problem=settings.problem, arch=settings.arch,
+            template_path=spec_ref.path, problem=settings.problem, arch=self._arch,
             device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
         optuna_study = open_study(storage, settings.study_name, sampler)
@@ -127,7 +127,7 @@ class StudyRunner:
         source = render(self._spec, config, self._settings.problem)
         digest = source.digest()
         if not self._settings.remeasure:
-            prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._settings.arch,
+            prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._arch,
                                               source_hash=digest, env_key=self._env_key)
             if prior is not None:
                 self._complete(proposal.number, config, source, _from_record(proposal.number, prior),
@@ -138,7 +138,7 @@ class StudyRunner:
                 return True
         seed = (self._settings.seed or 0) * 1_000_003 + proposal.number
         self._executor.submit(Job(trial_id=proposal.number, spec=self._ref, config=config,
-                                  problem=problem, arch=self._settings.arch, source=source, seed=seed))
+                                  problem=problem, target=self._target.device, source=source, seed=seed))
         self._in_flight[proposal.number] = (config, source)
         self._measuring[digest] = proposal.number
         return True

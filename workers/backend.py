@@ -1,6 +1,8 @@
 """The backend seam: compile a rendered source, then measure the artifact. One backend per file.
 
 Contract:
+- a backend builds for the :class:`Target` values whose arch it lists (``archs``); ``device`` gives
+  the target as the measuring process's device has it (name, limits), which ``check()`` sees.
 - ``compile`` is pure CPU work and may run in any process with the toolchain (Ray CPU tasks);
   it caches on disk by a content hash and never raises for a bad source: it returns an
   :class:`Artifact` whose ``error`` says what the compiler said.
@@ -16,7 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.kernel_templates.spec import Device, KernelSpec, Source
+from tuner.kernel_templates.spec import KernelSpec, Source
+from tuner.kernel_templates.target import Target
 
 from .measurement import Artifact, Job, Measurement
 
@@ -39,16 +42,20 @@ class TimingPolicy:
 
 class Backend(ABC):
     name: str
+    archs: tuple[str, ...]
+
+    def supports(self, target: Target) -> bool:
+        return target.backend == self.name and target.arch in self.archs
 
     @abstractmethod
     def compiler_version(self) -> str: ...
 
     @abstractmethod
-    def compile(self, source: Source, arch: str) -> Artifact: ...
+    def compile(self, source: Source, target: Target) -> Artifact: ...
 
     @abstractmethod
-    def device(self, arch: str) -> Device:
-        """The device the measuring process would run on, for the spec's constraint checks."""
+    def device(self, target: Target) -> Target:
+        """``target`` as the measuring process's device has it, for the spec's constraint checks."""
 
     @abstractmethod
     def environment(self) -> dict[str, Any]:

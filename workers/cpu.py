@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tuner.kernel_templates.spec import Device, KernelSpec, Source
+from tuner.kernel_templates.spec import KernelSpec, Source
+from tuner.kernel_templates.target import Target
 
 from .backend import Backend, TimingPolicy
 from .cache import cache_key, cached_path, store_atomically
@@ -31,6 +32,7 @@ _CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64,
 
 class CpuBackend(Backend):
     name = "cpu"
+    archs = ("cpu",)
 
     def __init__(self) -> None:
         self._libraries: dict[str, ctypes.CDLL] = {}  # one dlopen per shared object and process
@@ -41,7 +43,7 @@ class CpuBackend(Backend):
     def compiler_version(self) -> str:
         return _compiler_version(tuple(self.compiler()))
 
-    def compile(self, source: Source, arch: str) -> Artifact:
+    def compile(self, source: Source, target: Target) -> Artifact:
         digest = source.digest()
         key = cache_key(source.code_digest(), self.compiler_version(), _host_target(source.options), _RECIPE)
         path = cached_path(key, ".so")
@@ -77,8 +79,8 @@ class CpuBackend(Backend):
                     return None, log
             return out.read_bytes(), "".join(logs)
 
-    def device(self, arch: str) -> Device:
-        return Device("cpu", name=_cpu_name(), limits={"cores": os.cpu_count() or 1})
+    def device(self, target: Target) -> Target:
+        return target.with_device(_cpu_name(), {"cores": os.cpu_count() or 1})
 
     def environment(self) -> dict[str, Any]:
         return {"host": platform.node(), "device": _cpu_name(), "cpu_count": os.cpu_count(),

@@ -1,8 +1,10 @@
-"""Compiling CUDA sources to cubins with nvcc, cached on disk, with ptxas's resource report.
+"""Compiling CUDA sources to cubins, cached on disk, with ptxas's resource report.
 
-One compile path everywhere: nvcc runs on GPU-less CI machines exactly as on the measuring
-hosts, so CI checks the binaries production runs. The cache key covers the source digest (code,
-entry, options), the arch and nvcc's own version line, as Triton's cache key does.
+Two compilers, one contract: NVRTC (``workers.nvrtc``, in this process, the default where it is
+installed) and nvcc (a subprocess: the fallback, and the choice with ``TUNER_CUDA_COMPILER=nvcc``).
+Neither needs a GPU, so GPU-less CI machines compile exactly what the measuring hosts run. The
+cache key covers the source digest (code, entry, options), the arch and the compiler's name and
+version, as Triton's cache key does.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from tuner.kernel_templates.spec import Source
 
+from . import nvrtc
 from .cache import cache_key, cached_path, store_atomically
 from .measurement import Artifact, tail
 
 COMPILE_TIMEOUT_S = 300
+COMPILER_ENV = "TUNER_CUDA_COMPILER"  # nvrtc, nvcc or auto (NVRTC where installed, else nvcc)
 
 _REGISTERS = re.compile(r"Used (\d+) registers")
 _STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -31,7 +37,43 @@ _STATIC_SMEM = re.compile(r"(\d+) bytes smem")
 
 
 class ToolchainMissing(Exception):
-    """nvcc is not installed where this worker runs; the message says how to point at it."""
+    """No CUDA compiler where this worker runs; the message says what to install or point at."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """What one compiler run left: resources, log and, on failure, the error (the cubin is on disk)."""
+
+    resources: dict[str, Any]
+    log: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """A CUDA compiler: its name and version (part of the cache key) and how it builds a cubin."""
+
+    name: str
+    version: str
+    build: Callable[[Source, str, Path], Build]
+
+    @property
+    def label(self) -> str:
+        """What the environment fingerprint records, e.g. ``nvrtc 13.5``."""
+        return f"{self.name} {self.version}"
+
+
+def compiler() -> Compiler:
+    """The compiler ``TUNER_CUDA_COMPILER`` names: NVRTC by default, nvcc where NVRTC is absent."""
+    choice = os.environ.get(COMPILER_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "nvrtc", "nvcc"):
+        raise ToolchainMissing(f"{COMPILER_ENV}={choice!r} is not a CUDA compiler: use nvrtc, nvcc or auto")
+    if choice == "nvcc" or (choice == "auto" and not nvrtc.available()):
+        return Compiler("nvcc", nvcc_version(), _run_nvcc)
+    try:
+        return Compiler("nvrtc", nvrtc.version(), _run_nvrtc)
+    except nvrtc.NvrtcMissing as exc:
+        raise ToolchainMissing(str(exc)) from None
 
 
 @lru_cache(maxsize=1)
@@ -77,23 +119,41 @@ def compile_cubin(source: Source, arch: str) -> Artifact:
     started = time.perf_counter()
     digest = source.digest()
     try:
-        key = cache_key(source.code_digest(), arch, nvcc_version())
+        chosen = compiler()
     except (ToolchainMissing, OSError, subprocess.SubprocessError) as exc:
         return Artifact(digest, None, 0.0, cached=False, error=str(exc))
+    key = cache_key(source.code_digest(), arch, chosen.name, chosen.version, *nvrtc_headers(chosen))
     cubin, meta = cached_path(key, ".cubin"), cached_path(key, ".json")
     if cubin.is_file() and meta.is_file():
-        saved = json.loads(meta.read_text())
-        return Artifact(digest, str(cubin), time.perf_counter() - started, cached=True,
-                        resources=saved["resources"], log=saved["log"])
-    resources, log, error = _run_nvcc(source, arch, cubin)
-    if error is None:
-        store_atomically(json.dumps({"resources": resources, "log": log}).encode(), meta)
-    return Artifact(digest, str(cubin) if error is None else None, time.perf_counter() - started,
-                    cached=False, resources=resources, log=log, error=error)
+        saved = json.loads(meta.read_text())  # the compile's own seconds: what the variant cost
+        return Artifact(digest, str(cubin), saved["compile_s"], cached=True, resources=saved["resources"],
+                        log=saved["log"])
+    built = chosen.build(source, arch, cubin)
+    seconds = time.perf_counter() - started
+    if built.error is None:
+        store_atomically(json.dumps({"resources": built.resources, "log": built.log, "compile_s": seconds}).encode(),
+                         meta)
+    return Artifact(digest, str(cubin) if built.error is None else None, seconds, cached=False,
+                    resources=built.resources, log=built.log, error=built.error)
 
 
-def _run_nvcc(source: Source, arch: str, destination: Path) -> tuple[dict[str, Any], str, str | None]:
-    """(resources, log, error) of one nvcc run; the cubin lands at ``destination`` on success."""
+def nvrtc_headers(chosen: Compiler) -> tuple[str, ...]:
+    """The header folders NVRTC compiles against: which toolkit's headers is part of the key."""
+    return nvrtc.include_dirs() if chosen.name == "nvrtc" else ()
+
+
+def _run_nvrtc(source: Source, arch: str, destination: Path) -> Build:
+    """One NVRTC compile; the cubin lands at ``destination`` on success."""
+    out = nvrtc.compile_cubin(source.code, arch, source.options)
+    log = tail(out.log)
+    if out.cubin is None:
+        return Build({}, log, out.error)
+    store_atomically(out.cubin, destination)
+    return Build(parse_resources(out.log), log, None)
+
+
+def _run_nvcc(source: Source, arch: str, destination: Path) -> Build:
+    """One nvcc run; the cubin lands at ``destination`` on success."""
     with tempfile.TemporaryDirectory(prefix="tuner-nvcc-") as work:
         src, out = Path(work, "kernel.cu"), Path(work, "kernel.cubin")
         src.write_text(source.code)
@@ -103,9 +163,9 @@ def _run_nvcc(source: Source, arch: str, destination: Path) -> tuple[dict[str, A
             done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
                                   check=False)
         except subprocess.TimeoutExpired:
-            return {}, "", f"nvcc ran over {COMPILE_TIMEOUT_S} s"
+            return Build({}, "", f"nvcc ran over {COMPILE_TIMEOUT_S} s")
         log = tail(done.stdout + done.stderr)
         if done.returncode != 0 or not out.is_file():
-            return {}, log, f"nvcc exited with status {done.returncode}"
+            return Build({}, log, f"nvcc exited with status {done.returncode}")
         store_atomically(out.read_bytes(), destination)
-        return parse_resources(done.stdout + done.stderr), log, None
+        return Build(parse_resources(done.stdout + done.stderr), log, None)

@@ -13,17 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from tuner.kernel_templates.spec import Device, Source
+from tuner.kernel_templates.spec import Source
+from tuner.kernel_templates.target import Target
 
-from .cuda_compile import nvcc_version
-
-# Opt-in shared memory per block (CUDA programming guide, compute capabilities table): what a
-# spec's check() sees for an arch when there is no GPU to ask.
-MAX_SHARED_BYTES = {"sm_80": 166912, "sm_86": 101376, "sm_89": 101376, "sm_90": 232448,
-                    "sm_90a": 232448}
-# Shared memory of one SM, all its resident blocks together (the same table).
-MAX_SHARED_BYTES_PER_SM = {"sm_80": 167936, "sm_86": 102400, "sm_89": 102400, "sm_90": 233472,
-                           "sm_90a": 233472}
+from .cuda_compile import compiler
 
 _SCALAR_TYPES = {"int32": np.int32, "int64": np.int64, "float32": np.float32, "float64": np.float64}
 
@@ -42,16 +35,14 @@ def gpu_count() -> int:
         return 0
 
 
-def device_for(arch: str) -> Device:
-    """This machine's GPU when it has one, else the arch's documented limits."""
+def device_for(target: Target) -> Target:
+    """``target`` as this machine's GPU has it when there is one, else with its documented limits."""
     if not gpu_count():
-        return Device(arch=arch, name="", limits={"max_shared_bytes": MAX_SHARED_BYTES[arch],
-                                                   "max_shared_bytes_per_sm": MAX_SHARED_BYTES_PER_SM[arch],
-                                                   "max_threads_per_block": 1024})
+        return target
     import cupy
 
     attributes = cupy.cuda.Device(0).attributes
-    return Device(arch=arch, name=cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), limits={
+    return target.with_device(cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), {
         "max_shared_bytes": attributes["MaxSharedMemoryPerBlockOptin"],
         "max_shared_bytes_per_sm": attributes["MaxSharedMemoryPerMultiprocessor"],
         "max_threads_per_block": attributes["MaxThreadsPerBlock"],
@@ -60,7 +51,7 @@ def device_for(arch: str) -> Device:
 
 @lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
-    env: dict[str, Any] = {"host": platform.node(), "nvcc": nvcc_version()}
+    env: dict[str, Any] = {"host": platform.node(), "compiler": compiler().label}
     if gpu_count():
         import cupy
         import torch

@@ -14,30 +14,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tuner.kernel_templates import Device
+from tuner.kernel_templates import Target
 
-from . import get_backend, load_spec
+from . import backend_for, load_spec
 from .backend import TimingPolicy
 from .cache import cached_path, store_atomically
 from .measurement import Artifact, Job, Measurement, Status, tail
 
 
 @dataclass(frozen=True)
-class Target:
-    """The device that measures, and the fingerprint its measurements carry."""
+class MeasuringDevice:
+    """The device that measures (the study's target as that device has it), and the fingerprint
+    its measurements carry."""
 
-    device: Device
+    device: Target
     environment: dict[str, Any] = field(default_factory=dict)
 
 
-def describe(backend_name: str, arch: str) -> Target:
-    backend = get_backend(backend_name)
-    return Target(backend.device(arch), backend.environment())
+def describe(target: Target) -> MeasuringDevice:
+    backend = backend_for(target)
+    return MeasuringDevice(backend.device(target), backend.environment())
 
 
-def compile_job(backend_name: str, job: Job, portable: bool = False) -> Artifact:
-    """Compiles ``job``; ``portable`` attaches the binary's bytes for a measuring node elsewhere."""
-    artifact = get_backend(backend_name).compile(job.source, job.arch)
+def compile_job(job: Job, portable: bool = False) -> Artifact:
+    """Compiles ``job`` for its target; ``portable`` attaches the binary's bytes for a measuring node elsewhere."""
+    artifact = backend_for(job.target).compile(job.source, job.target)
     if portable and artifact.path is not None:
         artifact = replace(artifact, binary=Path(artifact.path).read_bytes())
     return artifact
@@ -54,11 +55,11 @@ def localize(artifact: Artifact) -> Artifact:
     return replace(artifact, path=str(destination))
 
 
-def measure_job(backend_name: str, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
+def measure_job(job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
     if artifact.error is not None:
         return failed(job, Status.COMPILE_ERROR, artifact.error, artifact=artifact)
     artifact = localize(artifact)
-    backend = get_backend(backend_name)
+    backend = backend_for(job.target)
     measurement = backend.measure(job, artifact, load_spec(job.spec), policy)
     measurement.compile_time_s = artifact.compile_time_s
     measurement.resources = {**artifact.resources, **measurement.resources}
@@ -81,7 +82,7 @@ class Executor(ABC):
     capacity: int = 1  # jobs worth keeping in flight
 
     @abstractmethod
-    def start(self, backend_name: str, arch: str) -> Target: ...
+    def start(self, target: Target) -> MeasuringDevice: ...
 
     @abstractmethod
     def submit(self, job: Job) -> None: ...
@@ -102,11 +103,9 @@ class LocalExecutor(Executor):
     def __init__(self, policy: TimingPolicy):
         self._policy = policy
         self._queue: collections.deque[Job] = collections.deque()
-        self._backend = ""
 
-    def start(self, backend_name: str, arch: str) -> Target:
-        self._backend = backend_name
-        return describe(backend_name, arch)
+    def start(self, target: Target) -> MeasuringDevice:
+        return describe(target)
 
     def submit(self, job: Job) -> None:
         self._queue.append(job)
@@ -115,4 +114,4 @@ class LocalExecutor(Executor):
         if not self._queue:
             return None
         job = self._queue.popleft()
-        return measure_job(self._backend, job, compile_job(self._backend, job), self._policy)
+        return measure_job(job, compile_job(job), self._policy)

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 from tuner.kernel_templates.spec import Source
+from tuner.kernel_templates.target import Target
 
 
 class Status(str, Enum):
@@ -25,11 +26,12 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class SpecRef:
-    """How a worker process finds the spec again: a built-in (name, backend) or a template file."""
+    """How a worker process finds the spec again: a built-in (name, backend, family) or a template file."""
 
     name: str
     backend: str
     path: str | None = None
+    family: str | None = None  # None: the kernel's first registered family for the backend
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Job:
     spec: SpecRef
     config: dict[str, Any]
     problem: dict[str, Any]
-    arch: str
+    target: Target
     source: Source
     seed: int
 

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
+from tuner.kernel_templates.target import Target
+
 from .backend import TimingPolicy
-from .executor import Executor, ExecutorError, Target, compile_job, describe, failed, measure_job
+from .executor import Executor, ExecutorError, MeasuringDevice, compile_job, describe, failed, measure_job
 from .measurement import Artifact, Job, Measurement, Status
 
 ACTOR_START_TIMEOUT_S = 120.0
@@ -34,21 +36,20 @@ GROW_CHECK_S = 10.0
 
 
 @ray.remote
-def _compile_task(backend_name: str, job: Job) -> Artifact:
-    return compile_job(backend_name, job, portable=True)
+def _compile_task(job: Job) -> Artifact:
+    return compile_job(job, portable=True)
 
 
 @ray.remote(max_restarts=0)
 class MeasuringActor:
-    def __init__(self, backend_name: str):
-        self._backend = backend_name
+    def __init__(self) -> None:
         self._node = ray.get_runtime_context().get_node_id()
 
-    def describe(self, arch: str) -> Target:
-        return describe(self._backend, arch)
+    def describe(self, target: Target) -> MeasuringDevice:
+        return describe(target)
 
     def measure(self, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
-        measurement = measure_job(self._backend, job, artifact, policy)
+        measurement = measure_job(job, artifact, policy)
         measurement.environment = {**measurement.environment, "ray_node": self._node}
         return measurement
 
@@ -66,7 +67,7 @@ class _Slot:
     """One measuring device: its actor and the job it is measuring, if any."""
 
     actor: ray.actor.ActorHandle
-    target: Target
+    target: MeasuringDevice
     running: _Running | None = None
 
 
@@ -107,17 +108,18 @@ class RayExecutor(Executor):
         self._q = _Queues()
         self._slots: list[_Slot] = []
         self._retried: set[int] = set()
-        self._backend = self._arch = ""
+        self._backend = ""
+        self._target: Target | None = None
         self._last_grow = time.monotonic()
         self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the devices busy
 
     # ---- devices ----
 
-    def start(self, backend_name: str, arch: str) -> Target:
-        self._backend, self._arch = backend_name, arch
-        wanted = self._devices or (self._cluster_gpus() if backend_name == "cuda" else 1)
-        if backend_name == "cuda" and self._cluster_gpus() == 0:
+    def start(self, target: Target) -> MeasuringDevice:
+        self._backend, self._target = target.backend, target
+        wanted = self._devices or (self._cluster_gpus() if target.backend == "cuda" else 1)
+        if target.backend == "cuda" and self._cluster_gpus() == 0:
             raise ExecutorError("the Ray cluster has no GPU to measure on: start a worker with a GPU, "
                                 "or tune --arch cpu")
         for _ in range(wanted):
@@ -136,9 +138,9 @@ class RayExecutor(Executor):
     def _add_slot(self) -> None:
         """Starts one measuring actor; keeps it only if its device matches the study's."""
         options = {"num_gpus": 1, "num_cpus": 0} if self._backend == "cuda" else {"num_cpus": 1}
-        actor = MeasuringActor.options(scheduling_strategy="SPREAD", **options).remote(self._backend)
+        actor = MeasuringActor.options(scheduling_strategy="SPREAD", **options).remote()
         try:
-            target = ray.get(actor.describe.remote(self._arch), timeout=ACTOR_START_TIMEOUT_S)
+            target = ray.get(actor.describe.remote(self._target), timeout=ACTOR_START_TIMEOUT_S)
         except (GetTimeoutError, RayError):
             ray.kill(actor, no_restart=True)
             return
@@ -193,7 +195,7 @@ class RayExecutor(Executor):
             return
         while self._q.pending and len(self._q.compiling) < self._compile_slots:
             job = self._q.pending.popleft()
-            self._q.compiling[_compile_task.options(num_cpus=1).remote(self._backend, job)] = job
+            self._q.compiling[_compile_task.options(num_cpus=1).remote(job)] = job
 
     def _dispatch(self) -> None:
         if self.exclusive and self._q.compiling:
@@ -202,7 +204,7 @@ class RayExecutor(Executor):
             while slot.running is None and self._q.compiled:
                 job, artifact = self._q.compiled.popleft()
                 if artifact.error is not None:  # no need to bother the device
-                    self._q.done.append(measure_job(self._backend, job, artifact, self._policy))
+                    self._q.done.append(measure_job(job, artifact, self._policy))
                     continue
                 ref = slot.actor.measure.remote(job, artifact, self._policy)
                 slot.running = _Running(job, artifact, ref, time.monotonic())

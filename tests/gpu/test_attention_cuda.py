@@ -13,7 +13,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches
 from tuner.workers.cuda_runtime import gpu_count, launcher
@@ -23,6 +23,7 @@ from tests.conftest import require
 pytestmark = pytest.mark.gpu
 
 ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
 SPEC = find_spec("attention", ARCH)
 BACKEND = get_backend("cuda")
 # The fastest exact config of the sweep on the default problem (bench/results/gpu_bench.log).
@@ -45,23 +46,23 @@ def _gpu() -> None:
     require(gpu_count() > 0, "no CUDA GPU here: run bench/gpu_check.sh on a GPU machine")
     sources = [SPEC.render(c, SPEC.validate_problem(p)) for p in PROBLEMS for c in sample_configs(p, 6)]
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # fills the compile cache at once
-        list(pool.map(lambda source: BACKEND.compile(source, ARCH), sources))
+        list(pool.map(lambda source: BACKEND.compile(source, TARGET), sources))
 
 
-def run(config: dict, problem: dict, seed: int = 0, policy: TimingPolicy = QUICK, arch: str = ARCH,
+def run(config: dict, problem: dict, seed: int = 0, policy: TimingPolicy = QUICK, target: Target = TARGET,
         source=None):
     problem = SPEC.validate_problem(problem)
     source = source or SPEC.render(config, problem)
-    artifact = BACKEND.compile(source, arch)
+    artifact = BACKEND.compile(source, target)
     job = Job(trial_id=seed, spec=SpecRef("attention", "cuda"), config=config, problem=problem,
-              arch=arch, source=source, seed=seed)
+              target=target, source=source, seed=seed)
     return BACKEND.measure(job, artifact, SPEC, policy)
 
 
 def sample_configs(problem: dict, count: int) -> list[dict]:
     """``count`` admitted configs spread evenly over the space, exact and inexact alike."""
     names = [p.name for p in SPEC.params]
-    device = BACKEND.device(ARCH)
+    device = BACKEND.device(TARGET)
     every = [dict(zip(names, v)) for v in itertools.product(*(p.choices for p in SPEC.params))]
     ok = [c for c in every if SPEC.check(c, SPEC.validate_problem(problem), device) is None]
     return ok[::max(1, len(ok) // count)][:count]
@@ -79,7 +80,7 @@ def test_sampled_configs_are_correct(problem: dict) -> None:
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p))
 def test_edge_tiles_are_correct(problem: dict) -> None:
-    device, checked = BACKEND.device(ARCH), SPEC.validate_problem(problem)
+    device, checked = BACKEND.device(TARGET), SPEC.validate_problem(problem)
     for config in EDGE_TILES:
         if SPEC.check(config, checked, device) is None:
             result = run(config, problem)
@@ -102,7 +103,7 @@ def test_timing_agrees_with_triton_do_bench() -> None:
 
     problem = SPEC.default_problem()
     source = SPEC.render(DEFAULT, problem)
-    artifact = BACKEND.compile(source, ARCH)
+    artifact = BACKEND.compile(source, TARGET)
     inputs = SPEC.make_inputs(problem, __import__("numpy").random.default_rng(1))
     out = torch.empty(SPEC.output_spec(problem).shape, dtype=torch.float16, device="cuda")
     launch = launcher(artifact.path, source, [*inputs.values(), out])
@@ -130,5 +131,5 @@ def test_unwritten_output_is_a_wrong_result() -> None:
 
 
 def test_a_cubin_for_another_arch_is_a_launch_error() -> None:
-    result = run(DEFAULT, {}, arch="sm_80")  # sm_80 machine code does not load on sm_90
+    result = run(DEFAULT, {}, target=Target.documented("sm_80"))  # sm_80 machine code does not load on sm_90
     assert result.status is Status.LAUNCH_ERROR, result.reason

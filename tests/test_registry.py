@@ -1,0 +1,92 @@
+"""The registry finds built-in templates by (name, arch); several families of one kernel stand side by side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tuner.cli import main
+from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec, problem_spec,
+                                    registry, specs_for)
+from tuner.kernel_templates.attention_cpu import AttentionCpu
+from tuner.kernel_templates.registry import check_families
+from tuner.kernel_templates.spec import ProblemParam
+from tuner.workers import SpecRef, load_spec
+
+SHAPE = "B=1,H=1,S=32,D=16"
+
+
+@pytest.fixture
+def two_cpu_families(monkeypatch):
+    """The built-ins plus a second family of the CPU attention kernel (kernel_templates/testing)."""
+    monkeypatch.setattr(registry, "BUILTIN_MODULES", registry.BUILTIN_MODULES + ("testing.second_family",))
+    builtin_specs.cache_clear()
+    yield
+    builtin_specs.cache_clear()
+
+
+def test_lookups_by_name_and_arch() -> None:
+    (hopper,) = specs_for("attention", "sm_90a")
+    assert (hopper.backend, hopper.family) == ("cuda", "mma_sync")
+    assert find_spec("attention", "sm_80") is hopper and find_spec("attention", "sm_90a", "mma_sync") is hopper
+    (cpu,) = specs_for("attention", "cpu")
+    assert cpu.backend == "cpu" and find_builtin("attention", "cpu") is cpu
+
+
+def test_lookup_errors_name_what_there_is() -> None:
+    with pytest.raises(SpecError, match="unknown kernel 'nope': choose one of attention"):
+        specs_for("nope", "cpu")
+    with pytest.raises(SpecError, match="no family 'wgmma' on sm_90a \\(it has: mma_sync\\)"):
+        find_spec("attention", "sm_90a", "wgmma")
+    with pytest.raises(SpecError, match="no built-in template is kernel 'attention' for backend cuda, family 'x'"):
+        find_builtin("attention", "cuda", "x")
+
+
+def test_two_families_stand_side_by_side(two_cpu_families) -> None:
+    default, serial = specs_for("attention", "cpu")
+    assert (default.family, serial.family) == ("", "serial")
+    with pytest.raises(SpecError, match="2 families on cpu \\(\\(unnamed\\), serial\\): choose one with --family"):
+        find_spec("attention", "cpu")
+    assert find_spec("attention", "cpu", "serial") is serial
+    assert problem_spec("attention", "cpu") is default  # the families share one problem
+    # a worker finds the same family again from the job's reference
+    assert load_spec(SpecRef("attention", "cpu", family="serial")) is serial
+    assert load_spec(SpecRef("attention", "cpu")) is default
+    assert specs_for("attention", "sm_90a") == (find_spec("attention", "sm_90a"),)  # other archs untouched
+
+
+def test_a_run_picks_a_family_and_best_answers_from_its_study(two_cpu_families, tmp_path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    run = ["run", "--arch", "cpu", "--shape", SHAPE, "--trials", "3", "--no-progress", "--executor", "local",
+           "--db", db]
+    assert main(run) == 2
+    assert "choose one with --family" in capsys.readouterr().err
+    assert not (tmp_path / "t.db").exists()
+    assert main(run + ["--family", "serial", "--seed", "1"]) == 0
+    assert main(["studies", "--db", db]) == 0
+    assert "attention-serial-cpu-B1-H1-S32-D16-causal0" in capsys.readouterr().out
+    assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", db]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["study"] == "attention-serial-cpu-B1-H1-S32-D16-causal0" and answer["config"]["threads"] == 1
+
+
+def test_tuner_kernels_lists_each_family(two_cpu_families, capsys) -> None:
+    assert main(["kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "attention (cuda, family mma_sync: sm_80" in out and "attention (cpu, family serial: cpu)" in out
+
+
+def test_families_must_differ_and_share_their_kernels_problem() -> None:
+    class Twin(AttentionCpu):
+        pass
+
+    class OtherProblem(AttentionCpu):
+        family = "other"
+        problem_params = AttentionCpu.problem_params + (ProblemParam("extra", int, 1),)
+
+    with pytest.raises(SpecError, match="two templates are kernel 'attention', backend cpu, family ''"):
+        check_families([AttentionCpu(), Twin()])
+    with pytest.raises(SpecError, match="different problem parameters"):
+        check_families([AttentionCpu(), OtherProblem()])
+    check_families(list(builtin_specs()))
+    assert all(isinstance(s, KernelSpec) for s in builtin_specs())
