@@ -9,7 +9,8 @@ template through the backend's real compile path: for CUDA once with NVRTC and o
 
     python bench/compile_throughput.py --backend cuda          # on the GPU machine
     python bench/compile_throughput.py --backend cpu           # anywhere
-Results go to bench/results/compile_throughput_<backend>[_<label>].{json,md}.
+    bench/compile_throughput.sh                                # the same on the GPU machine, into $OUT
+Results go to bench/results/compile_throughput_<backend>[_<label>].{json,md} (or --out).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="CUDA compilers to compare (the CPU backend has one)")
     parser.add_argument("--note", default="", help="a line for the report (e.g. what the machine is)")
     parser.add_argument("--label", help="suffix of the result files, e.g. the machine (default: none)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the result files (default %(default)s)")
     args = parser.parse_args(argv)
     arch, shape = args.arch or DEFAULTS[args.backend][0], args.shape or DEFAULTS[args.backend][1]
     spec = find_spec("attention", arch)
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_with(n, args.backend, c, batch) for c in compilers for n in args.workers]
     report = {"backend": args.backend, "arch": arch, "shape": shape, "note": args.note,
               "machine": machine(args.backend), "runs": runs}
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / "_".join(["compile_throughput", args.backend] + ([args.label] if args.label else []))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / "_".join(["compile_throughput", args.backend] + ([args.label] if args.label else []))
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
