@@ -116,12 +116,12 @@ def parse_resources(report: str) -> dict[str, int]:
 
 def compile_cubin(source: Source, arch: str) -> Artifact:
     """The cubin of ``source`` for ``arch``, from the cache when it was built before."""
-    started = time.perf_counter()
     digest = source.digest()
     try:
         chosen = compiler()
     except (ToolchainMissing, OSError, subprocess.SubprocessError) as exc:
         return Artifact(digest, None, 0.0, cached=False, error=str(exc))
+    started = time.perf_counter()  # after the compiler's one-time loading: this variant's seconds
     key = cache_key(source.code_digest(), arch, chosen.name, chosen.version, *nvrtc_headers(chosen))
     cubin, meta = cached_path(key, ".cubin"), cached_path(key, ".json")
     if cubin.is_file() and meta.is_file():
@@ -144,7 +144,10 @@ def nvrtc_headers(chosen: Compiler) -> tuple[str, ...]:
 
 def _run_nvrtc(source: Source, arch: str, destination: Path) -> Build:
     """One NVRTC compile; the cubin lands at ``destination`` on success."""
-    out = nvrtc.compile_cubin(source.code, arch, source.options)
+    try:
+        out = nvrtc.compile_cubin(source.code, arch, source.options)
+    except RuntimeError as exc:  # NVRTC refused the call itself (out of memory, a bad argument)
+        return Build({}, "", str(exc))
     log = tail(out.log)
     if out.cubin is None:
         return Build({}, log, out.error)
