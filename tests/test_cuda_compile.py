@@ -119,6 +119,7 @@ def test_nvrtc_is_the_default_and_nvcc_the_fallback_where_it_is_absent(monkeypat
     _require_compiler("nvcc")
     monkeypatch.delenv(COMPILER_ENV, raising=False)
     assert compiler().name == "nvrtc"
+    assert BACKEND.environment()["compiler"] == compiler().label  # trials say which compiler built them
     # A fresh interpreter in which cuda-bindings cannot be imported, as on a machine without it.
     probe = ("import sys; sys.modules['cuda.bindings'] = None\n"
              "from tuner.workers.cuda_compile import compiler; print(compiler().name)")
