@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows = "\n".join(f"| {r['compiler']} | {r['workers']} | {r['kernels']} | {r['wall_s']} | {r['per_minute']} | "
                      f"{r['median_compile_s']} | {r['compile_errors']} |" for r in report["runs"])
     return (f"# Compile throughput: {report['backend']} ({report['arch']}, {report['shape']})\n\n"
-            f"{report['note']}\n\nMachine: `{json.dumps(report['machine'])}`\n\n"
+            f"{report['note']}\n\nMachine: `{json.dumps(report['machine'])}`, {report['date']}\n\n"
             "| compiler | compile workers | kernels | wall (s) | kernels/min | median compile (s) | errors |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n" + rows + "\n")
 
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     compilers = args.compilers if args.backend == "cuda" else ["cc"]
     runs = [run_with(n, args.backend, c, batch) for c in compilers for n in args.workers]
     report = {"backend": args.backend, "arch": arch, "shape": shape, "note": args.note,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(args.backend), "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / "_".join(["compile_throughput", args.backend] + ([args.label] if args.label else []))
