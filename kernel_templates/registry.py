@@ -2,8 +2,9 @@
 
 One kernel name may have several built-in families (``KernelSpec.family``: mma.sync, Hopper
 wgmma, ...), each declaring its backend and archs; a lookup by (name, arch) returns every family
-that runs there, in the order of ``BUILTIN_MODULES`` (the first is the default). Families of one
-kernel share its problem parameters, so a problem and a best answer mean the same for each.
+that runs there, in the order of ``BUILTIN_MODULES`` (the first is the default). The families of
+one kernel on one backend share its problem parameters, so a problem and a best answer mean the
+same for each.
 """
 
 from __future__ import annotations
@@ -49,18 +50,18 @@ def builtin_specs() -> tuple[KernelSpec, ...]:
 
 
 def check_families(specs: list[KernelSpec]) -> None:
-    """Raises when two specs share (name, backend, family), or a kernel's families disagree on
-    its problem parameters: both are bugs of the template that came second."""
+    """Raises when two specs share (name, backend, family), or a kernel's families on one backend
+    disagree on its problem parameters: both are bugs of the template that came second."""
     seen: dict[tuple[str, str, str], KernelSpec] = {}
-    first_of_name: dict[str, KernelSpec] = {}
+    first_of: dict[tuple[str, str], KernelSpec] = {}  # (name, backend) -> its first family
     for spec in specs:
         key = (spec.name, spec.backend, spec.family)
         if key in seen:
             raise SpecError(f"two templates are kernel {spec.name!r}, backend {spec.backend}, family "
                             f"{spec.family!r}: give one another family")
         seen[key] = spec
-        first = first_of_name.setdefault(spec.name, spec)
-        if spec.backend == first.backend and _problem_of(spec) != _problem_of(first):
+        first = first_of.setdefault((spec.name, spec.backend), spec)
+        if _problem_of(spec) != _problem_of(first):
             raise SpecError(f"families {first.family!r} and {spec.family!r} of kernel {spec.name!r} "
                             "have different problem parameters: one kernel has one problem")
 

@@ -88,5 +88,7 @@ def test_families_must_differ_and_share_their_kernels_problem() -> None:
         check_families([AttentionCpu(), Twin()])
     with pytest.raises(SpecError, match="different problem parameters"):
         check_families([AttentionCpu(), OtherProblem()])
+    with pytest.raises(SpecError, match="different problem parameters"):  # each backend's families apart
+        check_families([find_spec("attention", "sm_90a"), AttentionCpu(), OtherProblem()])
     check_families(list(builtin_specs()))
     assert all(isinstance(s, KernelSpec) for s in builtin_specs())
