@@ -21,7 +21,7 @@ from tuner.kernel_templates.target import Target
 
 from .backend import Backend, TimingPolicy
 from .cache import cache_key, cached_path, store_atomically
-from .measurement import Artifact, Job, Measurement, Status, Timing, tail
+from .measurement import Artifact, Job, Measurement, Status, Timing, tail, verdict
 from .stats import error_metrics, summarize
 
 COMPILE_TIMEOUT_S = 120.0
@@ -105,7 +105,7 @@ class CpuBackend(Backend):
             return result(Status.LAUNCH_ERROR, f"the template failed to prepare inputs: {type(exc).__name__}: {exc}")
         timing = bench.time(policy)
         rel_l2, max_abs = error_metrics(bench.output, bench.expected)
-        status, reason = _verdict(rel_l2, spec.max_error(job.config, job.problem))
+        status, reason = verdict(rel_l2, spec.max_error(job.config, job.problem))
         return result(status, reason, timing=timing, rel_l2=rel_l2, max_abs=max_abs)
 
     def _function(self, path: str, entry: str) -> Any:
@@ -204,14 +204,6 @@ def _last_level_cache_bytes() -> int:
         text = (index / "size").read_text().strip()  # e.g. "32768K"
         sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
     return max(sizes, default=32 << 20)  # no sysfs (not Linux): larger than most LLCs
-
-
-def _verdict(rel_l2: float, bound: float) -> tuple[Status, str | None]:
-    if not np.isfinite(rel_l2):
-        return Status.WRONG_RESULT, "output holds NaN or inf: the kernel left part of it unwritten or overflowed"
-    if rel_l2 > bound:
-        return Status.WRONG_RESULT, f"relative L2 error {rel_l2:.3g} exceeds the template's bound {bound:.3g}"
-    return Status.OK, None
 
 
 def _last_line(text: str | None) -> str:

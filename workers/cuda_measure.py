@@ -18,7 +18,7 @@ from tuner.kernel_templates.spec import KernelSpec
 
 from .backend import TimingPolicy
 from .cuda_runtime import environment, launcher, sm_clock_mhz
-from .measurement import Artifact, Job, Measurement, Status
+from .measurement import Artifact, Job, Measurement, Status, verdict
 from .stats import summarize
 
 # Larger than any L2 so far (H100: 50 MB), as Triton's flush buffer.
@@ -114,10 +114,9 @@ def _redraw(inputs: Mapping[str, Any], spec: KernelSpec, problem: Mapping[str, A
 def _verify(result: Measurement, out: Any, ref: Any, bound: float) -> bool:
     """Stores the output's errors; marks the result wrong (and returns False) past ``bound``."""
     result.rel_l2, result.max_abs = error_metrics(out, ref)
-    if not math.isfinite(result.rel_l2):
-        result.status, result.reason = Status.WRONG_RESULT, "output holds NaN or inf: unwritten or overflowed elements"
-    elif result.rel_l2 > bound:
-        result.status, result.reason = Status.WRONG_RESULT, f"relative L2 error {result.rel_l2:.3g} exceeds {bound:.3g}"
+    status, reason = verdict(result.rel_l2, bound)
+    if status is not Status.OK:
+        result.status, result.reason = status, reason
     return result.status is Status.OK
 
 

@@ -6,22 +6,13 @@ a worker raises only for its own bugs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from enum import Enum
-from typing import Any
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
+from tuner.enums import Status
 from tuner.kernel_templates.spec import Source
 from tuner.kernel_templates.target import Target
-
-
-class Status(str, Enum):
-    OK = "ok"
-    INVALID = "invalid"  # rejected by the spec's constraints: never compiled
-    COMPILE_ERROR = "compile_error"
-    LAUNCH_ERROR = "launch_error"
-    WRONG_RESULT = "wrong_result"
-    TIMEOUT = "timeout"
-    CRASHED = "crashed"
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,13 @@ class Timing:
 
 @dataclass
 class Measurement:
-    """What one trial produced. ``timing`` and errors are set only where they were measured."""
+    """What one trial produced. ``timing`` and errors are set only where they were measured.
+
+    ``extra`` is the open field for metrics beyond these (power, clocks, profiler counters):
+    names to JSON numbers or texts, stored, served and exported as they are, with no schema
+    change. A metric that needs to be sorted or filtered in SQL becomes a field here instead,
+    with a column of the same name (``tuner.db``'s trial mapping and one migration).
+    """
 
     trial_id: int
     status: Status
@@ -98,11 +95,49 @@ class Measurement:
     environment: dict[str, Any] = field(default_factory=dict)  # host, device, software versions
     reason: str | None = None
     log: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["status"] = self.status.value
-        return data
+    def flat(self) -> dict[str, Any]:
+        """Every value by name, the timing's fields beside the others and the status as text:
+        the names of the stored columns and of the API's trial fields. Inverse: :meth:`from_flat`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in _NOT_FLAT}
+        values["status"] = self.status.value
+        values.update({name: getattr(self.timing, name, None) for name in TIMING_FIELDS})
+        return values
+
+    @classmethod
+    def from_flat(cls, trial_id: int, values: Mapping[str, Any]) -> "Measurement":
+        """The measurement whose :meth:`flat` is ``values`` (other keys are ignored)."""
+        timed = values.get("median_s") is not None
+        timing = Timing(**{name: values[name] for name in TIMING_FIELDS}) if timed else None
+        own = {f.name: values[f.name] for f in fields(cls)
+               if f.name not in _NOT_FLAT and f.name in values}
+        return cls(trial_id=trial_id, **own | {"status": Status(values["status"]), "timing": timing})
+
+    def metrics(self) -> dict[str, Any]:
+        """The measured quantities alone (timing, errors, compile time and the extra metrics),
+        by name: what a best-config answer reports beside its config."""
+        flat = self.flat()
+        return {name: value for name, value in flat.items() if name not in _DESCRIPTIVE} | self.extra
+
+
+TIMING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Timing))
+_NOT_FLAT = frozenset({"trial_id", "timing"})
+# Fields of a measurement that describe it rather than measure it.
+_DESCRIPTIVE = frozenset({"status", "source_hash", "reason", "log", "resources", "environment",
+                          "extra"})
+
+
+def verdict(rel_l2: float, bound: float) -> tuple[Status, str | None]:
+    """Whether an output's relative L2 error passes the template's bound, and why not."""
+    if not math.isfinite(rel_l2):
+        return Status.WRONG_RESULT, ("output holds NaN or inf: the kernel left part of it "
+                                     "unwritten or overflowed")
+    if rel_l2 > bound:
+        return Status.WRONG_RESULT, (f"relative L2 error {rel_l2:.3g} exceeds the template's "
+                                     f"bound {bound:.3g}")
+    return Status.OK, None
 
 
 def tail(text: str, limit: int = 4000) -> str:
