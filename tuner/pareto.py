@@ -33,5 +33,12 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     return mask
 
 
+def evictions(point: tuple[float, float], front: np.ndarray) -> np.ndarray | None:
+    """Offering ``point`` to ``front`` (rows no other row dominates): ``None`` when a row
+    dominates it, else the mask of the rows it dominates, which leave the front as it joins."""
+    mask = non_dominated(np.vstack([np.asarray(front, dtype=np.float64).reshape(-1, 2), point]))
+    return ~mask[:-1] if mask[-1] else None
+
+
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))

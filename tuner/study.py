@@ -11,15 +11,13 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import optuna
 
 from tuner.db import Store, StudyRecord, env_key
 from tuner.kernel_templates import KernelSpec, Source
-from tuner.workers import Job, Measurement, SpecRef, Status, Timing
+from tuner.workers import Job, Measurement, SpecRef, Status
 from tuner.workers.executor import Executor, MeasuringDevice
 
-from .pareto import non_dominated
 from .progress import RunProgress
 from .proposer import Proposer, heartbeat_options, open_study
 from .search_space import TemplateError, rejection, render
@@ -130,8 +128,9 @@ class StudyRunner:
             prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._arch,
                                               source_hash=digest, env_key=self._env_key)
             if prior is not None:
-                self._complete(proposal.number, config, source, _from_record(proposal.number, prior),
-                               reused_from=prior.id)
+                answer = replace(prior.measurement, trial_id=proposal.number,
+                                 reason=f"answered from trial {prior.number} of study {prior.study}")
+                self._complete(proposal.number, config, source, answer, reused_from=prior.id)
                 return True
             if digest in self._measuring:
                 self._twins[self._measuring[digest]].append((proposal.number, config, source))
@@ -145,7 +144,7 @@ class StudyRunner:
 
 
     def _record_invalid(self, number: int, config: dict[str, Any], reason: str) -> None:
-        measurement = Measurement(trial_id=number, status=Status.INVALID, source_hash="", reason=reason,
+        measurement = Measurement(trial_id=number, status=Status.INVALID, source_hash=None, reason=reason,
                                   environment=self._target.environment)
         self._store.record_trial(self._study, number, config, measurement, None)
         self._proposer.tell_failed(number, reason)
@@ -181,29 +180,9 @@ class StudyRunner:
         self.summary.ok += ok
         if ok:
             self._proposer.tell(number, measurement.timing.median_s, measurement.rel_l2)
-            self._refresh_front()
+            self._store.offer_to_front(self._study.id, record)
         else:
             self.summary.failed += 1
             self._proposer.tell_failed(number, measurement.reason or measurement.status.value)
         self._progress.done(ok, measurement.timing.median_s if ok else None)
         return record
-
-    def _refresh_front(self) -> None:
-        """Recomputes the stored front; a source measured twice counts once (its first trial)."""
-        seen: set[str | None] = set()
-        trials = [t for t in self._store.study_trials_for_front(self._study.id)
-                  if not (t.source_hash in seen or seen.add(t.source_hash))]
-        points = np.array([[t.median_s, t.rel_l2] for t in trials], dtype=np.float64).reshape(-1, 2)
-        mask = non_dominated(points)
-        self._store.set_front(self._study.id, [t.id for t, on in zip(trials, mask) if on])
-
-
-def _from_record(number: int, prior) -> Measurement:
-    """A stored ok trial's measurement, answering a new trial of the same source."""
-    return Measurement(
-        trial_id=number, status=Status.OK, source_hash=prior.source_hash,
-        timing=Timing(prior.median_s, prior.q1_s, prior.q3_s, prior.min_s, prior.max_s,
-                      prior.mean_s, prior.repeats, prior.clock_mhz),
-        rel_l2=prior.rel_l2, max_abs=prior.max_abs, compile_time_s=prior.compile_time_s,
-        resources=prior.resources, environment=prior.environment,
-        reason=f"answered from trial {prior.number} of study {prior.study}")

@@ -86,7 +86,7 @@ class Measurement:
 
     trial_id: int
     status: Status
-    source_hash: str
+    source_hash: str | None  # None for a config rejected before its source was rendered
     timing: Timing | None = None
     rel_l2: float | None = None
     max_abs: float | None = None

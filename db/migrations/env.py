@@ -1,4 +1,4 @@
-"""Alembic environment for the tuner schema (run through ``tuner.db.schema``, not a CLI).
+"""Alembic environment for the tuner schema (run through ``tuner.db._schema``, not a CLI).
 
 The connection comes from ``config.attributes["connection"]``; when absent (a developer running
 ``alembic -c db/alembic.ini -x url=... revision --autogenerate``) one is opened from ``-x url``.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from tuner.db.models import Base
-from tuner.db.schema import VERSION_TABLE, include_name
+from tuner.db._models import Base
+from tuner.db._schema import VERSION_TABLE, include_name
 
 
 def _run(connection: Connection) -> None:

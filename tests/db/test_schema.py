@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from tuner.db import Store, StoreError
-from tuner.db.models import Base
-from tuner.db.schema import (VERSION_TABLE, alembic_config, current_revision, include_name,
+from tuner.db._models import Base
+from tuner.db._schema import (VERSION_TABLE, alembic_config, current_revision, include_name,
                              scripts)
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -75,7 +75,11 @@ class SourceText(Base):
 
 
 class Trial(Base):
-    """One trial of a study. Unique on (study, number) so two processes cannot store it twice."""
+    """One trial of a study. Unique on (study, number) so two processes cannot store it twice.
+
+    The measured columns are named as :meth:`tuner.workers.measurement.Measurement.flat` names
+    its values (``_trials`` maps the two); ``extra`` holds the open ones.
+    """
 
     __tablename__ = "tuner_trials"
     __table_args__ = (
@@ -108,6 +112,7 @@ class Trial(Base):
     env_key: Mapped[str] = mapped_column(String(64))
     source_hash: Mapped[str | None] = mapped_column(String(64))
     log: Mapped[str] = mapped_column(Text, default="")
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
     reused_from: Mapped[int | None] = mapped_column(
         ForeignKey("tuner_trials.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,26 +8,30 @@ asks, always as plain records. Driver errors become :class:`StoreError` with a o
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from sqlalchemy import delete, func, insert, select, text
+import numpy as np
+
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tuner.pareto import evictions
 from tuner.workers.measurement import Measurement
 
-from . import queries
-from .engine import BUSY_TIMEOUT_S, is_sqlite, make_engine, parse_url, safe_url
-from .errors import StoreError
-from .keys import env_key, problem_key
-from .models import FrontMember, Kernel, Problem, SourceText, Study, Trial
-from .records import StudyRecord, TrialPage, TrialRecord, TunedProblem
-from .schema import prepare
+from . import _queries as queries
+from ._engine import BUSY_TIMEOUT_S, is_sqlite, make_engine, parse_url, safe_url
+from ._errors import StoreError
+from ._keys import problem_key
+from ._models import FrontMember, Kernel, Problem, SourceText, Study, Trial
+from ._records import StudyRecord, TrialPage, TrialPoint, TrialRecord, TunedProblem
+from ._schema import prepare
+from ._trials import row_values, to_record
 
 if TYPE_CHECKING:
     import optuna
@@ -153,17 +157,44 @@ class Store:
             if source_code is not None and source_hash is not None:
                 _insert_ignore(session, SourceText, ["hash"], hash=source_hash, code=source_code)
             _insert_ignore(session, Trial, ["study_id", "number"],
-                           **_trial_values(study.id, number, config, measurement, reused_from))
+                           **row_values(study.id, number, config, measurement, reused_from))
             row = session.execute(queries.trial_select().where(
                 Trial.study_id == study.id, Trial.number == number)).one()
-            return queries.to_trial(row)
+            return to_record(row)
+
+    def offer_to_front(self, study_id: int, trial: TrialRecord) -> bool:
+        """Offers a measured trial (ok, with a latency and an error) of study ``study_id`` to
+        its stored front: it joins unless a member dominates it, and evicts the members it
+        dominates; whether it joined. The work is the front's size, not the study's.
+
+        A source measured twice counts once: a trial whose source an earlier stored, measured
+        trial of the study has does not join. One transaction under the study's lock, so tuners
+        sharing a study take turns.
+        """
+        with self._session() as session:
+            _lock_study(session, study_id)
+            twin = session.scalar(select(Trial.id).where(
+                Trial.study_id == study_id, Trial.id < trial.id,
+                Trial.source_hash == trial.source_hash, *queries.measured()).limit(1))
+            if twin is not None:
+                return False
+            front = queries.front_trials(session, study_id)
+            evicted = evictions((trial.median_s, trial.rel_l2),
+                                np.array([[t.median_s, t.rel_l2] for t in front]))
+            if evicted is None:
+                return False
+            gone = [t.id for t, out in zip(front, evicted) if out]
+            if gone:
+                session.execute(delete(FrontMember).where(FrontMember.study_id == study_id,
+                                                          FrontMember.trial_id.in_(gone)))
+            session.execute(insert(FrontMember), [{"study_id": study_id, "trial_id": trial.id}])
+            return True
 
     def set_front(self, study_id: int, trial_ids: list[int]) -> None:
         """Replaces the stored front of a study by ``trial_ids`` (trials of that study)."""
         ids = set(trial_ids)
         with self._session() as session:
-            # Row lock on PostgreSQL so two processes replacing one front take turns.
-            session.execute(select(Study.id).where(Study.id == study_id).with_for_update())
+            _lock_study(session, study_id)
             found = session.scalar(select(func.count()).select_from(Trial).where(
                 Trial.study_id == study_id, Trial.id.in_(ids)))
             if found != len(ids):
@@ -191,7 +222,12 @@ class Store:
     def unbeaten_running_trials(self, study_name: str, started_before: datetime) -> list[int]:
         """Optuna trial ids of ``study_name`` RUNNING with no heartbeat at all, started before
         ``started_before`` (Optuna's local time): asked by a tuner killed before its first beat.
-        Optuna's stale check skips trials that never beat, so these would stay RUNNING forever."""
+        Optuna's stale check skips trials that never beat, so these would stay RUNNING forever.
+
+        The one place that reads Optuna's own tables (``studies``, ``trials``,
+        ``trial_heartbeats``) in SQL, and why: Optuna's public API cannot tell whether a trial
+        ever beat (its storage keeps that private to ``fail_stale_trials``). Everything else
+        goes through Optuna's public API (``tuner.proposer``)."""
         orphans = text("SELECT t.trial_id, t.datetime_start FROM trials t "
                        "JOIN studies s ON s.study_id = t.study_id "
                        "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
@@ -232,7 +268,7 @@ class Store:
         with self._session() as session:
             return queries.front_trials(session, study_id)
 
-    def points(self, study_id: int) -> list[queries.TrialPoint]:
+    def points(self, study_id: int) -> list[TrialPoint]:
         """The study's measured trials (finite latency and error) as plot points, in trial order."""
         with self._session() as session:
             return queries.measured_points(session, study_id)
@@ -244,7 +280,7 @@ class Store:
                 Trial.study_id == study_id, Trial.number == number)).first()
             if row is None:
                 return None
-            trial = queries.to_trial(row)
+            trial = to_record(row)
             code = session.get(SourceText, trial.source_hash) if trial.source_hash else None
             return trial, code.code if code else None
 
@@ -282,18 +318,12 @@ def _get_or_create(session: Session, model: type[Kernel] | type[Problem], keys: 
     return session.scalars(select(model.id).filter_by(**keys)).one()
 
 
-def _trial_values(study_id: int, number: int, config: dict[str, Any], m: Measurement,
-                  reused_from: int | None) -> dict[str, Any]:
-    timing = m.timing
-    timing_values = {name: getattr(timing, name, None) for name in
-                     ("median_s", "q1_s", "q3_s", "min_s", "max_s", "mean_s", "repeats",
-                      "clock_mhz")}
-    return dict(study_id=study_id, number=number, config=config, status=m.status.value,
-                reason=m.reason, rel_l2=m.rel_l2, max_abs=m.max_abs,
-                compile_time_s=m.compile_time_s, resources=m.resources,
-                environment=m.environment, env_key=env_key(m.environment),
-                source_hash=m.source_hash or None, log=m.log, reused_from=reused_from,
-                **timing_values)
+def _lock_study(session: Session, study_id: int) -> None:
+    """Holds the study's lock to the end of the transaction, so that tuners writing one study's
+    front take turns: a write to its row locks the row on PostgreSQL and, as the transaction's
+    first write, the database on SQLite (whose reads take no lock)."""
+    session.execute(update(Study).where(Study.id == study_id).values(sampler=Study.sampler)
+                    .execution_options(synchronize_session=False))
 
 
 def _as_datetime(value: datetime | str) -> datetime:

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from .errors import StoreError
+from ._errors import StoreError
 
 VERSION_TABLE = "tuner_alembic_version"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -7,30 +7,26 @@ transactions and error handling.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
-from .models import FrontMember, Kernel, Problem, Study, Trial
-from .records import StudyRecord, TrialPage, TrialRecord, TunedProblem
+from tuner.enums import Status, TrialSort
 
-OK = "ok"
-# Public sort names of trial listings -> columns; ties always break on the trial number.
-TRIAL_SORTS: dict[str, Any] = {
-    "number": Trial.number,
-    "latency": Trial.median_s,
-    "error": Trial.rel_l2,
-    "compile_time": Trial.compile_time_s,
-    "created": Trial.created_at,
+from ._models import FrontMember, Kernel, Problem, Study, Trial
+from ._records import StudyRecord, TrialPage, TrialPoint, TrialRecord, TunedProblem
+from ._trials import to_record, utc
+
+OK = Status.OK.value
+# The columns of the sort orders; ties always break on the trial number.
+TRIAL_SORTS: dict[TrialSort, Any] = {
+    TrialSort.NUMBER: Trial.number,
+    TrialSort.LATENCY: Trial.median_s,
+    TrialSort.ERROR: Trial.rel_l2,
+    TrialSort.COMPILE_TIME: Trial.compile_time_s,
+    TrialSort.CREATED: Trial.created_at,
 }
-
-
-def utc(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; every stored one is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 # ---- trials ----
@@ -43,19 +39,6 @@ def _on_front() -> Any:
 def trial_select() -> Select:
     """Trials with their study's name and whether they are on its stored front."""
     return select(Trial, Study.name, _on_front()).join(Study, Study.id == Trial.study_id)
-
-
-def to_trial(row: Any) -> TrialRecord:
-    trial, study_name, on_front = row
-    return TrialRecord(
-        id=trial.id, study=study_name, number=trial.number, config=dict(trial.config),
-        status=trial.status, reason=trial.reason, median_s=trial.median_s, q1_s=trial.q1_s,
-        q3_s=trial.q3_s, min_s=trial.min_s, max_s=trial.max_s, mean_s=trial.mean_s,
-        repeats=trial.repeats, clock_mhz=trial.clock_mhz, rel_l2=trial.rel_l2,
-        max_abs=trial.max_abs, compile_time_s=trial.compile_time_s,
-        resources=dict(trial.resources), environment=dict(trial.environment),
-        env_key=trial.env_key, source_hash=trial.source_hash, log=trial.log,
-        reused_from=trial.reused_from, on_front=bool(on_front), created_at=utc(trial.created_at))
 
 
 def config_equals(name: str, value: Any) -> ColumnElement[bool]:
@@ -86,16 +69,18 @@ def trial_filters(study_id: int, status: str | None, max_error: float | None,
 def trial_page(session: Session, filters: Sequence[ColumnElement[bool]], *, sort: str,
                descending: bool, offset: int, limit: int) -> TrialPage:
     """One page, paged and sorted in SQL (studies hold thousands of trials); missing values last."""
-    if sort not in TRIAL_SORTS:
-        raise ValueError(f"cannot sort trials by {sort!r}: use one of {', '.join(TRIAL_SORTS)}")
+    try:
+        column = TRIAL_SORTS[TrialSort(sort)]
+    except ValueError:
+        raise ValueError(f"cannot sort trials by {sort!r}: use one of "
+                         f"{', '.join(s.value for s in TrialSort)}") from None
     if offset < 0 or limit < 1:
         raise ValueError(f"offset must be >= 0 and limit >= 1 (got offset={offset}, limit={limit})")
-    column = TRIAL_SORTS[sort]
     order = (column.desc() if descending else column.asc()).nulls_last()
     total = session.scalar(select(func.count()).select_from(Trial).where(*filters)) or 0
     rows = session.execute(trial_select().where(*filters)
                            .order_by(order, Trial.number).offset(offset).limit(limit))
-    return TrialPage(items=[to_trial(r) for r in rows], total=total, offset=offset, limit=limit)
+    return TrialPage(items=[to_record(r) for r in rows], total=total, offset=offset, limit=limit)
 
 
 def front_trials(session: Session, study_id: int) -> list[TrialRecord]:
@@ -104,26 +89,18 @@ def front_trials(session: Session, study_id: int) -> list[TrialRecord]:
                                                    FrontMember.trial_id == Trial.id))
                            .where(Trial.study_id == study_id)
                            .order_by(Trial.median_s, Trial.number))
-    return [to_trial(r) for r in rows]
+    return [to_record(r) for r in rows]
+
+
+def measured() -> list[ColumnElement[bool]]:
+    """Ok trials with both a latency and an error: the points a Pareto front is made of."""
+    return [Trial.status == OK, Trial.median_s.is_not(None), Trial.rel_l2.is_not(None)]
 
 
 def measured_trials(session: Session, study_id: int) -> list[TrialRecord]:
-    """Ok trials with both a latency and an error: the points a Pareto front is computed over."""
-    rows = session.execute(trial_select().where(
-        Trial.study_id == study_id, Trial.status == OK,
-        Trial.median_s.is_not(None), Trial.rel_l2.is_not(None)).order_by(Trial.number))
-    return [to_trial(r) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class TrialPoint:
-    """A measured trial as a plot needs it: far lighter than a :class:`TrialRecord`."""
-
-    number: int
-    median_s: float
-    rel_l2: float
-    config: dict[str, Any]
-    on_front: bool
+    rows = session.execute(trial_select().where(Trial.study_id == study_id, *measured())
+                           .order_by(Trial.number))
+    return [to_record(r) for r in rows]
 
 
 def measured_points(session: Session, study_id: int) -> list[TrialPoint]:
@@ -180,7 +157,7 @@ def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
     query = (trial_select().where(Trial.id.in_(per_study))
              .order_by(Trial.median_s, Trial.id).limit(1))
     row = session.execute(query).first()
-    return to_trial(row) if row else None
+    return to_record(row) if row else None
 
 
 def tuned_problems(session: Session, *, kernel: str, arch: str,
@@ -205,7 +182,7 @@ def measured_before(session: Session, *, kernel: str, problem_key: str, arch: st
                     Trial.study_id.in_(_studies_of(kernel, arch, problem_key)))
              .order_by(Trial.id).limit(1))
     row = session.execute(query).first()
-    return to_trial(row) if row else None
+    return to_record(row) if row else None
 
 
 # ---- studies ----

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from .errors import StoreError
+from ._errors import StoreError
 
 # How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 30
