@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Request, status
 from pydantic import StringConstraints
 
-from tuner.service import Service
+from tuner.service import Service, name_values
 
 from .settings import Settings
 
@@ -55,12 +55,6 @@ TrialNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="the trial's n
 
 
 def assignments(values: list[str], what: str) -> dict[str, str]:
-    """``NAME=VALUE`` texts as a mapping; a malformed one is a 422 that shows the form."""
-    parsed = {}
-    for text in values:
-        name, sep, value = text.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                f"{what} {text!r} is not NAME=VALUE (e.g. {what}=block=64)")
-        parsed[name.strip()] = value.strip()
-    return parsed
+    """``NAME=VALUE`` texts of the repeatable query parameter ``what`` as a mapping; a
+    malformed one is a 422 (a :class:`tuner.errors.UsageError`) that shows the form."""
+    return name_values(values, what, f"{what}=block_m=64")

@@ -7,22 +7,20 @@ under its URL's exact query string for :mod:`tuner.api.best_fast_path`.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tuner.errors import UsageError
-from tuner.kernel_templates import SpecError, problem_spec
 from tuner.kernel_templates.spec import canonical_json
-from tuner.service import BestAnswer, NotFound, Service
+from tuner.service import NotFound, Service, to_json
 
 from .best_cache import BestCache, CachedAnswer
 from .best_fast_path import raw_key
 from .deps import PRINTABLE, Assignment, assignments
-from .schemas import BestOut, ErrorOut, Provenance
+from .schemas import BestOut, ErrorOut
 
 router = APIRouter(tags=["best"])
 Name = Annotated[str, Query(min_length=1, max_length=200, pattern=PRINTABLE)]
@@ -43,7 +41,7 @@ async def best(
     # dependency costs as much as a cache hit itself on this, the hottest route.
     service: Service = request.app.state.service
     cache: BestCache = request.app.state.best_cache
-    problem = parse_problem(kernel, arch, assignments(shape, "shape"))
+    problem = service.problem(kernel, arch, assignments(shape, "shape"))
     key = (kernel, arch, canonical_json(problem), max_error)
     if cache.claim_refresh():
         await run_in_threadpool(cache.refresh)
@@ -56,27 +54,6 @@ async def best(
     return Response(answer.body, status_code=answer.status_code, media_type="application/json")
 
 
-def parse_problem(kernel: str, arch: str, texts: dict[str, str]) -> dict[str, Any]:
-    """The problem typed by the kernel's spec; a kernel from a user's template (unknown here)
-    gets its values read as JSON scalars (``128`` -> 128, ``true`` -> True, else text)."""
-    try:
-        spec = problem_spec(kernel, arch)
-    except SpecError:
-        return {name: json_scalar(text) for name, text in texts.items()}
-    try:
-        return spec.parse_problem(texts)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-
-
-def json_scalar(text: str) -> Any:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return value if isinstance(value, (int, bool, str)) else text
-
-
 def compute(service: Service, kernel: str, arch: str, problem: dict[str, Any],
             max_error: float | None) -> CachedAnswer:
     try:
@@ -85,19 +62,4 @@ def compute(service: Service, kernel: str, arch: str, problem: dict[str, Any],
         return CachedAnswer(404, ErrorOut(detail=str(exc)).model_dump_json().encode())
     except UsageError as exc:
         return CachedAnswer(422, ErrorOut(detail=str(exc)).model_dump_json().encode())
-    return CachedAnswer(200, best_out(found).model_dump_json().encode())
-
-
-def best_out(found: BestAnswer) -> BestOut:
-    trial = found.trial
-    note = None if found.exact else (
-        f"problem {canonical_json(found.problem)} was never tuned: answered from the nearest "
-        f"tuned problem {canonical_json(found.tuned_problem)} (distance {found.distance:g}, "
-        f"the sum over size parameters of |log2(asked/tuned)|)")
-    return BestOut(
-        kernel=found.kernel, arch=found.arch, problem=found.problem,
-        tuned_problem=found.tuned_problem, exact=found.exact, distance=found.distance,
-        max_error=found.max_error, config=found.config, latency_s=trial.median_s,
-        rel_l2=trial.rel_l2, note=note,
-        provenance=Provenance(study=found.study, trial=trial.number, device=found.device,
-                              software=found.software, measured_at=found.measured_at))
+    return CachedAnswer(200, to_json(found.document()).encode())

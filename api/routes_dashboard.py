@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
 
+from tuner.enums import Status
 from tuner.service import Service
-from tuner.workers.measurement import Status
 
 from .deps import TOKEN_COOKIE, StudyName, TrialNumber, get_service, get_settings, require_token
 from .render import STATIC_DIR, highlight_source, pygments_css, study_url, templates

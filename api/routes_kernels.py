@@ -16,10 +16,4 @@ router = APIRouter(tags=["kernels"])
 
 @router.get("/kernels", response_model=list[KernelOut])
 def kernels(service: Annotated[Service, Depends(get_service)]) -> list[KernelOut]:
-    out = []
-    for info in service.kernels():
-        size = 1
-        for param in info.params:
-            size *= len(param.choices)
-        out.append(KernelOut.model_validate({**vars(info), "space_size": size}))
-    return out
+    return [KernelOut.model_validate(info) for info in service.kernels()]

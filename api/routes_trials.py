@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from tuner.service import TRIAL_SORTS, Service
-from tuner.workers.measurement import Status
+from tuner.enums import Status, TrialSort
+from tuner.service import Service
 
 from .deps import Assignment, StudyName, TrialNumber, assignments, get_service
 from .schemas import ErrorOut, TrialOut, TrialPageOut
 
 router = APIRouter(tags=["trials"])
 MAX_PAGE = 5000
-TrialSort = Enum("TrialSort", {name: name for name in TRIAL_SORTS}, type=str)
 
 
 @router.get("/studies/{name:path}/trials", response_model=TrialPageOut,
@@ -29,7 +27,7 @@ def trials(
                                              description="keep trials with rel_l2 <= this")] = None,
     param: Annotated[list[Assignment], Query(description="config filter NAME=VALUE, repeatable",
                                              max_length=64)] = [],
-    sort: TrialSort = TrialSort.number,
+    sort: TrialSort = TrialSort.NUMBER,
     descending: bool = False,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -47,4 +45,4 @@ def trial(name: StudyName, number: TrialNumber,
           service: Annotated[Service, Depends(get_service)]) -> TrialOut:
     """One trial in full: config, every metric, the log, resource use and the generated source."""
     detail = service.trial(name, number)
-    return TrialOut.model_validate({**vars(detail.trial), "source": detail.source})
+    return TrialOut.model_validate({**detail.trial.flat(), "source": detail.source})

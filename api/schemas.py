@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.db.queries import TrialPoint
+from tuner.service import TrialPoint
 
 
 class Schema(BaseModel):
@@ -78,6 +78,8 @@ class TrialSummary(Schema):
     rel_l2: float | None
     max_abs: float | None
     compile_time_s: float | None
+    extra: dict[str, Any] = Field(description="further metrics the measurement reported "
+                                              "(power, clocks, profiler counters), by name")
     on_front: bool
     reused_from: int | None
     created_at: datetime
@@ -88,7 +90,10 @@ class StudyDetail(StudyOut):
 
 
 class TrialOut(TrialSummary):
-    """One trial in full, with its generated source."""
+    """One trial in full, with its generated source: every stored value of the trial, these
+    and any measured column added since (``additionalProperties``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     study: str
     min_s: float | None
@@ -165,6 +170,8 @@ class BestOut(Schema):
     config: dict[str, Any]
     latency_s: float | None = Field(description="median latency of the trial")
     rel_l2: float | None
+    metrics: dict[str, Any] = Field(description="everything the trial measured, by name: timing "
+                                                "(seconds), errors, compile time, extra metrics")
     note: str | None
     provenance: Provenance
 

@@ -99,20 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_shape(items: Sequence[str], dtype: str | None) -> dict[str, str]:
-    """``["B=16,H=96", "S=512"]`` -> ``{"B": "16", "H": "96", "S": "512"}``."""
-    shape: dict[str, str] = {}
-    for item in items:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep or not name.strip() or not value.strip():
-                raise UsageError(f"malformed --shape {part!r}: write NAME=VALUE, e.g. --shape B=16,S=512")
-            shape[name.strip()] = value.strip()
-    if dtype is not None:
-        shape["dtype"] = dtype
-    return shape
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from typing import Any
@@ -18,11 +17,10 @@ from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
 
 from .arch import resolve_target
-from .cli import parse_shape
 from .errors import ExitStatus, UsageError
 from .progress import RunProgress, front_table
 from .search_space import TemplateError, make_sampler, preflight
-from .service import NotFound, Service
+from .service import NotFound, Service, name_values, parse_problem, to_json
 
 DEFAULT_TRIALS = 30
 
@@ -76,9 +74,14 @@ def _problem_spec(args: argparse.Namespace, target: Target) -> KernelSpec:
 
 
 def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
+    """The problem of ``--shape B=16,H=96 --shape S=512`` (and ``--dtype``), typed by ``spec``."""
+    parts = (part.strip() for item in args.shape for part in item.split(","))
+    texts = name_values(filter(None, parts), "--shape", "--shape B=16,S=512")
+    if args.dtype is not None:
+        texts["dtype"] = args.dtype
     try:
-        return spec.parse_problem(parse_shape(args.shape, args.dtype))
-    except ValueError as exc:
+        return parse_problem(spec, texts)
+    except UsageError as exc:
         raise UsageError(f"bad --shape: {exc}") from None
 
 
@@ -157,19 +160,8 @@ def cmd_best(args: argparse.Namespace) -> ExitStatus:
         answer = Service(store).best(kernel=spec.name, arch=target.arch, problem=problem, max_error=args.max_error)
     finally:
         store.close()
-    print(json.dumps(best_document(answer), indent=2, default=str))
+    print(to_json(answer.document(), indent=2))
     return ExitStatus.OK
-
-
-def best_document(answer) -> dict[str, Any]:
-    """The best-config answer as JSON: the config and its provenance."""
-    trial = answer.trial
-    return {"kernel": answer.kernel, "arch": answer.arch, "problem": answer.problem,
-            "config": answer.config, "latency_s": trial.median_s, "rel_l2": trial.rel_l2,
-            "max_error": answer.max_error, "exact": answer.exact, "tuned_problem": answer.tuned_problem,
-            "distance": answer.distance, "study": answer.study, "trial": trial.number,
-            "device": answer.device, "software": answer.software,
-            "measured_at": answer.measured_at.isoformat()}
 
 
 def cmd_studies(args: argparse.Namespace) -> ExitStatus:

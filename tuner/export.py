@@ -22,32 +22,19 @@ The header needs ``<math.h>`` (link with ``-lm``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from tuner.errors import UsageError
 from tuner.kernel_templates.spec import canonical_json
-from tuner.service import BestAnswer, NotFound, Service
+from tuner.service import NotFound, Service, to_json
 
 FORMAT = "tuner-best-configs/1"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """The best stored config of one tuned (kernel, arch, problem), with its provenance."""
-
-    kernel: str
-    arch: str
-    problem: dict[str, Any]
-    config: dict[str, Any]
-    latency_s: float | None
-    rel_l2: float | None
-    provenance: dict[str, Any]
+# One best-config answer (``BestAnswer.document()``: the shape `tuner best` and the API give).
+Entry = dict[str, Any]
 
 
 def collect(service: Service) -> list[Entry]:
@@ -62,28 +49,19 @@ def collect(service: Service) -> list[Entry]:
         except NotFound:
             continue  # no ok trial yet: nothing to export for this problem
         if answer.exact:
-            entries[key] = to_entry(answer)
+            entries[key] = answer.document()
     return [entries[key] for key in sorted(entries)]
 
 
-def to_entry(answer: BestAnswer) -> Entry:
-    trial = answer.trial
-    provenance = {"study": answer.study, "trial": trial.number, "device": answer.device,
-                  "software": answer.software, "measured_at": answer.measured_at.isoformat()}
-    return Entry(kernel=answer.kernel, arch=answer.arch, problem=answer.problem,
-                 config=answer.config, latency_s=trial.median_s, rel_l2=trial.rel_l2,
-                 provenance=provenance)
-
-
-def to_json(entries: Iterable[Entry]) -> str:
+def export_json(entries: Iterable[Entry]) -> str:
     document = {
         "format": FORMAT,
         "generated_at": datetime.now(timezone.utc).isoformat(),
         "nearest_rule": "non-size parameters equal; distance = sum over size parameters "
                         "(positive integers) of |log2(asked/tuned)|; ties to the faster config",
-        "entries": [asdict(entry) for entry in entries],
+        "entries": list(entries),
     }
-    return json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
+    return to_json(document, indent=2) + "\n"
 
 
 def write_exports(service: Service, json_path: str | Path | None,
@@ -91,7 +69,7 @@ def write_exports(service: Service, json_path: str | Path | None,
     """Writes the JSON file and the C header (either may be ``None``); returns the entries."""
     entries = collect(service)
     if json_path is not None:
-        Path(json_path).write_text(to_json(entries))
+        Path(json_path).write_text(export_json(entries))
     if header_path is not None:
         Path(header_path).write_text(to_header(entries))
     return entries
@@ -102,7 +80,7 @@ def write_exports(service: Service, json_path: str | Path | None,
 def to_header(entries: list[Entry]) -> str:
     groups: dict[tuple[str, str], list[Entry]] = {}
     for entry in entries:
-        groups.setdefault((entry.kernel, entry.arch), []).append(entry)
+        groups.setdefault((entry["kernel"], entry["arch"]), []).append(entry)
     parts = [HEADER_PROLOGUE]
     parts.extend(c_group(identifier("tuner", kernel, arch), group)
                  for (kernel, arch), group in groups.items())
@@ -137,12 +115,12 @@ def c_group(prefix: str, group: list[Entry]) -> str:
     """The types, tables and lookup function of one (kernel, arch)."""
     problem_names = same_keys(group, "problem", prefix)
     config_names = same_keys(group, "config", prefix)
-    problem_types = {n: c_type(n, [e.problem[n] for e in group]) for n in problem_names}
-    config_types = {n: c_type(n, [e.config[n] for e in group]) for n in config_names}
+    problem_types = {n: c_type(n, [e["problem"][n] for e in group]) for n in problem_names}
+    config_types = {n: c_type(n, [e["config"][n] for e in group]) for n in config_names}
     config_fields = [*config_names, "latency_s", "rel_l2"]
     config_types |= {"latency_s": "double", "rel_l2": "double"}
-    rows_p = "\n".join(c_row([e.problem[n] for n in problem_names]) for e in group)
-    rows_c = "\n".join(c_row([e.config[n] for n in config_names] + [e.latency_s, e.rel_l2])
+    rows_p = "\n".join(c_row([e["problem"][n] for n in problem_names]) for e in group)
+    rows_c = "\n".join(c_row([e["config"][n] for n in config_names] + [e["latency_s"], e["rel_l2"]])
                        for e in group)
     return "\n".join([
         c_struct(f"{prefix}_problem", problem_names, problem_types),
@@ -154,7 +132,7 @@ def c_group(prefix: str, group: list[Entry]) -> str:
 
 
 def same_keys(group: list[Entry], field: str, prefix: str) -> list[str]:
-    names = [sorted(getattr(entry, field)) for entry in group]
+    names = [sorted(entry[field]) for entry in group]
     if any(n != names[0] for n in names):
         raise UsageError(f"{prefix}: stored {field}s have different parameters (the template "
                          f"changed between studies); export from a database of one version")

@@ -7,20 +7,17 @@ asked for is not stored; the message says what is missing and how to get it) and
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from tuner.db import Store, StudyRecord, TrialPage, TrialRecord
-from tuner.db.keys import HOST_KEYS
-from tuner.db.queries import TRIAL_SORTS as _SORT_COLUMNS
-from tuner.db.queries import TrialPoint
+from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
 from tuner.errors import UsageError
 from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin,
                                     load_spec_file, problem_spec)
-
-TRIAL_SORTS: tuple[str, ...] = tuple(_SORT_COLUMNS)  # the names `trials(sort=...)` accepts
+from tuner.kernel_templates.spec import canonical_json
 
 
 class NotFound(Exception):
@@ -52,6 +49,7 @@ class KernelInfo:
     archs: list[str]
     params: list[ParamInfo]
     problem_params: list[ProblemParamInfo]
+    space_size: int  # configs in the grid of its parameters' choices
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,77 @@ class BestAnswer:
     def measured_at(self) -> datetime:
         return self.trial.created_at
 
+    @property
+    def note(self) -> str | None:
+        """Why the answer is not for the asked problem itself, when it is not."""
+        if self.exact:
+            return None
+        return (f"problem {canonical_json(self.problem)} was never tuned: answered from the "
+                f"nearest tuned problem {canonical_json(self.tuned_problem)} (distance "
+                f"{self.distance:g}, the sum over size parameters of |log2(asked/tuned)|)")
+
+    def document(self) -> dict[str, Any]:
+        """The answer as JSON data, in the one shape every reader gets: ``tuner best`` prints
+        it, the API's ``/best`` sends it (its schema: ``tuner.api.schemas.BestOut``) and
+        ``tuner export`` writes one per tuned problem."""
+        trial = self.trial
+        return {
+            "kernel": self.kernel, "arch": self.arch, "problem": self.problem,
+            "tuned_problem": self.tuned_problem, "exact": self.exact, "distance": self.distance,
+            "max_error": self.max_error, "config": self.config, "latency_s": trial.median_s,
+            "rel_l2": trial.rel_l2, "metrics": trial.measurement.metrics(), "note": self.note,
+            "provenance": {"study": self.study, "trial": trial.number, "device": self.device,
+                           "software": self.software,
+                           "measured_at": self.measured_at.isoformat()},
+        }
+
+
+def to_json(document: Any, indent: int | None = None) -> str:
+    """JSON text of a document; non-finite numbers become ``null``, as the API sends them."""
+    return json.dumps(_finite(document), indent=indent, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def name_values(texts: Iterable[str], what: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` texts as a mapping of texts; a malformed one is a :class:`UsageError`
+    that names ``what`` it was and shows ``example``."""
+    parsed = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"malformed {what} {text!r}: write NAME=VALUE, e.g. {example}")
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+def parse_problem(spec: KernelSpec | None, texts: Mapping[str, str]) -> dict[str, Any]:
+    """A problem from ``NAME=VALUE`` texts, typed and completed by ``spec``'s defaults; with no
+    spec (a user's template this process has not loaded), each value read as a JSON scalar
+    (``128`` -> 128, ``true`` -> True, anything else the text itself)."""
+    if spec is None:
+        return {name: _json_scalar(text) for name, text in texts.items()}
+    try:
+        return spec.parse_problem(texts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _json_scalar(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (int, bool, str)) else text
+
 
 def problem_distance(asked: Mapping[str, Any], tuned: Mapping[str, Any]) -> float | None:
     """How far a tuned problem is from the asked one, or ``None`` when they are not comparable.
@@ -131,7 +200,8 @@ def kernel_info(spec: KernelSpec) -> KernelInfo:
         params=[ParamInfo(p.name, list(p.choices), p.doc) for p in spec.params],
         problem_params=[ProblemParamInfo(p.name, p.kind.__name__, p.default,
                                          list(p.choices) if p.choices is not None else None,
-                                         p.minimum, p.doc) for p in spec.problem_params])
+                                         p.minimum, p.doc) for p in spec.problem_params],
+        space_size=spec.space_size())
 
 
 class Service:
@@ -142,6 +212,11 @@ class Service:
 
     def kernels(self) -> list[KernelInfo]:
         return [kernel_info(spec) for spec in builtin_specs()]
+
+    def problem(self, kernel: str, arch: str, texts: Mapping[str, str]) -> dict[str, Any]:
+        """The problem ``texts`` (``NAME=VALUE`` values) ask of ``kernel`` on ``arch``, typed by
+        its built-in spec (see :func:`parse_problem`)."""
+        return parse_problem(_builtin(kernel, arch), texts)
 
     def write_marker(self) -> int:
         """Changes whenever a trial is stored, so a cache of :meth:`best` answers compares it to
@@ -229,14 +304,21 @@ class Service:
 def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, Any]:
     """A built-in kernel's problem with defaults filled in, as studies store it; a kernel from
     a user's template (not known here) is taken as given."""
-    try:
-        spec = problem_spec(kernel, arch)
-    except SpecError:
+    spec = _builtin(kernel, arch)
+    if spec is None:
         return dict(problem)
     try:
         return spec.validate_problem(problem)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _builtin(kernel: str, arch: str) -> KernelSpec | None:
+    """The built-in spec of ``kernel`` on ``arch``; ``None`` for a kernel of a user's template."""
+    try:
+        return problem_spec(kernel, arch)
+    except SpecError:
+        return None
 
 
 def _spec_of(study: StudyRecord) -> KernelSpec | None:
