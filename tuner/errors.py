@@ -1,4 +1,8 @@
-"""User-facing errors and the one place that maps them to exit codes (httpie's habit)."""
+"""The CLI's exit statuses and the user-facing error of bad input.
+
+``tuner.commands.exit_status_for`` is the one place that maps exceptions to these statuses
+(httpie's habit); ``tuner.cli.main`` applies it.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ stops beating, and the next tuner on the study fails it and retries it once.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,10 +55,11 @@ class Proposer:
         """``unbeaten(started_before)`` lists the study's RUNNING trials that never beat."""
         self._study = study
         self._storage = storage
+        self._study_id = storage.get_study_id_from_name(study.study_name)
         self._space = distributions(spec)
         self._grid = grid(spec)
-        self._grid_points = math.prod(len(values) for values in self._grid.values())
-        self._pending: dict[int, optuna.Trial] = {}
+        self._grid_points = spec.space_size()
+        self._pending: dict[int, tuple[optuna.Trial, int]] = {}  # number -> (trial, storage id)
         self._heartbeat_s = heartbeat_s
         self._unbeaten = unbeaten
         self._last_beat = 0.0
@@ -88,8 +88,9 @@ class Proposer:
 
     def ask(self) -> Proposal:
         trial = self._study.ask(self._space)
-        self._pending[trial.number] = trial
-        self._storage.record_heartbeat(trial._trial_id)  # Optuna's own heartbeat thread does this
+        trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
+        self._pending[trial.number] = (trial, trial_id)
+        self._storage.record_heartbeat(trial_id)  # Optuna's own heartbeat thread does this
         return Proposal(trial.number, dict(trial.params))
 
     def keep_alive(self) -> None:
@@ -98,8 +99,8 @@ class Proposer:
         if now - self._last_beat < self._heartbeat_s:
             return
         self._last_beat = now
-        for trial in self._pending.values():
-            self._storage.record_heartbeat(trial._trial_id)
+        for _, trial_id in self._pending.values():
+            self._storage.record_heartbeat(trial_id)
         self._fail_dead_tuners_trials()
 
     def _fail_dead_tuners_trials(self) -> None:
@@ -117,10 +118,10 @@ class Proposer:
             retry(self._study, self._storage.get_trial(trial_id))
 
     def tell(self, number: int, latency_s: float, error: float) -> None:
-        self._study.tell(self._pending.pop(number), [latency_s, error])
+        self._study.tell(self._pending.pop(number)[0], [latency_s, error])
 
     def tell_failed(self, number: int, reason: str) -> None:
-        trial = self._pending.pop(number)
+        trial, _ = self._pending.pop(number)
         trial.set_user_attr(REASON_ATTR, reason[:500])
         self._study.tell(trial, state=TrialState.FAIL)
 

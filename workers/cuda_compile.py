@@ -96,7 +96,8 @@ def nvcc_version() -> str:
 
 
 def gencode(arch: str) -> str:
-    # The -gencode form: `-arch=sm_90a` also runs a plain sm_90 pass (see HOPPER.md).
+    # The -gencode form names exactly one real target; the shorthand `-arch=sm_XX` also asks
+    # for the PTX of compute_XX (nvcc: `-arch=sm_XX` is `-arch=compute_XX -code=sm_XX,compute_XX`).
     number = arch.removeprefix("sm_")
     return f"-gencode=arch=compute_{number},code=sm_{number}"
 
