@@ -79,7 +79,8 @@ def store(db_url: str) -> Iterator[Store]:
 
 def measurement(*, status: Status = Status.OK, median_s: float | None = 1e-3,
                 rel_l2: float | None = 1e-4, source_hash: str = "a" * 64,
-                environment: dict[str, Any] | None = None, reason: str | None = None) -> Measurement:
+                environment: dict[str, Any] | None = None, reason: str | None = None,
+                extra: dict[str, Any] | None = None) -> Measurement:
     """A real Measurement as a worker returns it; ``median_s=None`` means nothing was timed."""
     timing = None if median_s is None else Timing(
         median_s=median_s, q1_s=median_s * 0.95, q3_s=median_s * 1.1, min_s=median_s * 0.9,
@@ -89,4 +90,4 @@ def measurement(*, status: Status = Status.OK, median_s: float | None = 1e-3,
         max_abs=None if rel_l2 is None else rel_l2 * 3, compile_time_s=0.25,
         resources={"registers": 96},
         environment=environment or {"host": "node1", "device": "NVIDIA H100", "nvcc": "12.6"},
-        reason=reason, log="ptxas info: 96 registers")
+        reason=reason, log="ptxas info: 96 registers", extra=extra or {})

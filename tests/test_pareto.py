@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tuner.pareto import dominates, non_dominated
+from tuner.pareto import dominates, evictions, non_dominated
 
 
 def brute_force(points: np.ndarray) -> np.ndarray:
@@ -27,3 +27,14 @@ def test_rejects_wrong_shapes():
 
     with pytest.raises(ValueError):
         non_dominated(np.zeros((3, 3)))
+
+
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), max_size=30))
+def test_offering_points_one_by_one_builds_the_non_dominated_set(raw):
+    points = np.array(raw, dtype=np.float64).reshape(-1, 2)
+    front: list[int] = []
+    for i, point in enumerate(points):
+        evicted = evictions(tuple(point), points[front])
+        if evicted is not None:
+            front = [j for j, out in zip(front, evicted) if not out] + [i]
+    assert sorted(front) == np.flatnonzero(non_dominated(points)).tolist()

@@ -65,7 +65,7 @@ def test_best_prints_a_config_within_the_bound(tuned_sqlite, capsys):
                  "--max-error", str(bound)]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["rel_l2"] <= bound
-    assert answer["study"] == STUDY and answer["exact"] is True
+    assert answer["provenance"]["study"] == STUDY and answer["exact"] is True
 
 
 def test_studies_and_show_print_tables(tuned_sqlite, capsys):

@@ -145,3 +145,27 @@ def test_studies_count_trials_by_status_and_keep_the_best_latency(store):
     assert found["a"].best_latency_s == pytest.approx(2e-3)
     assert found["b"].counts == {} and found["b"].best_latency_s is None
     assert store.study("missing") is None
+
+
+def offer(store: Store, study: StudyRecord, number: int, median_s: float, rel_l2: float,
+          source_hash: str | None = None) -> bool:
+    trial = store.record_trial(study, number, {"n": number}, measurement(
+        median_s=median_s, rel_l2=rel_l2, source_hash=source_hash or f"h{number}"), "c")
+    return store.offer_to_front(study.id, trial)
+
+
+def test_an_offered_trial_joins_the_front_and_evicts_what_it_dominates(store):
+    study = make_study(store)
+    assert offer(store, study, 0, 3e-3, 1e-6)
+    assert offer(store, study, 1, 2e-3, 1e-5)  # faster, less exact: both stay
+    assert not offer(store, study, 2, 4e-3, 1e-5)  # dominated by both
+    assert offer(store, study, 3, 2e-3, 1e-5)  # equal to a member: equals do not dominate
+    assert offer(store, study, 4, 1e-3, 1e-6)  # dominates every member
+    assert [t.number for t in store.front(study.id)] == [4]
+
+
+def test_a_source_measured_again_does_not_join_twice(store):
+    study = make_study(store)
+    assert offer(store, study, 0, 2e-3, 1e-6, source_hash="same")
+    assert not offer(store, study, 1, 1e-3, 1e-6, source_hash="same")  # its first trial counts
+    assert [t.number for t in store.front(study.id)] == [0]
