@@ -52,12 +52,13 @@ class StudyOut(Schema):
     id: int
     name: str
     kernel: str
-    backend: str
-    problem: dict[str, Any]
+    backend: str = Field(description="cpu or cuda")
+    problem: dict[str, Any] = Field(description="the problem parameters the study tunes for")
     arch: str
-    device_name: str
-    sampler: str
-    directions: list[str]
+    device_name: str = Field(description="the device its first tuner measured on")
+    sampler: str = Field(description="the Optuna sampler that proposes its configs")
+    directions: list[str] = Field(description="Optuna's directions of the two objectives, "
+                                              "latency and error")
     created_at: datetime
     counts: dict[str, int] = Field(description="trials by status")
     n_trials: int
@@ -162,14 +163,14 @@ class BestOut(Schema):
 
     kernel: str
     arch: str
-    problem: dict[str, Any]
-    tuned_problem: dict[str, Any]
-    exact: bool
-    distance: float
-    max_error: float | None
-    config: dict[str, Any]
+    problem: dict[str, Any] = Field(description="the asked problem, the kernel's defaults filled in")
+    tuned_problem: dict[str, Any] = Field(description="the problem the answer was tuned for")
+    exact: bool = Field(description="whether the asked problem itself was tuned")
+    distance: float = Field(description="0 when exact, else the nearest rule's distance")
+    max_error: float | None = Field(description="the error bound asked for")
+    config: dict[str, Any] = Field(description="the config: the kernel's parameter values")
     latency_s: float | None = Field(description="median latency of the trial")
-    rel_l2: float | None
+    rel_l2: float | None = Field(description="relative L2 error of its output")
     metrics: dict[str, Any] = Field(description="everything the trial measured, by name: timing "
                                                 "(seconds), errors, compile time, extra metrics")
     note: str | None

@@ -8,12 +8,15 @@ needs a new Alembic revision in ``migrations/versions``.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable, get_args, get_type_hints
 
 from sqlalchemy import (JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text,
                         UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tuner.enums import Status
+from tuner.workers.measurement import Measurement, Timing
 
 # JSONB on PostgreSQL so config filters compare values, plain JSON text elsewhere.
 JsonDict = JSON().with_variant(JSONB(), "postgresql")
@@ -96,16 +99,9 @@ class Trial(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JsonDict)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
+    # The measured numbers that queries sort and filter by; the others follow the class.
     median_s: Mapped[float | None] = mapped_column(Double)
-    q1_s: Mapped[float | None] = mapped_column(Double)
-    q3_s: Mapped[float | None] = mapped_column(Double)
-    min_s: Mapped[float | None] = mapped_column(Double)
-    max_s: Mapped[float | None] = mapped_column(Double)
-    mean_s: Mapped[float | None] = mapped_column(Double)
-    repeats: Mapped[int | None] = mapped_column(Integer)
-    clock_mhz: Mapped[float | None] = mapped_column(Double)
     rel_l2: Mapped[float | None] = mapped_column(Double)
-    max_abs: Mapped[float | None] = mapped_column(Double)
     compile_time_s: Mapped[float | None] = mapped_column(Double)
     resources: Mapped[dict[str, Any]] = mapped_column(JSON)
     environment: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -116,6 +112,27 @@ class Trial(Base):
     reused_from: Mapped[int | None] = mapped_column(
         ForeignKey("tuner_trials.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _measured_numbers(declared: Iterable[str]) -> dict[str, Any]:
+    """A nullable column for each number a :class:`Measurement` holds (its own and its timing's)
+    that ``Trial`` does not declare, typed from the field: a metric added to the measurement
+    gets its column here, and needs only its migration."""
+    types: dict[type, Any] = {float: Double, int: Integer}
+    hints = get_type_hints(Timing) | get_type_hints(Measurement)
+    columns = {}
+    for name in Measurement(0, Status.OK, None).flat():
+        if name in declared:
+            continue
+        kind = next((t for t in get_args(hints[name]) or (hints[name],) if t is not type(None)))
+        if kind not in types:
+            raise TypeError(f"Measurement.{name} is a {kind}: declare its column in Trial")
+        columns[name] = mapped_column(name, types[kind], nullable=True)
+    return columns
+
+
+for _name, _column in _measured_numbers(Trial.__table__.columns.keys()).items():
+    setattr(Trial, _name, _column)
 
 
 class FrontMember(Base):

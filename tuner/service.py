@@ -72,10 +72,13 @@ class BestAnswer:
     arch: str
     problem: dict[str, Any]
     tuned_problem: dict[str, Any]
-    exact: bool
-    distance: float
-    max_error: float | None
     trial: TrialRecord
+    distance: float = 0.0
+    max_error: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.tuned_problem == self.problem
 
     @property
     def config(self) -> dict[str, Any]:
@@ -284,8 +287,7 @@ class Service:
                            f"problem or one like it (same dtype and flags): tune it first "
                            f"with `tuner run`")
         return BestAnswer(kernel=kernel, arch=arch, problem=full, tuned_problem=tuned,
-                          exact=tuned is full, distance=distance, max_error=max_error,
-                          trial=trial)
+                          trial=trial, distance=distance, max_error=max_error)
 
     def _nearest(self, kernel: str, arch: str, problem: dict[str, Any],
                  max_error: float | None) -> tuple[dict[str, Any], float] | None:

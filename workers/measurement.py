@@ -80,8 +80,8 @@ class Measurement:
 
     ``extra`` is the open field for metrics beyond these (power, clocks, profiler counters):
     names to JSON numbers or texts, stored, served and exported as they are, with no schema
-    change. A metric that needs to be sorted or filtered in SQL becomes a field here instead,
-    with a column of the same name (``tuner.db``'s trial mapping and one migration).
+    change. A number that needs to be sorted or filtered in SQL becomes a field here instead:
+    ``tuner.db`` derives its column and needs one migration.
     """
 
     trial_id: int
