@@ -1,0 +1,85 @@
+"""Ask and tell over one Optuna study, on its own: states, reasons, grids, and dead tuners' trials."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner.db import Store
+from tuner.kernel_templates import load_spec_file
+from tuner.proposer import REASON_ATTR, Proposer, heartbeat_options, open_study
+from tuner.search_space import make_sampler
+
+SPEC = load_spec_file(str(Path(__file__).resolve().parents[1] / "examples" / "softmax_spec.py"))
+BEAT_S = 1.0  # stale after three missed beats
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(f"sqlite:///{tmp_path / 'tuner.db'}") as opened:
+        yield opened
+
+
+def proposer(store: Store, sampler: str = "random", name: str = "s") -> Proposer:
+    storage = store.optuna_storage(**heartbeat_options(BEAT_S))
+    study = open_study(storage, name, make_sampler(sampler, SPEC, seed=3))
+    return Proposer(study, storage, SPEC, BEAT_S,
+                    unbeaten=lambda before: store.unbeaten_running_trials(name, before))
+
+
+def trials(store: Store, name: str = "s") -> dict[int, optuna.trial.FrozenTrial]:
+    return {t.number: t for t in optuna.load_study(study_name=name, storage=store.url).trials}
+
+
+def test_asks_are_numbered_and_what_is_told_is_stored(store):
+    tuner = proposer(store)
+    asked = [tuner.ask() for _ in range(4)]
+    assert [p.number for p in asked] == [0, 1, 2, 3] and tuner.in_flight == 4
+    space = {p.name: p.choices for p in SPEC.params}
+    assert all(set(p.config) == set(space) and all(p.config[k] in space[k] for k in space) for p in asked)
+    tuner.tell(0, 1e-3, 1e-6)
+    tuner.tell_failed(1, "compile failed: x" * 100)
+    tuner.abandon_all("interrupted")
+    stored = trials(store)
+    assert stored[0].state == TrialState.COMPLETE and stored[0].values == [1e-3, 1e-6]
+    assert stored[1].state == TrialState.FAIL and len(stored[1].user_attrs[REASON_ATTR]) == 500
+    assert [stored[n].user_attrs[REASON_ATTR] for n in (2, 3)] == ["interrupted"] * 2
+    assert tuner.in_flight == 0 and {p.number: p.config for p in asked} == {
+        n: t.params for n, t in stored.items()}
+
+
+def test_a_grid_is_exhausted_once_every_point_was_asked(store):
+    tuner = proposer(store, "grid")
+    points = set()
+    for _ in range(SPEC.space_size()):
+        assert not tuner.exhausted()
+        proposal = tuner.ask()
+        points.add(tuple(sorted(proposal.config.items())))
+        tuner.tell(proposal.number, 1e-3, 0.0)
+    assert tuner.exhausted() and len(points) == SPEC.space_size()
+    assert not proposer(store, "random", name="other").exhausted()  # only a grid ends
+
+
+def test_a_dead_tuners_trials_are_failed_and_retried_once_by_the_next(store):
+    dead = proposer(store)
+    asked = {p.number: p.config for p in (dead.ask(), dead.ask())}
+    # a third asked straight from Optuna: its tuner died before its first heartbeat
+    storage = store.optuna_storage()
+    orphan = optuna.load_study(study_name="s", storage=storage).ask()
+    asked[orphan.number] = orphan.params
+    time.sleep(3 * BEAT_S + 0.5)  # the dead tuner beats no more: past the grace period
+
+    tuner = proposer(store)
+    assert tuner.waiting() == 3
+    retried = [tuner.ask() for _ in range(3)]
+    stored = trials(store)
+    assert all(stored[n].state == TrialState.FAIL for n in asked)
+    assert sorted(stored[p.number].system_attrs["failed_trial"] for p in retried) == sorted(asked)
+    for p in retried:  # a retry proposes its failed trial's config again (the orphan had none)
+        failed = stored[p.number].system_attrs["failed_trial"]
+        assert p.config == asked[failed] or failed == orphan.number
+    assert tuner.waiting() == 0
