@@ -20,7 +20,8 @@ import numpy as np
 from tuner.db import Store, StudyRecord
 from tuner.kernel_templates import find_spec
 from tuner.pareto import non_dominated
-from tuner.workers.measurement import Measurement, Status, Timing
+from tuner.enums import Status
+from tuner.workers.measurement import Measurement, Timing
 
 SPEC = find_spec("attention", "cpu")
 ENVIRONMENT = {"host": "synthetic", "device": "synthetic cpu", "cc": "synthetic", "note": "gen_trials.py"}

@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import require
 from tuner.db import Store
-from tuner.workers.measurement import Measurement, Status, Timing
+from tuner.enums import Status
+from tuner.workers.measurement import Measurement, Timing
 
 PG_SERVER_URL = os.environ.get("TUNER_TEST_PG_URL",
                                "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -16,7 +16,7 @@ from tuner.api import Settings, create_app
 from tuner.db import Store
 from tuner.export import FORMAT, c_string, identifier, write_exports
 from tuner.service import Service
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 
 @pytest.fixture

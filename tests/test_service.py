@@ -9,7 +9,7 @@ from tuner.db import Store, StudyRecord
 from tuner.errors import UsageError
 from tuner.kernel_templates import find_builtin
 from tuner.service import NotFound, Service, problem_distance
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 SPEC = find_builtin("attention", "cpu")
 

@@ -18,7 +18,7 @@ from tuner.db import Store, StudyRecord
 from tuner.kernel_templates import find_spec
 from tuner.pareto import non_dominated
 from tuner.service import Service
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 SPEC = find_spec("attention", "cpu")
 BASE_CONFIG = {"block_m": 16, "block_n": 32, "unroll": 4, "threads": 1, "accum": "float",

@@ -9,7 +9,7 @@ from tests.api.conftest import BASE_CONFIG, PROBLEM, record
 from tuner.api import Settings, create_app, serve
 from tuner.db import Store, StoreError
 from tuner.service import Service
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 API = "/api/v1"
 

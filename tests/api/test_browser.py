@@ -17,7 +17,7 @@ from tests.api import browser
 from tests.api.conftest import PROBLEM, record, update_front
 from tests.conftest import require
 from tuner.db import Store
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 
 @pytest.fixture

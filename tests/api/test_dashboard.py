@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import PROBLEM, new_study, record
 from tuner.db import Store
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 EVIL = '<script>alert("x")</script>'
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.db_fixtures import measurement
 from tuner.db import Store
 from tuner.db._schema import scripts
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.db_fixtures import measurement
 from tuner.db import Store, StoreError, StudyRecord, env_key
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 
 PROBLEM = {"B": 1, "H": 4, "S": 256, "D": 64, "causal": False}
 
