@@ -178,5 +178,5 @@ assert artifact.error is None, artifact.error
 ctypes.CDLL(artifact.path)
 assert (np.array([1e-310]) * 1.0)[0] != 0.0, "denormals are flushed"
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

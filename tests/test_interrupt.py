@@ -30,11 +30,10 @@ def test_ctrl_c_then_resume(tmp_path):
                "--db", url, "--study", STUDY, "--no-progress", "--seed", "5"]
     process = subprocess.Popen([*command, "--trials", "500"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while stored_trials(url) < 3 and time.monotonic() < deadline and process.poll() is None:
+    while stored_trials(url) < 3 and process.poll() is None:
         time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate()
     assert process.returncode == 130, err
     assert "run the same command to continue" in err
 
@@ -43,7 +42,7 @@ def test_ctrl_c_then_resume(tmp_path):
     completed_before = sum(t.state == TrialState.COMPLETE for t in trials)
     assert stored_trials(url) >= completed_before
 
-    subprocess.run([*command, "--trials", "2"], check=True, capture_output=True, timeout=120)
+    subprocess.run([*command, "--trials", "2"], check=True, capture_output=True)
     numbers = [t.number for t in optuna.load_study(study_name=STUDY, storage=url).trials]
     assert sorted(numbers) == list(range(len(trials) + len(numbers) - len(trials)))
     assert len(numbers) >= len(trials) + 2

@@ -72,17 +72,16 @@ def test_kill_9_then_the_same_command_continues(tmp_path):
     command = tuner_command(url, "killed", "--shape", "B=1,H=2,S=128,D=64", "--heartbeat", "1", "--seed", "4")
     process = subprocess.Popen([*command, "--trials", "500"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while stored(url, "killed") < 4 and time.monotonic() < deadline:
+    while stored(url, "killed") < 4 and process.poll() is None:
         time.sleep(0.3)
     process.send_signal(signal.SIGKILL)  # its in-flight trials stay RUNNING in the database
-    process.wait(timeout=30)
+    process.wait()
     before = optuna.load_study(study_name="killed", storage=url).trials
     running = {t.number for t in before if t.state == TrialState.RUNNING}
     completed = {t.number for t in before if t.state == TrialState.COMPLETE}
     time.sleep(4)  # three missed heartbeats: the killed tuner's trials are now stale
 
-    subprocess.run([*command, "--trials", "3"], check=True, capture_output=True, timeout=180)
+    subprocess.run([*command, "--trials", "3"], check=True, capture_output=True)
     after = {t.number: t for t in optuna.load_study(study_name="killed", storage=url).trials}
     states = {n: t.state.name for n, t in after.items()}
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in after.values()), (states, running)
@@ -102,7 +101,7 @@ def test_two_tuners_on_one_study(db_url):
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for c in commands]
     for process in processes:
-        _, err = process.communicate(timeout=300)
+        _, err = process.communicate()
         assert process.returncode == 0, err
     trials = optuna.load_study(study_name="shared", storage=db_url).trials
     numbers = sorted(t.number for t in trials)
@@ -127,7 +126,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_is_a_clean_error_and_keeps_what_was_stored(small_disk):
     url = f"sqlite:///{small_disk / 'tuner.db'}"
     done = subprocess.run(tuner_command(url, "full", "--shape", "B=1,H=2,S=64,D=64", "--trials", "200"),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "full" in last and "free disk space" in last, done.stderr

@@ -33,7 +33,9 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-def wait_for(driver, condition, timeout: float = 15):
+def wait_for(driver, condition, timeout: float = 600):
+    """Until ``condition`` holds: the timeout only ends a page that never gets there (a busy
+    machine may take its time drawing)."""
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
 
 

@@ -29,7 +29,7 @@ with Store.open(sys.argv[1]) as store:
 def test_two_processes_write_one_study(db_url):
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, db_url], stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]
-    errors = [w.communicate(timeout=120)[1] for w in writers]
+    errors = [w.communicate()[1] for w in writers]
     assert [w.returncode for w in writers] == [0, 0], errors
     with Store.open(db_url, create=False) as store:
         study = store.study("shared")

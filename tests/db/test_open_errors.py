@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from sqlalchemy.engine import make_url
 
 from tuner.db import Store, StoreError
+from tuner.db._engine import driver_connect_args
 
 
-def test_an_unreachable_server_is_a_quick_store_error_without_the_password():
-    started = time.monotonic()
+def test_an_unreachable_server_is_a_store_error_without_the_password():
     with pytest.raises(StoreError) as caught:
         Store.open("postgresql+psycopg://nobody:s3cret-pw@127.0.0.1:1/x")
     message = str(caught.value)
-    assert time.monotonic() - started < 10
     assert "s3cret-pw" not in message and "nobody:***@127.0.0.1:1/x" in message
     assert "check that the server is running" in message and "\n" not in message
+
+
+def test_a_server_that_does_not_answer_is_given_up_on():
+    """What makes a dead server quick to report: the driver waits a bounded time to connect."""
+    assert driver_connect_args(make_url("postgresql+psycopg://u@10.255.255.1/x"))["connect_timeout"] > 0
 
 
 @pytest.mark.parametrize("url, expected", [
