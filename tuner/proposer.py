@@ -59,7 +59,8 @@ class Proposer:
         self._space = distributions(spec)
         self._grid = grid(spec)
         self._grid_points = spec.space_size()
-        self._pending: dict[int, tuple[optuna.Trial, int]] = {}  # number -> (trial, storage id)
+        self._pending: dict[int, optuna.Trial] = {}
+        self._ids: dict[int, int] = {}  # trial number -> the storage's trial id, for heartbeats
         self._heartbeat_s = heartbeat_s
         self._unbeaten = unbeaten
         self._last_beat = 0.0
@@ -88,9 +89,10 @@ class Proposer:
 
     def ask(self) -> Proposal:
         trial = self._study.ask(self._space)
-        trial_id = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
-        self._pending[trial.number] = (trial, trial_id)
-        self._storage.record_heartbeat(trial_id)  # Optuna's own heartbeat thread does this
+        self._pending[trial.number] = trial  # at once: a Ctrl-C from here on fails it
+        self._ids[trial.number] = self._storage.get_trial_id_from_study_id_trial_number(
+            self._study_id, trial.number)
+        self._storage.record_heartbeat(self._ids[trial.number])  # as Optuna's heartbeat thread does
         return Proposal(trial.number, dict(trial.params))
 
     def keep_alive(self) -> None:
@@ -99,8 +101,8 @@ class Proposer:
         if now - self._last_beat < self._heartbeat_s:
             return
         self._last_beat = now
-        for _, trial_id in self._pending.values():
-            self._storage.record_heartbeat(trial_id)
+        for number in self._pending:
+            self._storage.record_heartbeat(self._ids[number])
         self._fail_dead_tuners_trials()
 
     def _fail_dead_tuners_trials(self) -> None:
@@ -118,10 +120,12 @@ class Proposer:
             retry(self._study, self._storage.get_trial(trial_id))
 
     def tell(self, number: int, latency_s: float, error: float) -> None:
-        self._study.tell(self._pending.pop(number)[0], [latency_s, error])
+        self._ids.pop(number, None)
+        self._study.tell(self._pending.pop(number), [latency_s, error])
 
     def tell_failed(self, number: int, reason: str) -> None:
-        trial, _ = self._pending.pop(number)
+        self._ids.pop(number, None)
+        trial = self._pending.pop(number)
         trial.set_user_attr(REASON_ATTR, reason[:500])
         self._study.tell(trial, state=TrialState.FAIL)
 
