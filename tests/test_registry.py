@@ -67,7 +67,7 @@ def test_a_run_picks_a_family_and_best_answers_from_its_study(two_cpu_families, 
     assert "attention-serial-cpu-B1-H1-S32-D16-causal0" in capsys.readouterr().out
     assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", db]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer["study"] == "attention-serial-cpu-B1-H1-S32-D16-causal0" and answer["config"]["threads"] == 1
+    assert answer["provenance"]["study"] == "attention-serial-cpu-B1-H1-S32-D16-causal0" and answer["config"]["threads"] == 1
 
 
 def test_tuner_kernels_lists_each_family(two_cpu_families, capsys) -> None:
