@@ -7,8 +7,8 @@ Nothing here compiles or runs code sent over HTTP: every route reads the databas
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse

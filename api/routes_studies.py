@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -15,7 +15,7 @@ from .schemas import ErrorOut, PointsOut, StudyDetail, StudyOut, TrialSummary
 router = APIRouter(tags=["studies"])
 # Study names may hold "/" (sent percent-encoded), so they are {name:path} parameters and the
 # longer routes come first: /studies/a/b/front is the front of study "a/b".
-NOT_FOUND = {404: {"model": ErrorOut, "description": "no such study"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such study"}}
 
 
 @router.get("/studies", response_model=list[StudyOut])

@@ -134,7 +134,7 @@ class PointsOut(Schema):
                     "(null where its config lacks the parameter)")
 
     @classmethod
-    def of(cls, points: list[TrialPoint]) -> "PointsOut":
+    def of(cls, points: list[TrialPoint]) -> PointsOut:
         names = sorted({name for point in points for name in point.config})
         index: dict[str, dict[Any, int]] = {name: {} for name in names}
         config = {name: [index[name].setdefault(point.config[name], len(index[name]))

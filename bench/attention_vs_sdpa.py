@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
 from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
+from tuner.service import NotFound, Service
 from tuner.workers import TimingPolicy, get_backend
 from tuner.workers.cuda_measure import error_metrics, time_launches
 from tuner.workers.cuda_runtime import environment, launcher
-
-from tuner.service import NotFound, Service
 
 ARCH = "sm_90a"
 TARGET = Target.documented(ARCH)
@@ -70,7 +70,7 @@ def seed_shapes() -> list[dict[str, Any]]:
 
 
 def _problem(shape: tuple[int, ...], causal: bool, dtype: str) -> dict[str, Any]:
-    return SPEC.validate_problem(dict(zip("BHSD", shape), causal=causal, dtype=dtype))
+    return SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
 
 
 def exact_bound(problem: dict[str, Any]) -> float:
@@ -103,7 +103,7 @@ def warm_cache(problems: list[dict[str, Any]]) -> None:
     cache, so the studies (which compile one config at a time in process) find them built."""
     backend, names = get_backend("cuda"), [p.name for p in SPEC.params]
     device = backend.device(TARGET)
-    every = [dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params))]
+    every = [dict(zip(names, values, strict=True)) for values in itertools.product(*(p.choices for p in SPEC.params))]
     compile_all([(c, p) for p in problems for c in every if SPEC.check(c, p, device) is None])
 
 

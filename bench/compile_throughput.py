@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+
 from tuner.kernel_templates import KernelSpec, Target, find_spec
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import COMPILER_ENV
@@ -59,7 +60,7 @@ def jobs(spec: KernelSpec, target: Target, shape: str, count: int, seed: int) ->
     random.Random(seed).shuffle(grid)
     chosen: dict[str, Job] = {}
     for values in grid:
-        config = dict(zip((p.name for p in spec.params), values))
+        config = dict(zip((p.name for p in spec.params), values, strict=True))
         if spec.check(config, problem, device) is None:
             source = spec.render(config, problem)
             chosen.setdefault(source.digest(), Job(len(chosen), SpecRef(spec.name, spec.backend, family=spec.family),

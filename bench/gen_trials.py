@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from tuner.db import Store, StudyRecord
+from tuner.enums import Status
 from tuner.kernel_templates import find_spec
 from tuner.pareto import non_dominated
-from tuner.enums import Status
 from tuner.workers.measurement import Measurement, Timing
 
 SPEC = find_spec("attention", "cpu")
@@ -43,12 +43,12 @@ def model(config: dict[str, Any], rng: random.Random) -> tuple[float, float]:
 def synthetic_measurement(config: dict[str, Any], source_hash: str, rng: random.Random) -> Measurement:
     latency, error = model(config, rng)
     draw = rng.random()
-    for status, share in FAILURES:
+    status = Status.OK
+    for failure, share in FAILURES:
         if draw < share:
+            status = failure
             break
         draw -= share
-    else:
-        status = Status.OK
     if status in (Status.INVALID, Status.COMPILE_ERROR):
         return Measurement(trial_id=0, status=status, source_hash=source_hash,
                            reason=f"synthetic {status.value}", environment=ENVIRONMENT)
@@ -75,7 +75,7 @@ def generate(store: Store, name: str, trials: int, seed: int = 0,
                            synthetic_measurement(config, source.digest(), rng), source.code)
     measured = store.study_trials_for_front(study.id)
     points = np.array([[t.median_s, t.rel_l2] for t in measured]).reshape(-1, 2)
-    store.set_front(study.id, [t.id for t, on in zip(measured, non_dominated(points)) if on])
+    store.set_front(study.id, [t.id for t, on in zip(measured, non_dominated(points), strict=True) if on])
     return study
 
 

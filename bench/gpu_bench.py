@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches
@@ -30,7 +31,7 @@ PROBLEMS = [{}, {"causal": True}, {"D": 128, "H": 48}, {"dtype": "bf16"}]
 
 def admitted(problem: dict) -> list[dict]:
     names = [p.name for p in SPEC.params]
-    every = [dict(zip(names, v)) for v in itertools.product(*(p.choices for p in SPEC.params))]
+    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params))]
     device = BACKEND.device(TARGET)
     return [c for c in every if SPEC.check(c, problem, device) is None]
 
@@ -51,7 +52,7 @@ def sweep(problem: dict, writer: csv.DictWriter) -> None:
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         artifacts = list(pool.map(lambda s: BACKEND.compile(s, TARGET), sources))
     rows = []
-    for trial, (config, source, artifact) in enumerate(zip(configs, sources, artifacts)):
+    for trial, (config, source, artifact) in enumerate(zip(configs, sources, artifacts, strict=True)):
         job = Job(trial, SpecRef("attention", "cuda"), config, problem, TARGET, source, seed=trial)
         result = BACKEND.measure(job, artifact, SPEC, TimingPolicy())
         row = {**problem, **config, "status": result.status.value, "reason": result.reason,

@@ -144,7 +144,7 @@ def fault_section(setup: Setup, db: str) -> dict[str, Any]:
     walls = {"faulty": 0.0, "healthy": 0.0}
     with tempfile.TemporaryDirectory() as cwd:
         for turn, (faulty, clean) in enumerate(zip(shares(setup.fault_trials, setup.turns),
-                                                   shares(setup.clean_trials, setup.turns))):
+                                                   shares(setup.clean_trials, setup.turns), strict=True)):
             walls["faulty"] += tune(setup, db, "faulty", faulty, setup.seed + turn, cwd)
             walls["healthy"] += tune(setup, db, "healthy", clean, setup.seed + turn, cwd)
     books, clean = account(db, "faulty"), account(db, "healthy")

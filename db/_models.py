@@ -7,11 +7,11 @@ needs a new Alembic revision in ``migrations/versions``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, Iterable, get_args, get_type_hints
+from typing import Any, get_args, get_type_hints
 
-from sqlalchemy import (JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, text)
+from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -124,7 +124,7 @@ def _measured_numbers(declared: Iterable[str]) -> dict[str, Any]:
     for name in Measurement(0, Status.OK, None).flat():
         if name in declared:
             continue
-        kind = next((t for t in get_args(hints[name]) or (hints[name],) if t is not type(None)))
+        kind = next(t for t in get_args(hints[name]) or (hints[name],) if t is not type(None))
         if kind not in types:
             raise TypeError(f"Measurement.{name} is a {kind}: declare its column in Trial")
         columns[name] = mapped_column(name, types[kind], nullable=True)

@@ -8,13 +8,13 @@ asks, always as plain records. Driver errors become :class:`StoreError` with a o
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -63,7 +63,7 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, create: bool = True,
-             engine_options: Mapping[str, Any] | None = None) -> "Store":
+             engine_options: Mapping[str, Any] | None = None) -> Store:
         """Connects and brings the schema to this code's revision.
 
         ``create=False`` is for readers: a database without tuner tables is refused rather than
@@ -89,13 +89,13 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def optuna_storage(self, **kwargs: Any) -> "optuna.storages.RDBStorage":
+    def optuna_storage(self, **kwargs: Any) -> optuna.storages.RDBStorage:
         """Optuna's storage in this same database; ``kwargs`` go to ``RDBStorage``."""
         import optuna  # slow to import; readers such as `tuner best` never need it
 
@@ -183,7 +183,7 @@ class Store:
                                 np.array([[t.median_s, t.rel_l2] for t in front]))
             if evicted is None:
                 return False
-            gone = [t.id for t, out in zip(front, evicted) if out]
+            gone = [t.id for t, out in zip(front, evicted, strict=True) if out]
             if gone:
                 session.execute(delete(FrontMember).where(FrontMember.study_id == study_id,
                                                           FrontMember.trial_id.in_(gone)))

@@ -8,8 +8,9 @@ whose entry is called as ``entry(*inputs, output, *scalars)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -8,8 +8,9 @@ Pareto front.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from importlib.resources import files
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class AttentionCpu(KernelSpec):
     description = "softmax(Q·Kᵀ·scale [+ causal mask])·V, float32 [B,H,S,D], tiled C with online softmax"
     backend = "cpu"
     archs = ("cpu",)
-    params = (
+    params: tuple[Param, ...] = (
         Param("block_m", (8, 16, 32, 64), "query rows per tile"),
         Param("block_n", (16, 32, 64, 128), "keys per tile"),
         Param("unroll", (1, 2, 4, 8), "D steps (Q·Kᵀ) or keys (P·V) folded into each pass over a row"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .spec import KernelSpec
@@ -34,7 +34,7 @@ def _specs_in(module) -> list[KernelSpec]:
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtin_specs() -> tuple[KernelSpec, ...]:
     specs: list[KernelSpec] = []
     for name in BUILTIN_MODULES:
@@ -70,7 +70,7 @@ def _problem_of(spec: KernelSpec) -> list[tuple[str, object]]:
     return [(p.name, p.default) for p in spec.problem_params]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_spec_file(path: str) -> KernelSpec:
     """The one KernelSpec subclass defined in a template file."""
     file = Path(path)

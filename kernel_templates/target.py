@@ -9,8 +9,8 @@ templates have always used).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def artifacts():
     require(shutil.which("cc") is not None, "no C compiler `cc` on PATH")
     sources = [SPEC.render(BASE | changes, problem(**shape)) for changes, shape, _, _ in VARIANTS]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(zip(sources, pool.map(lambda source: BACKEND.compile(source, CPU), sources)))
+        return list(zip(sources, pool.map(lambda source: BACKEND.compile(source, CPU), sources), strict=True))
 
 
 @pytest.mark.parametrize("index", range(len(VARIANTS)), ids=lambda i: f"{VARIANTS[i][0]}-S{VARIANTS[i][1]['S']}")

@@ -28,9 +28,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from tuner.db import Store, StoreError
 
 from tests.conftest import require
+from tuner.db import Store, StoreError
 from tuner.service import NotFound, Service
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scale_out.md"

@@ -7,15 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.conftest import require
-from tuner.kernel_templates import (KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, Target,
-                                    load_spec_file)
+from tuner.kernel_templates import KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, Target, load_spec_file
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 
 BACKEND = get_backend("cpu")

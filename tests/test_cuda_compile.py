@@ -16,13 +16,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.kernel_templates.attention_cuda import MAX_SPILL_BYTES, shared_bytes
 from tuner.kernel_templates.spec import Source
 from tuner.workers import get_backend, nvrtc
 from tuner.workers.cuda_compile import COMPILER_ENV, ToolchainMissing, compiler, nvcc_path
-
-from tests.conftest import require
 
 SPEC = find_spec("attention", "sm_90a")
 BACKEND = get_backend("cuda")
@@ -59,7 +59,7 @@ def admitted(arch: str) -> list[tuple[dict, dict]]:
     names = [p.name for p in SPEC.params]
     found = []
     for values in itertools.product(*(p.choices for p in SPEC.params)):
-        config = dict(zip(names, values))
+        config = dict(zip(names, values, strict=True))
         for dim, dtype in itertools.product((64, 128), ("fp16", "bf16")):
             problem = SPEC.validate_problem({"D": dim, "dtype": dtype})
             if SPEC.check(config, problem, device) is None:

@@ -16,9 +16,9 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 from ray.scripts.scripts import start as ray_start
-from tuner.api.routes_health import router as health_router
 
 from tests.test_cluster import DOC, ONE_MACHINE, doc_commands, expand, program
+from tuner.api.routes_health import router as health_router
 from tuner.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,5 +36,5 @@ def test_offering_points_one_by_one_builds_the_non_dominated_set(raw):
     for i, point in enumerate(points):
         evicted = evictions(tuple(point), points[front])
         if evicted is not None:
-            front = [j for j, out in zip(front, evicted) if not out] + [i]
+            front = [j for j, out in zip(front, evicted, strict=True) if not out] + [i]
     assert sorted(front) == np.flatnonzero(non_dominated(points)).tolist()

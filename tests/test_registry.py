@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tuner.cli import main
-from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin, find_spec, problem_spec,
-                                    registry, specs_for)
+from tuner.kernel_templates import (
+    KernelSpec,
+    SpecError,
+    builtin_specs,
+    find_builtin,
+    find_spec,
+    problem_spec,
+    registry,
+    specs_for,
+)
 from tuner.kernel_templates.attention_cpu import AttentionCpu
 from tuner.kernel_templates.registry import check_families
 from tuner.kernel_templates.spec import ProblemParam
@@ -67,7 +76,8 @@ def test_a_run_picks_a_family_and_best_answers_from_its_study(two_cpu_families, 
     assert "attention-serial-cpu-B1-H1-S32-D16-causal0" in capsys.readouterr().out
     assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", db]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer["provenance"]["study"] == "attention-serial-cpu-B1-H1-S32-D16-causal0" and answer["config"]["threads"] == 1
+    assert answer["provenance"]["study"] == "attention-serial-cpu-B1-H1-S32-D16-causal0"
+    assert answer["config"]["threads"] == 1
 
 
 def test_tuner_kernels_lists_each_family(two_cpu_families, capsys) -> None:

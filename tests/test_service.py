@@ -6,10 +6,10 @@ import pytest
 
 from tests.db_fixtures import measurement
 from tuner.db import Store, StudyRecord
+from tuner.enums import Status
 from tuner.errors import UsageError
 from tuner.kernel_templates import find_builtin
 from tuner.service import NotFound, Service, problem_distance
-from tuner.enums import Status
 
 SPEC = find_builtin("attention", "cpu")
 

@@ -109,7 +109,7 @@ def test_the_stored_front_is_the_non_dominated_set_of_the_measured_trials(store,
     measured = [t for t in store.trials(summary.study.id, limit=100).items if t.status == "ok"]
     mask = non_dominated(np.array([[t.median_s, t.rel_l2] for t in measured]))
     assert {t.number for t in store.front(summary.study.id)} == {
-        t.number for t, on in zip(measured, mask) if on}
+        t.number for t, on in zip(measured, mask, strict=True) if on}
 
 
 def test_trials_counts_valid_proposals_and_the_constraint_rejects_before_compiling(store, template):

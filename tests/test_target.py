@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
+from tests.conftest import require
 from tuner.arch import local_gpu_capability, resolve_target
 from tuner.errors import UsageError
 from tuner.kernel_templates import ARCHS, Device, Target, find_spec
 from tuner.workers import TimingPolicy, backend_for, get_backend
 from tuner.workers.executor import LocalExecutor
-
-from tests.conftest import require
 
 
 def test_an_arch_resolves_to_one_frozen_target_with_its_documented_facts() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .arch import KNOWN_ARCHS
 from .errors import ExitStatus, UsageError
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(run)
     run.add_argument("--family", help="the kernel's template family where it has several on the arch "
                      "(`tuner kernels` lists them)")
-    run.add_argument("--study", help="study name; an existing study resumes (default: derived from kernel, arch, shape)")
+    run.add_argument("--study", help="study name; an existing study resumes "
+                     "(default: derived from kernel, arch, shape)")
     run.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default %(default)s)")
     run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "
                      "--sampler grid: every point of the grid)")

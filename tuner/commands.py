@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tuner.db import Store, StoreError
-from tuner.kernel_templates import (KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file,
-                                    problem_spec)
+from tuner.kernel_templates import KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file, problem_spec
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
 
@@ -206,9 +205,9 @@ def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
         table.add_column("meaning")
         for p in spec.params:
             table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
-        for p in spec.problem_params:
-            choices = ", ".join(map(str, p.choices)) if p.choices else f"{p.kind.__name__} (default {p.default})"
-            table.add_row(f"[problem] {p.name}", choices, p.doc)
+        for q in spec.problem_params:
+            choices = ", ".join(map(str, q.choices)) if q.choices else f"{q.kind.__name__} (default {q.default})"
+            table.add_row(f"[problem] {q.name}", choices, q.doc)
         console.print(table)
     return ExitStatus.OK
 

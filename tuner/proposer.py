@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -110,8 +111,8 @@ class Proposer:
         stale (Optuna's check), and those asked by a tuner killed before it could record a first
         heartbeat, which Optuna's check skips (a live tuner beats within moments of asking)."""
         optuna.storages.fail_stale_trials(self._study)
-        grace = self._storage.grace_period or 2 * self._storage.heartbeat_interval
-        retry = self._storage.get_heartbeat_stale_trial_callback()
+        grace, retry = self._storage.grace_period, self._storage.get_heartbeat_stale_trial_callback()
+        assert grace is not None and retry is not None  # the storage is made with heartbeat_options
         for trial_id in self._unbeaten(datetime.now() - timedelta(seconds=grace)):
             try:
                 self._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)

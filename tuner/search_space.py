@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from tuner.kernel_templates import Device, KernelSpec, Problem, Source
 
 
-def distributions(spec: KernelSpec) -> dict[str, CategoricalDistribution]:
+def distributions(spec: KernelSpec) -> dict[str, BaseDistribution]:
     """One categorical distribution per parameter: tile sizes and variants are discrete choices."""
     return {p.name: CategoricalDistribution(list(p.choices)) for p in spec.params}
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
 from tuner.errors import UsageError
-from tuner.kernel_templates import (KernelSpec, SpecError, builtin_specs, find_builtin,
-                                    load_spec_file, problem_spec)
+from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_builtin, load_spec_file, problem_spec
 from tuner.kernel_templates.spec import canonical_json
 
 

@@ -178,11 +178,14 @@ class StudyRunner:
         self.summary.reused += reused_from is not None
         ok = measurement.status is Status.OK
         self.summary.ok += ok
+        latency_s = None
         if ok:
-            self._proposer.tell(number, measurement.timing.median_s, measurement.rel_l2)
+            assert measurement.timing is not None and measurement.rel_l2 is not None  # an OK trial is timed, verified
+            latency_s = measurement.timing.median_s
+            self._proposer.tell(number, latency_s, measurement.rel_l2)
             self._store.offer_to_front(self._study.id, record)
         else:
             self.summary.failed += 1
             self._proposer.tell_failed(number, measurement.reason or measurement.status.value)
-        self._progress.done(ok, measurement.timing.median_s if ok else None)
+        self._progress.done(ok, latency_s)
         return record

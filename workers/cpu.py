@@ -9,10 +9,11 @@ import shlex
 import subprocess
 import tempfile
 import time
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -196,7 +197,7 @@ class _Flusher:
         self.checksum += float(self._scratch[::8].sum())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _last_level_cache_bytes() -> int:
     units = {"K": 1 << 10, "M": 1 << 20}
     sizes = []
@@ -221,7 +222,7 @@ def _host_target(options: tuple[str, ...]) -> str:
     return platform.machine() + ("|" + _cpu_flags() if native else "")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiler_version(compiler: tuple[str, ...]) -> str:
     try:
         done = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30)
@@ -231,7 +232,7 @@ def _compiler_version(compiler: tuple[str, ...]) -> str:
     return lines[0].strip() if lines else "unknown"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpuinfo() -> dict[str, str]:
     info: dict[str, str] = {}
     try:
@@ -253,7 +254,7 @@ def _cpu_flags() -> str:
     return info.get("flags") or info.get("Features") or _cpu_name()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tuner_version() -> str:
     try:
         return version("tuner")

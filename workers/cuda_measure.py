@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
 from tuner.kernel_templates.spec import KernelSpec
 
 from .backend import TimingPolicy
@@ -57,6 +58,7 @@ def _run(job: Job, cubin: str, spec: KernelSpec, policy: TimingPolicy, result: M
         return
     samples = time_launches(launch, out, policy, before_last=lambda: _redraw(inputs, spec, job.problem, rng))
     result.timing = summarize(samples, clock_mhz=sm_clock_mhz())
+    assert result.rel_l2 is not None and result.max_abs is not None  # set by the verified first run
     first = (result.rel_l2, result.max_abs)
     _verify(result, out, spec.reference(inputs, job.problem), bound)
     result.rel_l2, result.max_abs = max(first[0], result.rel_l2), max(first[1], result.max_abs)

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from tuner.kernel_templates.spec import Source
 from tuner.kernel_templates.target import Target
 

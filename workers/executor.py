@@ -90,7 +90,7 @@ class Executor(ABC):
     @abstractmethod
     def next_result(self, timeout: float | None = None) -> Measurement | None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (not abstract: an executor without workers has none to release)
         """Releases workers; jobs still in flight are dropped."""
 
 

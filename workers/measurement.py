@@ -7,8 +7,9 @@ a worker raises only for its own bugs.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from tuner.enums import Status
 from tuner.kernel_templates.spec import Source
@@ -107,7 +108,7 @@ class Measurement:
         return values
 
     @classmethod
-    def from_flat(cls, trial_id: int, values: Mapping[str, Any]) -> "Measurement":
+    def from_flat(cls, trial_id: int, values: Mapping[str, Any]) -> Measurement:
         """The measurement whose :meth:`flat` is ``values`` (other keys are ignored)."""
         timed = values.get("median_s") is not None
         timing = Timing(**{name: values[name] for name in TIMING_FIELDS}) if timed else None

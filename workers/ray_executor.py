@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
@@ -83,7 +84,7 @@ def init_ray(address: str | None) -> None:
     """Joins ``address`` (a running cluster) or starts a local Ray sized to this machine."""
     if ray.is_initialized():
         return
-    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -138,7 +139,8 @@ class RayExecutor(Executor):
     def _add_slot(self) -> None:
         """Starts one measuring actor; keeps it only if its device matches the study's."""
         options = {"num_gpus": 1, "num_cpus": 0} if self._backend == "cuda" else {"num_cpus": 1}
-        actor = MeasuringActor.options(scheduling_strategy="SPREAD", **options).remote()
+        # mypy keeps a decorated class's own type, where Ray's decorator made it an ActorClass
+        actor = MeasuringActor.options(scheduling_strategy="SPREAD", **options).remote()  # type: ignore[attr-defined]
         try:
             target = ray.get(actor.describe.remote(self._target), timeout=ACTOR_START_TIMEOUT_S)
         except (GetTimeoutError, RayError):
@@ -227,8 +229,8 @@ class RayExecutor(Executor):
             except RayError as exc:
                 self._q.done.append(failed(job, Status.CRASHED, f"compile worker died: {exc}"))
             return
-        slot = next(s for s in self._slots if s.running and s.running.ref == ref)
-        running, slot.running = slot.running, None
+        slot, running = next((s, s.running) for s in self._slots if s.running and s.running.ref == ref)
+        slot.running = None
         try:
             measurement = ray.get(ref)
         except RayActorError as exc:

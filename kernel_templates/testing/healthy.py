@@ -18,6 +18,8 @@ def sibling(template_file: str, name: str) -> ModuleType:
     user's template (so the file beside it is used, not an installed copy)."""
     path = Path(template_file).with_name(name)
     loader_spec = importlib.util.spec_from_file_location(f"tuner_testing_{path.stem}", path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ImportError(f"cannot load the template {path}")
     module = importlib.util.module_from_spec(loader_spec)
     loader_spec.loader.exec_module(module)
     return module

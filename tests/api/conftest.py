@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ from fastapi.testclient import TestClient
 from tests.db_fixtures import db_url, measurement, pg_database_url, pg_url  # noqa: F401 (fixtures)
 from tuner.api import Settings, create_app
 from tuner.db import Store, StudyRecord
+from tuner.enums import Status
 from tuner.kernel_templates import find_spec
 from tuner.pareto import non_dominated
 from tuner.service import Service
-from tuner.enums import Status
 
 SPEC = find_spec("attention", "cpu")
 BASE_CONFIG = {"block_m": 16, "block_n": 32, "unroll": 4, "threads": 1, "accum": "float",
@@ -51,7 +52,7 @@ def record(store: Store, study: StudyRecord, number: int, changes: dict[str, Any
 def update_front(store: Store, study: StudyRecord) -> None:
     measured = store.study_trials_for_front(study.id)
     points = np.array([[t.median_s, t.rel_l2] for t in measured]).reshape(-1, 2)
-    store.set_front(study.id, [t.id for t, on in zip(measured, non_dominated(points)) if on])
+    store.set_front(study.id, [t.id for t, on in zip(measured, non_dominated(points), strict=True) if on])
 
 
 def new_study(store: Store, name: str, problem: dict[str, Any]) -> StudyRecord:

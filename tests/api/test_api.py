@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import BASE_CONFIG, PROBLEM, record
 from tuner.api import Settings, create_app, serve
 from tuner.db import Store, StoreError
-from tuner.service import Service
 from tuner.enums import Status
+from tuner.service import Service
 
 API = "/api/v1"
 

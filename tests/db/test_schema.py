@@ -14,8 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tuner.db import Store, StoreError
 from tuner.db._models import Base
-from tuner.db._schema import (VERSION_TABLE, alembic_config, current_revision, include_name,
-                             scripts)
+from tuner.db._schema import VERSION_TABLE, alembic_config, current_revision, include_name, scripts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HEAD = scripts().get_current_head()

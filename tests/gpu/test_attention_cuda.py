@@ -13,12 +13,12 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches
 from tuner.workers.cuda_runtime import gpu_count, launcher
-
-from tests.conftest import require
 
 pytestmark = pytest.mark.gpu
 
@@ -63,12 +63,16 @@ def sample_configs(problem: dict, count: int) -> list[dict]:
     """``count`` admitted configs spread evenly over the space, exact and inexact alike."""
     names = [p.name for p in SPEC.params]
     device = BACKEND.device(TARGET)
-    every = [dict(zip(names, v)) for v in itertools.product(*(p.choices for p in SPEC.params))]
+    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params))]
     ok = [c for c in every if SPEC.check(c, SPEC.validate_problem(problem), device) is None]
     return ok[::max(1, len(ok) // count)][:count]
 
 
-@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p))
+def problem_id(p: dict) -> str:
+    return "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p)
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=problem_id)
 def test_sampled_configs_are_correct(problem: dict) -> None:
     for seed, config in enumerate(sample_configs(problem, 6)):
         result = run(config, problem, seed)
@@ -78,7 +82,7 @@ def test_sampled_configs_are_correct(problem: dict) -> None:
         assert result.timing.repeats >= 20 and result.timing.q1_s <= result.timing.median_s
 
 
-@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: "S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p))
+@pytest.mark.parametrize("problem", PROBLEMS, ids=problem_id)
 def test_edge_tiles_are_correct(problem: dict) -> None:
     device, checked = BACKEND.device(TARGET), SPEC.validate_problem(problem)
     for config in EDGE_TILES:
