@@ -13,7 +13,7 @@ from rich.console import Console
 
 from tests.db_fixtures import measurement
 from tuner.db import Store
-from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates import Target, load_spec_file
 from tuner.pareto import non_dominated
 from tuner.progress import RunProgress
 from tuner.search_space import make_sampler
@@ -56,6 +56,7 @@ class Affine(KernelSpec):
     def bytes_moved(self, problem): return 8.0 * problem["n"]
 '''
 PROBLEM = {"n": 1000}
+CPU = Target.documented("cpu")
 VALID = 3 * 2  # the grid's configs that pass the constraint
 
 
@@ -75,9 +76,9 @@ def store(tmp_path: Path):
 def run(store: Store, template: str, study: str = "s", sampler: str = "grid", **settings):
     spec = load_spec_file(template)
     executor = LocalExecutor(TimingPolicy(budget_s=0.005, min_repeats=3))
-    target = executor.start("cpu", "cpu")
+    target = executor.start(CPU)
     runner = StudyRunner(spec, SpecRef(spec.name, "cpu", template),
-                         RunSettings(study_name=study, arch="cpu", problem=PROBLEM, sampler=sampler,
+                         RunSettings(study_name=study, problem=PROBLEM, sampler=sampler,
                                      seed=1, **settings),
                          store, executor, target, RunProgress(None, Console(quiet=True), enabled=False),
                          make_sampler(sampler, spec, 1))
@@ -124,7 +125,7 @@ def test_a_timeout_already_spent_proposes_nothing(store, template):
 
 def test_a_config_measured_before_is_answered_with_its_whole_measurement(store, template):
     spec = load_spec_file(template)
-    target = LocalExecutor(TimingPolicy()).start("cpu", "cpu")
+    target = LocalExecutor(TimingPolicy()).start(CPU)
     config = {"unroll": 2, "opt": "-O2"}
     # stored by an earlier study, with an observer's metric that the answer must carry too
     earlier = store.ensure_study(name="earlier", kernel="affine", backend="cpu", template_path=template,
