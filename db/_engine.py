@@ -42,7 +42,8 @@ def driver_connect_args(url: URL) -> dict[str, Any]:
     return {}
 
 
-def make_engine(url: URL, **options: Any) -> Engine:
+def make_engine(url: URL, *, read_only: bool = False, **options: Any) -> Engine:
+    """An engine for ``url``; with ``read_only`` every connection refuses writes."""
     try:
         engine = create_engine(url, connect_args=driver_connect_args(url), **options)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -50,6 +51,8 @@ def make_engine(url: URL, **options: Any) -> Engine:
                          f"pip install 'tuner[postgres]' for postgresql+psycopg URLs") from None
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
+    if read_only:
+        event.listen(engine, "connect", _sqlite_read_only if is_sqlite(url) else _pg_read_only)
     return engine
 
 
@@ -61,3 +64,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _pg_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.close()
+    dbapi_connection.commit()  # psycopg opened a transaction for the SET; keep the setting

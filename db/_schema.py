@@ -45,10 +45,21 @@ def current_revision(connection: Connection) -> str | None:
     return context.get_current_revision()
 
 
-def prepare(engine: Engine, *, create: bool, where: str) -> None:
-    """Brings the schema at ``engine`` to this code's head revision, or raises StoreError."""
+def prepare(engine: Engine, *, create: bool, where: str, read_only: bool = False) -> None:
+    """Brings the schema at ``engine`` to this code's head revision, or raises StoreError.
+
+    ``read_only`` changes nothing: the schema must already be at the head revision.
+    """
     script = scripts()
     head = script.get_current_head()
+    if read_only:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+        if current != head:
+            raise StoreError(f"{where} has tuner schema {current!r}, not this tuner's {head!r}: "
+                             f"open it once with a tuner of this version that writes "
+                             f"(`tuner studies --db URL` upgrades it)")
+        return
     with engine.connect() as connection:
         _lock_schema(connection)
         current = current_revision(connection)

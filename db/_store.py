@@ -62,22 +62,25 @@ class Store:
         self._engine = make_engine(parsed, **engine_options)
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True,
+    def open(cls, url: str, *, create: bool = True, read_only: bool = False,
              engine_options: Mapping[str, Any] | None = None) -> Store:
         """Connects and brings the schema to this code's revision.
 
         ``create=False`` is for readers: a database without tuner tables is refused rather than
-        created. ``engine_options`` go to ``sqlalchemy.create_engine`` (pool sizes, echo).
+        created. ``read_only=True`` (implies ``create=False``) writes nothing at all: no
+        migration, and every connection refuses writes. ``engine_options`` go to
+        ``sqlalchemy.create_engine`` (pool sizes, echo).
         """
+        create = create and not read_only
         parsed = parse_url(url)
         if parsed.get_backend_name() not in SUPPORTED:
             raise StoreError(f"unsupported database {safe_url(parsed)}: use a sqlite:/// "
                              f"or postgresql+psycopg:// URL")
         if not create:
             _require_sqlite_file(parsed)
-        store = cls(url, parsed, engine_options or {})
+        store = cls(url, parsed, {**(engine_options or {}), "read_only": read_only})
         try:
-            prepare(store._engine, create=create, where=safe_url(parsed))
+            prepare(store._engine, create=create, where=safe_url(parsed), read_only=read_only)
         except SQLAlchemyError as exc:
             store.close()
             raise StoreError(describe(exc, parsed)) from None

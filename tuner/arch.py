@@ -32,6 +32,15 @@ def local_gpu_capability() -> str | None:
     return lines[0] if lines else None
 
 
+def arch_of_capability(capability: str) -> str:
+    """The arch tuned for a GPU of this compute capability ("9.0" -> "sm_90a"), as `--arch auto`
+    picks it; UsageError for a capability with no built-in target."""
+    if capability not in _AUTO_ARCH:
+        raise UsageError(f"this GPU (compute capability {capability}) has no built-in target; "
+                         f"pass --arch with one of {', '.join(CUDA_ARCHS)}")
+    return _AUTO_ARCH[capability]
+
+
 def resolve_target(requested: str, *, remote_cluster: bool) -> Target:
     """The target to tune for: ``auto`` becomes the local GPU's arch or ``cpu``.
 
@@ -43,10 +52,7 @@ def resolve_target(requested: str, *, remote_cluster: bool) -> Target:
         capability = local_gpu_capability()
         if capability is None:
             return Target.documented("cpu")
-        if capability not in _AUTO_ARCH:
-            raise UsageError(f"this GPU (compute capability {capability}) has no built-in target; "
-                             f"pass --arch with one of {', '.join(CUDA_ARCHS)}")
-        return Target.documented(_AUTO_ARCH[capability])
+        return Target.documented(arch_of_capability(capability))
     if requested not in KNOWN_ARCHS:
         raise UsageError(f"unknown arch {requested!r}: use auto or one of {', '.join(KNOWN_ARCHS)}")
     target = Target.documented(requested)

@@ -95,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best config of every tuned (kernel, arch, shape) "
                                            "as JSON and as a C/C++ header, for runtimes with no service")
     _add_db(export)
-    export.add_argument("--json", default="tuner_best.json", help="JSON file to write (default %(default)s)")
-    export.add_argument("--header", default="tuner_best.h", help="C/C++ header to write (default %(default)s)")
+    export.add_argument("--json", help="JSON file to write (default tuner_best.json unless --bundle)")
+    export.add_argument("--header", help="C/C++ header to write (default tuner_best.h unless --bundle)")
+    export.add_argument("--bundle", metavar="DIR",
+                        help="write a bundle for tuner.runtime: the configs of one arch and their "
+                             "compiled binaries, loadable with no compiler and no database")
+    export.add_argument("--arch", help="the bundle's arch (default: the database's only one)")
     return parser
 
 

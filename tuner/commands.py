@@ -224,12 +224,24 @@ def cmd_serve(args: argparse.Namespace) -> ExitStatus:
 def cmd_export(args: argparse.Namespace) -> ExitStatus:
     from .export import write_exports
 
+    if args.arch is not None and args.bundle is None:
+        raise UsageError("--arch chooses a bundle's arch: pass it with --bundle DIR")
+    if args.bundle is None and args.json is None and args.header is None:
+        args.json, args.header = "tuner_best.json", "tuner_best.h"
     store = Store.open(args.db, create=False)
     try:
-        entries = write_exports(Service(store), args.json, args.header)
+        service = Service(store)
+        if args.bundle is not None:
+            from .runtime.bundle_export import write_bundle
+
+            entries = write_bundle(service, args.bundle, args.arch)
+            print(f"wrote a bundle of {len(entries)} best configs and their binaries to {args.bundle}")
+        if args.json is not None or args.header is not None:
+            entries = write_exports(service, args.json, args.header)
+            written = " and ".join(p for p in (args.json, args.header) if p is not None)
+            print(f"wrote {len(entries)} best configs to {written}")
     finally:
         store.close()
-    print(f"wrote {len(entries)} best configs to {args.json} and {args.header}")
     return ExitStatus.OK
 
 

@@ -2,7 +2,7 @@
 
 A runtime that cannot ask the service picks its config from the header: a table of tuned
 problems and their configs per (kernel, arch), and a lookup function that applies the service's
-nearest-problem rule (:func:`tuner.service.problem_distance`):
+nearest-problem rule (:func:`tuner.problems.problem_distance`):
 
 * a tuned problem is a candidate when every non-size parameter (flags, dtype names) equals the
   asked one; a parameter is a size when both values are positive integers;

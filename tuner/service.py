@@ -18,6 +18,7 @@ from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, Trial
 from tuner.errors import UsageError
 from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_builtin, load_spec_file, problem_spec
 from tuner.kernel_templates.spec import canonical_json
+from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
 
 
 class NotFound(Exception):
@@ -173,29 +174,6 @@ def _json_scalar(text: str) -> Any:
     return value if isinstance(value, (int, bool, str)) else text
 
 
-def problem_distance(asked: Mapping[str, Any], tuned: Mapping[str, Any]) -> float | None:
-    """How far a tuned problem is from the asked one, or ``None`` when they are not comparable.
-
-    Problems are comparable when they have the same parameters and every non-size parameter
-    (dtype, causal, ...) is equal. Positive int parameters are sizes; the distance is the sum
-    over them of ``|log2(a / b)|``, so doubling any one dimension costs 1.
-    """
-    if asked.keys() != tuned.keys():
-        return None
-    total = 0.0
-    for name, a in asked.items():
-        b = tuned[name]
-        if _is_size(a) and _is_size(b):
-            total += abs(math.log2(a / b))
-        elif a != b:
-            return None
-    return total
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def kernel_info(spec: KernelSpec) -> KernelInfo:
     return KernelInfo(
         name=spec.name, backend=spec.backend, description=spec.description,
@@ -292,15 +270,8 @@ class Service:
     def _nearest(self, kernel: str, arch: str, problem: dict[str, Any],
                  max_error: float | None) -> tuple[dict[str, Any], float] | None:
         """The closest comparable tuned problem and its distance; ties go to the faster one."""
-        ranked = []
-        for tuned in self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error):
-            distance = problem_distance(problem, tuned.problem)
-            if distance is not None:
-                ranked.append((distance, tuned.best_latency_s, tuned.problem))
-        if not ranked:
-            return None
-        distance, _, nearest = min(ranked, key=lambda r: (r[0], r[1]))
-        return nearest, distance
+        tuned = self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error)
+        return nearest_problem(problem, ((t.problem, t.best_latency_s, t.problem) for t in tuned))
 
 
 def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,29 @@
+"""Tuned kernels in a PyTorch program: the stored best config of each call's problem, launched.
+
+    import tuner.runtime
+    tuner.runtime.configure(db="sqlite:///tuner.db")      # or bundle="DIR" (`tuner export --bundle`)
+    out = tuner.runtime.attention(q, k, v, causal=True, max_error=1e-3)
+    softmax = tuner.runtime.kernel("examples/softmax_spec.py")
+    y = softmax(x, rows=256, cols=512)
+
+Each kernel is also a torch custom operator (``torch.ops.tuner.attention``,
+``torch.ops.tuner.kernel``) with a fake implementation, for torch.compile and CUDA graphs.
+:func:`decisions` tells what was chosen for every call shape and why.
+"""
+
+from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
+from .attention import attention
+from .bundle import BundleAnswers, BundleError
+from .kernel import TemplateKernel, kernel
+from .launch import LaunchError
+from .runtime import (Decision, FallbackWarning, NotTuned, Runtime, configure, current)
+
+
+def decisions() -> list[Decision]:
+    """What the process's runtime chose for every call shape so far."""
+    return current().decisions()
+
+
+__all__ = ["Answers", "BundleAnswers", "BundleError", "Choice", "DatabaseAnswers", "Decision",
+           "FallbackWarning", "LaunchError", "NoAnswer", "NotTuned", "Runtime", "TemplateKernel",
+           "attention", "configure", "current", "decisions", "kernel"]

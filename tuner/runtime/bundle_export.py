@@ -1,0 +1,73 @@
+"""`tuner export --bundle DIR`: the best configs of one arch and their compiled binaries.
+
+Runs where the database and the compiler are; the bundle it writes (format in
+:mod:`tuner.runtime.bundle`) runs where neither is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from tuner.errors import UsageError
+from tuner.export import Entry, collect
+from tuner.kernel_templates import KernelSpec, SpecError, backend_of, find_spec, load_spec_file
+from tuner.service import Service
+from tuner.workers import get_backend
+from tuner.workers.cache import store_atomically
+
+from .bundle import BINARIES, FORMAT, MANIFEST, binary_name
+
+
+def bundle_arch(entries: list[Entry], arch: str | None) -> str:
+    """The arch to bundle: the one asked for, or the database's only one."""
+    archs = sorted({entry.arch for entry in entries})
+    if arch is not None:
+        if arch not in archs:
+            raise UsageError(f"nothing tuned for arch {arch!r} in this database (it has: "
+                             f"{', '.join(archs) or 'nothing'}): pass --arch with one of those")
+        return arch
+    if len(archs) != 1:
+        raise UsageError(f"a bundle is for one arch and this database has "
+                         f"{', '.join(archs) or 'none'}: pass --arch")
+    return archs[0]
+
+
+def write_bundle(service: Service, directory: str | Path, arch: str | None = None) -> list[Entry]:
+    """Compiles (or takes from the cache) the binary of every best config of ``arch`` and writes
+    the bundle to ``directory``; returns the entries bundled."""
+    collected = collect(service)
+    arch = bundle_arch(collected, arch)
+    entries = [entry for entry in collected if entry.arch == arch]
+    templates = {(s.kernel, s.arch): s.template_path for s in service.studies() if s.template_path}
+    backend = get_backend(backend_of(arch))
+    out = Path(directory)
+    (out / BINARIES).mkdir(parents=True, exist_ok=True)
+    documents = []
+    for entry in entries:
+        template = templates.get((entry.kernel, entry.arch))
+        spec = _spec(entry, template)
+        source = spec.render(entry.config, entry.problem)
+        artifact = backend.compile(source, arch)
+        if artifact.error is not None or artifact.path is None:
+            raise UsageError(f"the best config of {entry.kernel} for {entry.problem} does not "
+                             f"compile here ({artifact.error}): fix the toolchain and export again")
+        name = binary_name(source, backend.name)
+        if not (out / name).is_file():
+            shutil.copyfile(artifact.path, out / name)
+        documents.append({**asdict(entry), "template": template, "binary": name})
+    manifest = {"format": FORMAT, "arch": arch, "backend": backend.name,
+                "compiler": backend.compiler_version(),
+                "generated_at": datetime.now(timezone.utc).isoformat(), "entries": documents}
+    store_atomically((json.dumps(manifest, indent=2, default=str) + "\n").encode(), out / MANIFEST)
+    return entries
+
+
+def _spec(entry: Entry, template: str | None) -> KernelSpec:
+    try:
+        return load_spec_file(template) if template else find_spec(entry.kernel, entry.arch)
+    except SpecError as exc:
+        raise UsageError(f"cannot bundle {entry.kernel}: {exc}") from None
+

@@ -1,0 +1,56 @@
+"""What the runtime needs to know about the device a call's tensors live on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import lru_cache, partial
+
+import torch
+
+from tuner.arch import arch_of_capability
+from tuner.kernel_templates.spec import Device
+
+_DEFAULT_SHARED_BYTES = 48 * 1024
+
+
+def backend_of(device: torch.device) -> str | None:
+    """The tuner backend of a torch device ("cuda" or "cpu"), or None where there is none."""
+    return device.type if device.type in ("cuda", "cpu") else None
+
+
+@lru_cache(maxsize=None)
+def arch_of(device: torch.device) -> str:
+    """The arch a device's kernels are tuned for: ``cpu``, or the GPU's as `--arch auto` picks it.
+    UsageError for a GPU with no built-in target."""
+    if device.type == "cpu":
+        return "cpu"
+    major, minor = torch.cuda.get_device_capability(device)
+    return arch_of_capability(f"{major}.{minor}")
+
+
+@lru_cache(maxsize=None)
+def facts_of(device: torch.device) -> Device:
+    """The device as a template's ``check`` sees it, read from torch."""
+    if device.type == "cpu":
+        return Device("cpu", limits={"cores": os.cpu_count() or 1})
+    props = torch.cuda.get_device_properties(device)
+    limits = {"max_shared_bytes": getattr(props, "shared_memory_per_block_optin", _DEFAULT_SHARED_BYTES),
+              "max_shared_bytes_per_sm": getattr(props, "shared_memory_per_multiprocessor",
+                                                 _DEFAULT_SHARED_BYTES),
+              "max_threads_per_block": getattr(props, "max_threads_per_block", 1024),
+              "sm_count": props.multi_processor_count}
+    return Device(arch_of(device), name=props.name, limits=limits)
+
+
+def stream_of(device: torch.device) -> Callable[[], int]:
+    """A function returning the raw handle of torch's current stream on ``device`` (0 on the CPU).
+
+    Read at every launch: the current stream changes under ``torch.cuda.stream`` and during CUDA
+    graph capture."""
+    if device.type != "cuda":
+        return lambda: 0
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton's launcher calls
+    if raw is not None:
+        return partial(raw, device.index)
+    return lambda: torch.cuda.current_stream(device).cuda_stream

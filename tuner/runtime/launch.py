@@ -1,0 +1,127 @@
+"""Launching a compiled kernel: the one seam between a plan and the hardware.
+
+A :class:`Launcher` is bound to one binary and one rendered :class:`Source` (entry, launch
+geometry, shared memory, scalars). Called with the buffers' addresses (the inputs, then the
+output) and a stream, it enqueues one launch and returns: no host synchronization, no
+allocation. CUDA kernels launch through the driver API (cuda-bindings' ``cuLaunchKernel``) on
+the stream given, which the runtime takes from torch's current stream, so launches order with
+torch's work, follow ``torch.cuda.stream(...)`` and are captured into CUDA graphs. The argument
+block is packed once; a launch writes the addresses into it and hands the driver its address
+(the driver copies the arguments at launch), under a lock so threads can share a launcher.
+C kernels (the CPU backend) are called through ctypes, which releases the GIL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuner.kernel_templates.spec import Source
+
+_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
+           "float64": ctypes.c_double}
+_DEFAULT_DYNAMIC_SHARED = 48 * 1024  # beyond this a kernel must opt in
+
+
+class LaunchError(RuntimeError):
+    """The driver refused to load or launch a kernel; the message names the driver's error."""
+
+
+class Launcher(ABC):
+    """One loaded kernel with its launch packed; thread-safe."""
+
+    @abstractmethod
+    def __call__(self, pointers: Sequence[int], stream: int) -> None:
+        """Enqueues one launch on ``stream`` (a raw ``cudaStream_t``; 0 on the CPU)."""
+
+
+def load(backend: str, path: Path, source: Source, buffers: int, device_index: int) -> Launcher:
+    """The launcher of ``source`` from the binary at ``path``, taking ``buffers`` addresses."""
+    if backend == "cuda":
+        return CudaLauncher(path.read_bytes(), source, buffers, device_index)
+    return CpuLauncher(path, source, buffers)
+
+
+class CudaLauncher(Launcher):
+    """A cubin loaded into the primary context of one GPU (the one torch uses)."""
+
+    def __init__(self, cubin: bytes, source: Source, buffers: int, device_index: int):
+        from cuda.bindings import driver
+
+        self._driver = driver
+        self._success = driver.CUresult.CUDA_SUCCESS
+        _check(driver, driver.cuInit(0), "cuInit")
+        device = _check(driver, driver.cuDeviceGet(device_index), "cuDeviceGet")
+        self._context = _check(driver, driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+        self._device_index = device_index
+        self._bound = threading.local()  # whether this thread has our context current
+        self._bind()
+        module = _check(driver, driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+        self._module = module  # kept: the function lives as long as its module
+        self._function = _check(driver, driver.cuModuleGetFunction(module, source.entry.encode()),
+                                f"cuModuleGetFunction({source.entry})")
+        if source.shared_bytes > _DEFAULT_DYNAMIC_SHARED:
+            attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            _check(driver, driver.cuFuncSetAttribute(self._function, attribute, source.shared_bytes),
+                   "cuFuncSetAttribute")
+        self._geometry = (*source.grid, *source.block, source.shared_bytes)
+        self._slots = (ctypes.c_void_p * buffers)()
+        self._scalars = [_CTYPES[kind](value) for kind, value in source.scalars]
+        addresses = [ctypes.addressof(self._slots) + i * ctypes.sizeof(ctypes.c_void_p)
+                     for i in range(buffers)] + [ctypes.addressof(s) for s in self._scalars]
+        self._argv = (ctypes.c_void_p * len(addresses))(*addresses)
+        self._argv_address = ctypes.addressof(self._argv)
+        self._lock = threading.Lock()
+
+    def __call__(self, pointers: Sequence[int], stream: int) -> None:
+        if not getattr(self._bound, "yes", False):
+            self._bind()
+        foreign = torch.cuda.current_device() != self._device_index
+        if foreign:  # torch works on another GPU in this thread: launch in ours, then give it back
+            self._driver.cuCtxPushCurrent(self._context)
+        try:
+            with self._lock:
+                self._slots[:] = pointers
+                result = self._driver.cuLaunchKernel(self._function, *self._geometry, stream,
+                                                     self._argv_address, 0)
+        finally:
+            if foreign:
+                self._driver.cuCtxPopCurrent()
+        if result[0] != self._success:
+            _check(self._driver, result, "cuLaunchKernel")
+
+    def _bind(self) -> None:
+        _check(self._driver, self._driver.cuCtxSetCurrent(self._context), "cuCtxSetCurrent")
+        self._bound.yes = True
+
+
+class CpuLauncher(Launcher):
+    """A C kernel from a shared object, called as ``entry(*buffers, *scalars)``."""
+
+    def __init__(self, path: Path, source: Source, buffers: int):
+        try:
+            function = getattr(ctypes.CDLL(str(path)), source.entry)
+        except (OSError, AttributeError) as exc:
+            raise LaunchError(f"cannot load {source.entry} from {path}: {exc}") from None
+        function.restype = None
+        function.argtypes = [ctypes.c_void_p] * buffers + [_CTYPES[k] for k, _ in source.scalars]
+        self._function = function
+        self._scalars = tuple(value for _, value in source.scalars)
+
+    def __call__(self, pointers: Sequence[int], stream: int) -> None:
+        self._function(*pointers, *self._scalars)
+
+
+def _check(driver: Any, result: tuple, what: str) -> Any:
+    """The value of a cuda-bindings call's ``(error, value...)`` result, or LaunchError."""
+    error = result[0]
+    if error != driver.CUresult.CUDA_SUCCESS:
+        _, name = driver.cuGetErrorName(error)
+        raise LaunchError(f"{what} failed: {name.decode() if name else error}")
+    return result[1] if len(result) > 1 else None

@@ -1,0 +1,39 @@
+"""The ``tuner`` namespace of torch custom operators, and when a call may skip the dispatcher.
+
+Each kernel is an operator (``torch.ops.tuner.<name>``) with CPU and CUDA implementations and a
+fake one (shapes and dtypes only), so ``torch.compile`` traces it as one opaque node and CUDA
+graphs capture its launch. A plain eager call goes straight to the implementation: the
+dispatcher adds microseconds that a small kernel would feel, and does nothing for a plain tensor
+outside tracing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+LIBRARY = torch.library.Library("tuner", "DEF")
+_len_dispatch_stack = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 0)
+
+
+def define(schema: str, implementation: Callable, fake: Callable) -> None:
+    """Defines ``tuner::<schema>`` with ``implementation`` on CPU and CUDA and ``fake`` for
+    tracing (meta tensors, FakeTensor, torch.compile)."""
+    name = schema.split("(", 1)[0]
+    LIBRARY.define(schema)
+    for key in ("CPU", "CUDA"):
+        LIBRARY.impl(name, implementation, key)
+    torch.library.register_fake(f"tuner::{name}", fake, lib=LIBRARY)
+
+
+def eager(tensor: torch.Tensor) -> bool:
+    """Whether a call on ``tensor`` may run the implementation directly: a plain CPU or CUDA
+    tensor, not under torch.compile, no dispatch mode (FakeTensorMode, make_fx) active."""
+    return (type(tensor) is torch.Tensor and not torch.compiler.is_compiling()
+            and tensor.device.type in ("cuda", "cpu") and not _len_dispatch_stack())
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """The tuned kernels compute forward only: a call that autograd must see goes to PyTorch."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
