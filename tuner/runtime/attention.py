@@ -44,7 +44,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool =
            v.device, causal, max_error)
     plan = runtime.plans.get(key)
     if plan is None:
-        plan = runtime.plan(key, lambda: _request(q, k, v, causal, max_error))
+        plan = runtime.plan(key, lambda: _request(q, k, v, causal, max_error), kernel="attention",
+                            fallback=FALLBACK)
     if type(plan) is not Missing:
         return plan((q, k, v))
     runtime.missing(key, plan)

@@ -4,8 +4,8 @@
 template for ``problem`` (its problem parameters; defaults fill the rest) on the inputs in the
 order of the template's ``make_inputs``, and returns the output of its ``output_spec``. The first
 call of a shape checks the inputs against what ``make_inputs`` draws for the problem (count,
-shapes, dtypes, device). Where nothing stored fits it raises :class:`NotTuned`: a user template
-has no fallback.
+shapes, dtypes, device; ValueError says what differs). Where nothing stored fits it raises
+:class:`NotTuned`: a user template has no fallback.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from tuner.kernel_templates import KernelSpec, load_spec_file
 from tuner.kernel_templates.spec import canonical_json
 
 from . import ops
-from .answers import NoAnswer
 from .devices import backend_of
 from .runtime import Missing, NotTuned, Request, current
 
@@ -67,7 +66,8 @@ def _kernel(template: str, problem: str, inputs: list[torch.Tensor],
            tuple((t.shape, t.dtype) for t in inputs))
     plan = runtime.plans.get(key)
     if plan is None:
-        plan = runtime.plan(key, lambda: _request(template, problem, inputs, max_error))
+        plan = runtime.plan(key, lambda: _request(template, problem, inputs, max_error),
+                            kernel=load_spec_file(template).name)
     if type(plan) is not Missing:
         return plan(inputs)
     runtime.missing(key, plan)
@@ -86,14 +86,14 @@ def _request(template: str, problem_text: str, inputs: Sequence[torch.Tensor],
     problem = json.loads(problem_text)
     device = inputs[0].device
     if backend_of(device) != spec.backend:
-        raise NoAnswer(f"template {spec.name} runs on the {spec.backend} backend; the inputs are "
-                       f"on {device}")
+        raise ValueError(f"template {spec.name} runs on the {spec.backend} backend; the inputs "
+                         f"are on {device}")
     expected = [(tuple(a.shape), _dtype_name(a.dtype))
                 for a in spec.make_inputs(problem, np.random.default_rng(0)).values()]
     given = [(tuple(t.shape), _dtype_name(t.dtype)) for t in inputs]
     if given != expected or any(t.device != device for t in inputs):
-        raise NoAnswer(f"for {problem} the template takes inputs (shape, dtype) {expected} on one "
-                       f"device; got {given}")
+        raise ValueError(f"for {problem} the template takes inputs (shape, dtype) {expected} on "
+                         f"one device; got {given}")
     return Request(spec=spec, problem=problem, device=device, max_error=max_error,
                    inputs=len(inputs), template=template)
 

@@ -81,9 +81,11 @@ class Tuned:
         self._shape, self._dtype, self._stream = shape, dtype, stream
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        first = inputs[0]
-        out = torch.empty(self._shape, dtype=self._dtype, device=first.device)
-        pointers = [(t if t.is_contiguous() else t.contiguous()).data_ptr() for t in inputs]
+        # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
+        # their memory goes back to the allocator on this stream, behind the kernel.
+        dense = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        out = torch.empty(self._shape, dtype=self._dtype, device=dense[0].device)
+        pointers = [t.data_ptr() for t in dense]
         pointers.append(out.data_ptr())
         self._launcher(pointers, self._stream())
         return out
@@ -119,12 +121,14 @@ class Runtime:
         self._tune_args = tuple(tune_args)
         self._tunings: dict[tuple[str, str, str], Any] = {}
 
-    def plan(self, key: Hashable, request: Callable[[], Request]) -> Plan:
-        """The plan of ``key``, made from ``request()`` on its first call."""
+    def plan(self, key: Hashable, request: Callable[[], Request], *, kernel: str,
+             fallback: str | None = None) -> Plan:
+        """The plan of ``key``, made from ``request()`` on its first call. ``request`` raises
+        NoAnswer for a call no template covers; ``fallback`` names what a built-in runs then."""
         with self._lock:
             plan = self.plans.get(key)
             if plan is None:
-                plan = self.plans[key] = self._make(request)
+                plan = self.plans[key] = self._make(request, kernel, fallback)
                 self._decisions[key] = plan.decision
         return plan
 
@@ -145,12 +149,13 @@ class Runtime:
         with self._lock:
             return list(self._tunings.values())
 
-    def _make(self, request: Callable[[], Request]) -> Plan:
+    def _make(self, request: Callable[[], Request], kernel: str, fallback: str | None) -> Plan:
         try:
             asked = request()
         except NoAnswer as exc:  # the call itself is outside what any template computes
-            return Missing(Decision(kernel="?", arch="?", problem={}, max_error=None,
-                                    reason=str(exc)))
+            decision = Decision(kernel=kernel, arch="-", problem={}, max_error=None, reason=str(exc))
+            _say(decision, fallback)
+            return Missing(decision)
         spec, problem = asked.spec, asked.problem
         arch = arch_of(asked.device)
         decision = Decision(kernel=spec.name, arch=arch, problem=problem, max_error=asked.max_error)
@@ -181,11 +186,8 @@ class Runtime:
             tuning = self._start_tuning(asked, decision)
             if tuning is not None:
                 decision = Decision(**{**decision.__dict__, "tuning_log": tuning.log})
-        if asked.fallback is not None:
-            started = f"; a background `tuner run` is tuning it (log {tuning.log})" if tuning else ""
-            warnings.warn(FallbackWarning(f"tuner.runtime: {decision.kernel} {decision.problem} "
-                                          f"on {decision.arch} runs {asked.fallback}: "
-                                          f"{decision.reason}{started}"), stacklevel=5)
+        started = f"; a background `tuner run` is tuning it (log {tuning.log})" if tuning else ""
+        _say(decision, asked.fallback, started)
         return Missing(decision, tuning)
 
     def _start_tuning(self, asked: Request, decision: Decision) -> Any:
@@ -202,6 +204,14 @@ class Runtime:
                                     arch=decision.arch, problem=decision.problem,
                                     args=self._tune_args, log_dir=cache_dir() / "runtime-tuning")
         return self._tunings[key]
+
+
+def _say(decision: Decision, fallback: str | None, more: str = "") -> None:
+    """Warns that a built-in runs its fallback (a user template raises NotTuned instead)."""
+    if fallback is not None:
+        problem = f" {decision.problem} on {decision.arch}" if decision.problem else ""
+        warnings.warn(FallbackWarning(f"tuner.runtime: {decision.kernel}{problem} runs {fallback}: "
+                                      f"{decision.reason}{more}"), stacklevel=6)
 
 
 def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], device: Device) -> str | None:
