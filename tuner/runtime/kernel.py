@@ -63,7 +63,7 @@ def _kernel(template: str, problem: str, inputs: list[torch.Tensor],
             max_error: float | None = None) -> torch.Tensor:
     runtime = current()
     key = ("kernel", template, problem, inputs[0].device, max_error,
-           tuple((t.shape, t.dtype) for t in inputs))
+           tuple([(t.shape, t.dtype) for t in inputs]))
     plan = runtime.plans.get(key)
     if plan is None:
         plan = runtime.plan(key, lambda: _request(template, problem, inputs, max_error),

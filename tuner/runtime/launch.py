@@ -27,6 +27,7 @@ from tuner.kernel_templates.spec import Source
 _CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
            "float64": ctypes.c_double}
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # beyond this a kernel must opt in
+_current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
 
 
 class LaunchError(RuntimeError):
@@ -82,7 +83,7 @@ class CudaLauncher(Launcher):
     def __call__(self, pointers: Sequence[int], stream: int) -> None:
         if not getattr(self._bound, "yes", False):
             self._bind()
-        foreign = torch.cuda.current_device() != self._device_index
+        foreign = _current_device() != self._device_index
         if foreign:  # torch works on another GPU in this thread: launch in ours, then give it back
             self._driver.cuCtxPushCurrent(self._context)
         try:

@@ -30,10 +30,15 @@ def define(schema: str, implementation: Callable, fake: Callable) -> None:
 def eager(tensor: torch.Tensor) -> bool:
     """Whether a call on ``tensor`` may run the implementation directly: a plain CPU or CUDA
     tensor, not under torch.compile, no dispatch mode (FakeTensorMode, make_fx) active."""
-    return (type(tensor) is torch.Tensor and not torch.compiler.is_compiling()
-            and tensor.device.type in ("cuda", "cpu") and not _len_dispatch_stack())
+    return (type(tensor) is torch.Tensor and (tensor.is_cuda or tensor.is_cpu)
+            and not torch.compiler.is_compiling() and not _len_dispatch_stack())
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
     """The tuned kernels compute forward only: a call that autograd must see goes to PyTorch."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if not torch.is_grad_enabled():
+        return False
+    for tensor in tensors:
+        if tensor.requires_grad:
+            return True
+    return False

@@ -73,18 +73,19 @@ class Decision:
 class Tuned:
     """A loaded kernel for one call shape: allocates the output and launches."""
 
-    __slots__ = ("decision", "_launcher", "_shape", "_dtype", "_stream")
+    __slots__ = ("decision", "_launcher", "_shape", "_dtype", "_device", "_stream")
 
     def __init__(self, decision: Decision, launcher: Launcher, shape: tuple[int, ...],
-                 dtype: torch.dtype, stream: Callable[[], int]):
+                 dtype: torch.dtype, device: torch.device):
         self.decision, self._launcher = decision, launcher
-        self._shape, self._dtype, self._stream = shape, dtype, stream
+        self._shape, self._dtype, self._device = shape, dtype, device
+        self._stream = stream_of(device)
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
         # their memory goes back to the allocator on this stream, behind the kernel.
         dense = [t if t.is_contiguous() else t.contiguous() for t in inputs]
-        out = torch.empty(self._shape, dtype=self._dtype, device=dense[0].device)
+        out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
         pointers = [t.data_ptr() for t in dense]
         pointers.append(out.data_ptr())
         self._launcher(pointers, self._stream())
@@ -177,8 +178,7 @@ class Runtime:
         path = self.answers.binary(spec, source, decision.arch)
         launcher = load(spec.backend, path, source, asked.inputs + 1, asked.device.index or 0)
         out = spec.output_spec(problem)
-        return Tuned(decision, launcher, tuple(out.shape), getattr(torch, out.dtype),
-                     stream_of(asked.device))
+        return Tuned(decision, launcher, tuple(out.shape), getattr(torch, out.dtype), asked.device)
 
     def _missing(self, asked: Request, decision: Decision, *, untuned: bool) -> Missing:
         tuning = None
