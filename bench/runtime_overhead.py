@@ -1,9 +1,11 @@
 """What tuner.runtime costs per call on the GPU, and what it gives a transformer block.
 
 Launch overhead, per shape (a small one where overhead matters, and the headline one):
-  direct   the same cubin through the runtime's launch seam, arguments and output prepared once
+  driver   the same cubin by cuLaunchKernel alone, its arguments packed once: the floor
+  direct   the same cubin through the runtime's launch seam (tensors in, their addresses
+           written into the packed arguments), inputs and output prepared once
   direct+alloc  the same with a fresh output tensor each call (what any functional op pays)
-  cupy     the same cubin through the tuner's measuring launcher (CuPy, arguments packed once)
+  worker   the same cubin through the measuring worker's launcher (CuPy today; arguments packed once)
   runtime  ``tuner.runtime.attention(q, k, v, causal)``, eager: plan lookup, output, launch
   op       ``torch.ops.tuner.attention``: the same through torch's dispatcher (what compiled
            graphs call)
@@ -86,30 +88,37 @@ def launch_overhead(name: str) -> dict[str, Any]:
     cubin = get_backend("cuda").compile(source, decision.arch).path
     out = torch.empty_like(q)
     seam = load("cuda", Path(cubin), source, 4, q.device.index)
-    pointers = [q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()]
+    buffers = [q, k, v, out]
     stream = torch.cuda.current_stream().cuda_stream
-    cupy_launch = launcher(cubin, source, (q, k, v, out))
+    worker_launch = launcher(cubin, source, (q, k, v, out))
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
-    inputs = pointers[:3]
     calls = {
-        "direct": lambda: seam(pointers, stream),
-        "direct+alloc": lambda: seam([*inputs, torch.empty_like(q).data_ptr()], stream),
-        "cupy": cupy_launch,
+        "driver": driver_launch(seam, buffers, stream),
+        "direct": lambda: seam(buffers, stream),
+        "direct+alloc": lambda: seam([q, k, v, torch.empty_like(q)], stream),
+        "worker": worker_launch,
         "runtime": lambda: rt.attention(q, k, v, causal, max_error=MAX_ERROR),
         "op": lambda: torch.ops.tuner.attention(q, k, v, causal, MAX_ERROR),
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
     }
     with torch.no_grad():
         timings = {label: burst(call) for label, call in calls.items()}
-        seam(pointers, stream)
+        seam(buffers, stream)
         torch.cuda.synchronize()
     return {"shape": dict(zip("BHSD", (batch, heads, length, dim)), causal=causal, dtype="fp16"),
             "config": decision.choice.config, "tuned_problem": decision.choice.tuned_problem,
             "exact": decision.choice.exact, "origin": decision.choice.origin,
             "rel_l2_runtime": _rel(ours, reference), "rel_l2_direct": _rel(out, reference),
             "timings": timings,
-            "overhead_us": timings["runtime"]["host_us"] - timings["direct"]["host_us"],
-            "overhead_op_us": timings["op"]["host_us"] - timings["direct"]["host_us"]}
+            "overhead_us": timings["runtime"]["host_us"] - timings["driver"]["host_us"],
+            "overhead_op_us": timings["op"]["host_us"] - timings["driver"]["host_us"]}
+
+
+def driver_launch(seam: Any, buffers: list[torch.Tensor], stream: int) -> Callable[[], None]:
+    """The bare driver call on the seam's packed arguments: cuLaunchKernel and nothing else."""
+    seam._slots[:] = [b.data_ptr() for b in buffers]
+    function, geometry, argv, driver = seam._function, seam._geometry, seam._argv_address, seam._driver
+    return lambda: driver.cuLaunchKernel(function, *geometry, stream, argv, 0)
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -166,13 +175,13 @@ def markdown(document: dict[str, Any]) -> str:
              f"{document['date']}; torch {document['environment'].get('torch')}, driver "
              f"{document['environment'].get('driver')}; bursts of {BURST} calls, median of {BURSTS}.",
              "", "## Launch overhead per call (µs)", "",
-             "| shape | config from | direct | direct+alloc | cupy | runtime | op | sdpa | runtime − direct | op − direct |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| shape | config from | driver | direct | direct+alloc | worker | runtime | op | sdpa | runtime − driver | op − driver |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in document["launch"].items():
         t = row["timings"]
         source = "exact" if row["exact"] else f"nearest {row['tuned_problem']}"
         lines.append(f"| {name} {row['shape']} | {source} | " + " | ".join(
-            f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in ("direct", "direct+alloc", "cupy", "runtime", "op", "sdpa"))
+            f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in ("driver", "direct", "direct+alloc", "worker", "runtime", "op", "sdpa"))
             + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} |")
     lines += ["", "Host time to enqueue one call; in parentheses the time per call until the GPU has "
               "finished the burst.", "", "## Transformer block forward (µs per forward)", "",

@@ -1,9 +1,10 @@
 """Launching a compiled kernel: the one seam between a plan and the hardware.
 
 A :class:`Launcher` is bound to one binary and one rendered :class:`Source` (entry, launch
-geometry, shared memory, scalars). Called with the buffers' addresses (the inputs, then the
-output) and a stream, it enqueues one launch and returns: no host synchronization, no
-allocation. CUDA kernels launch through the driver API (cuda-bindings' ``cuLaunchKernel``) on
+geometry, shared memory, scalars). Called with the buffers (contiguous tensors: the inputs, then
+the output) and a stream, it enqueues one launch and returns: no host synchronization, no
+allocation. It takes tensors rather than addresses so that a launcher whose kernel wants more
+than a pointer of a buffer (a TMA tensor map of its shape and strides) has what it needs. CUDA kernels launch through the driver API (cuda-bindings' ``cuLaunchKernel``) on
 the stream given, which the runtime takes from torch's current stream, so launches order with
 torch's work, follow ``torch.cuda.stream(...)`` and are captured into CUDA graphs. The argument
 block is packed once; a launch writes the addresses into it and hands the driver its address
@@ -38,8 +39,9 @@ class Launcher(ABC):
     """One loaded kernel with its launch packed; thread-safe."""
 
     @abstractmethod
-    def __call__(self, pointers: Sequence[int], stream: int) -> None:
-        """Enqueues one launch on ``stream`` (a raw ``cudaStream_t``; 0 on the CPU)."""
+    def __call__(self, buffers: Sequence[torch.Tensor], stream: int) -> None:
+        """Enqueues one launch on ``buffers`` on ``stream`` (a raw ``cudaStream_t``; 0 on the
+        CPU). The buffers must stay alive until the launch is enqueued."""
 
 
 def load(backend: str, path: Path, source: Source, buffers: int, device_index: int) -> Launcher:
@@ -80,7 +82,8 @@ class CudaLauncher(Launcher):
         self._argv_address = ctypes.addressof(self._argv)
         self._lock = threading.Lock()
 
-    def __call__(self, pointers: Sequence[int], stream: int) -> None:
+    def __call__(self, buffers: Sequence[torch.Tensor], stream: int) -> None:
+        pointers = [buffer.data_ptr() for buffer in buffers]
         if not getattr(self._bound, "yes", False):
             self._bind()
         foreign = _current_device() != self._device_index
@@ -115,8 +118,8 @@ class CpuLauncher(Launcher):
         self._function = function
         self._scalars = tuple(value for _, value in source.scalars)
 
-    def __call__(self, pointers: Sequence[int], stream: int) -> None:
-        self._function(*pointers, *self._scalars)
+    def __call__(self, buffers: Sequence[torch.Tensor], stream: int) -> None:
+        self._function(*[buffer.data_ptr() for buffer in buffers], *self._scalars)
 
 
 def _check(driver: Any, result: tuple, what: str) -> Any:

@@ -84,11 +84,10 @@ class Tuned:
     def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
         # their memory goes back to the allocator on this stream, behind the kernel.
-        dense = [t if t.is_contiguous() else t.contiguous() for t in inputs]
         out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
-        pointers = [t.data_ptr() for t in dense]
-        pointers.append(out.data_ptr())
-        self._launcher(pointers, self._stream())
+        buffers = [t if t.is_contiguous() else t.contiguous() for t in inputs]
+        buffers.append(out)
+        self._launcher(buffers, self._stream())
         return out
 
 
