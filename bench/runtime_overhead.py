@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import tuner.runtime as rt
+from tuner.db import Store
 from tuner.kernel_templates import find_spec
 from tuner.runtime.launch import load
 from tuner.workers import get_backend
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="tuning database URL (attention studies for sm_90a)")
     parser.add_argument("--out", default="bench/results", help="folder for runtime_overhead.{json,md}")
     args = parser.parse_args()
+    Store.open(args.db, create=False).close()  # at this tuner's schema: the runtime opens it read-only
     rt.configure(db=args.db)
     document = {"date": datetime.now(timezone.utc).isoformat(), "environment": environment(),
                 "burst": BURST, "bursts": BURSTS, "max_error": MAX_ERROR,

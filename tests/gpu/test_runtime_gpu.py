@@ -26,6 +26,7 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 import tuner.runtime  # noqa: E402 (after torch's check)
+from tuner.db import Store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TUNED_DB = REPO / "bench" / "results" / "attention_tuned.db.gz"
@@ -39,7 +40,9 @@ def rt(tmp_path_factory):
     path = tmp_path_factory.mktemp("db") / "attention_tuned.db"
     with gzip.open(TUNED_DB) as packed, open(path, "wb") as out:
         shutil.copyfileobj(packed, out)
-    tuner.runtime.configure(db=f"sqlite:///{path}")
+    url = f"sqlite:///{path}"
+    Store.open(url, create=False).close()  # the copy brought to this tuner's schema: the runtime only reads
+    tuner.runtime.configure(db=url)
     return tuner.runtime
 
 

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tests.db_fixtures import db_url, pg_database_url, pg_url  # noqa: F401 (fixtures)
 from tests.runtime.helpers import (EXACT_CONFIG, FAST_CONFIG, SMALL, fill_attention, qkv,
                                    reference, rel_l2, torch)
 from tuner.db import Store, StoreError
@@ -18,7 +17,16 @@ import tuner.runtime as rt
 
 
 @pytest.fixture
-def runtime(db_url: str) -> rt.Runtime:
+def runtime(tmp_path) -> rt.Runtime:
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    with Store.open(url) as store:
+        fill_attention(store)
+    return rt.configure(db=url)
+
+
+@pytest.fixture
+def runtime_on_each_database(db_url: str) -> rt.Runtime:
+    """The runtime over SQLite, then over the real PostgreSQL."""
     with Store.open(db_url) as store:
         fill_attention(store)
     return rt.configure(db=db_url)
@@ -30,7 +38,8 @@ def only_decision() -> rt.Decision:
 
 
 @pytest.mark.parametrize("max_error, config", [(None, FAST_CONFIG), (1e-5, EXACT_CONFIG)])
-def test_exact_problem_runs_the_fastest_config_within_the_bound(runtime, max_error, config):
+def test_exact_problem_runs_the_fastest_config_within_the_bound(runtime_on_each_database, max_error,
+                                                                config):
     q, k, v = qkv(SMALL)
     out = rt.attention(q, k, v, causal=True, max_error=max_error)
     decision = only_decision()
@@ -121,10 +130,11 @@ class CountingAnswers(rt.DatabaseAnswers):
         return super().choose(*args, **kwargs)
 
 
-def test_threads_share_plans_and_each_shape_is_looked_up_once(db_url):
-    with Store.open(db_url) as store:
+def test_threads_share_plans_and_each_shape_is_looked_up_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    with Store.open(url) as store:
         fill_attention(store)
-    answers = CountingAnswers(db_url)
+    answers = CountingAnswers(url)
     runtime = rt.Runtime(answers)
     shapes = [{**SMALL, "S": s} for s in (64, 96, 128)]
     inputs = [qkv(p, seed=i) for i, p in enumerate(shapes)]
