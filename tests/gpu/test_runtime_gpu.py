@@ -182,7 +182,7 @@ HIDDEN = textwrap.dedent("""
 def test_a_bundle_runs_with_no_compiler_and_no_database(tmp_path):
     require(torch.cuda.is_available(), "no CUDA GPU here")
     url = f"sqlite:///{tmp_path / 'tuned.db'}"
-    run = [sys.executable, "-m", "tuner", "run", "--db", url, "--executor", "local", "--trials", "4",
+    run = [sys.executable, "-m", "tuner", "run", "--db", url, "--executor", "local", "--trials", "8",
            "--seed", "2", "--shape", "B=2,H=4,S=384,D=64,causal=true", "--dtype", "fp16", "--no-progress"]
     subprocess.run(run, check=True, cwd=tmp_path)
     subprocess.run([sys.executable, "-m", "tuner", "export", "--db", url, "--bundle", str(tmp_path / "b")],

@@ -11,8 +11,6 @@ import torch
 from tuner.arch import arch_of_capability
 from tuner.kernel_templates.spec import Device
 
-_DEFAULT_SHARED_BYTES = 48 * 1024
-
 
 def backend_of(device: torch.device) -> str | None:
     """The tuner backend of a torch device ("cuda" or "cpu"), or None where there is none."""
@@ -34,13 +32,10 @@ def facts_of(device: torch.device) -> Device:
     """The device as a template's ``check`` sees it, read from torch."""
     if device.type == "cpu":
         return Device("cpu", limits={"cores": os.cpu_count() or 1})
-    props = torch.cuda.get_device_properties(device)
-    limits = {"max_shared_bytes": getattr(props, "shared_memory_per_block_optin", _DEFAULT_SHARED_BYTES),
-              "max_shared_bytes_per_sm": getattr(props, "shared_memory_per_multiprocessor",
-                                                 _DEFAULT_SHARED_BYTES),
-              "max_threads_per_block": getattr(props, "max_threads_per_block", 1024),
-              "sm_count": props.multi_processor_count}
-    return Device(arch_of(device), name=props.name, limits=limits)
+    from .launch import cuda_limits
+
+    index = device.index or 0
+    return Device(arch_of(device), name=torch.cuda.get_device_name(index), limits=cuda_limits(index))
 
 
 def stream_of(device: torch.device) -> Callable[[], int]:

@@ -122,6 +122,20 @@ class CpuLauncher(Launcher):
         self._function(*[buffer.data_ptr() for buffer in buffers], *self._scalars)
 
 
+def cuda_limits(device_index: int) -> dict[str, int]:
+    """A GPU's limits as templates' ``check`` reads them, from the driver."""
+    from cuda.bindings import driver
+
+    _check(driver, driver.cuInit(0), "cuInit")
+    device = _check(driver, driver.cuDeviceGet(device_index), "cuDeviceGet")
+    names = {"max_shared_bytes": "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN",
+             "max_shared_bytes_per_sm": "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR",
+             "max_threads_per_block": "MAX_THREADS_PER_BLOCK", "sm_count": "MULTIPROCESSOR_COUNT"}
+    return {key: _check(driver, driver.cuDeviceGetAttribute(
+                getattr(driver.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}"), device), name)
+            for key, name in names.items()}
+
+
 def _check(driver: Any, result: tuple, what: str) -> Any:
     """The value of a cuda-bindings call's ``(error, value...)`` result, or LaunchError."""
     error = result[0]
