@@ -14,6 +14,7 @@ import pytest
 
 from tests.runtime.helpers import (FAST_CONFIG, SMALL, SOFTMAX, fill_attention, fill_softmax,
                                    qkv, reference, rel_l2, torch)
+from tests.runtime.isolation import REFUSE_COMPILER_AND_DATABASE
 from tuner.cli import main
 from tuner.db import Store
 import tuner.runtime as rt
@@ -114,16 +115,7 @@ def test_arch_without_bundle_is_a_usage_error(database, capsys):
     assert "--arch chooses a bundle's arch" in capsys.readouterr().err
 
 
-HIDDEN = textwrap.dedent("""
-    import importlib.abc, sys
-
-    class Refuse(importlib.abc.MetaPathFinder):
-        # The compile path and the database fail loudly if anything reaches for them.
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "sqlalchemy" or name.startswith(("tuner.workers", "tuner.db")):
-                raise ImportError(f"{name} was imported: the bundle run touched the compile path or the database")
-
-    sys.meta_path.insert(0, Refuse())
+HIDDEN = REFUSE_COMPILER_AND_DATABASE + textwrap.dedent("""
     import torch
     import tuner.runtime as rt
     rt.configure(bundle=sys.argv[1])
