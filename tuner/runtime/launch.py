@@ -18,6 +18,7 @@ import ctypes
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,32 +48,27 @@ class Launcher(ABC):
 def load(backend: str, path: Path, source: Source, buffers: int, device_index: int) -> Launcher:
     """The launcher of ``source`` from the binary at ``path``, taking ``buffers`` addresses."""
     if backend == "cuda":
-        return CudaLauncher(path.read_bytes(), source, buffers, device_index)
+        return CudaLauncher(path, source, buffers, device_index)
     return CpuLauncher(path, source, buffers)
 
 
 class CudaLauncher(Launcher):
-    """A cubin loaded into the primary context of one GPU (the one torch uses)."""
+    """A kernel of a cubin in the primary context of one GPU (the one torch uses). Plans of one
+    binary on one GPU share its loaded module; each has its own packed arguments."""
 
-    def __init__(self, cubin: bytes, source: Source, buffers: int, device_index: int):
+    def __init__(self, cubin: Path, source: Source, buffers: int, device_index: int):
         from cuda.bindings import driver
 
         self._driver = driver
         self._success = driver.CUresult.CUDA_SUCCESS
-        _check(driver, driver.cuInit(0), "cuInit")
-        device = _check(driver, driver.cuDeviceGet(device_index), "cuDeviceGet")
-        self._context = _check(driver, driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+        self._context = _primary_context(device_index)
         self._device_index = device_index
         self._bound = threading.local()  # whether this thread has our context current
-        self._bind()
-        module = _check(driver, driver.cuModuleLoadData(cubin), "cuModuleLoadData")
-        self._module = module  # kept: the function lives as long as its module
-        self._function = _check(driver, driver.cuModuleGetFunction(module, source.entry.encode()),
-                                f"cuModuleGetFunction({source.entry})")
-        if source.shared_bytes > _DEFAULT_DYNAMIC_SHARED:
-            attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-            _check(driver, driver.cuFuncSetAttribute(self._function, attribute, source.shared_bytes),
-                   "cuFuncSetAttribute")
+        _check(driver, driver.cuCtxPushCurrent(self._context), "cuCtxPushCurrent")
+        try:
+            self._function = _function(str(cubin), source.entry, source.shared_bytes, device_index)
+        finally:
+            driver.cuCtxPopCurrent()
         self._geometry = (*source.grid, *source.block, source.shared_bytes)
         self._slots = (ctypes.c_void_p * buffers)()
         self._scalars = [_CTYPES[kind](value) for kind, value in source.scalars]
@@ -84,11 +80,11 @@ class CudaLauncher(Launcher):
 
     def __call__(self, buffers: Sequence[torch.Tensor], stream: int) -> None:
         pointers = [buffer.data_ptr() for buffer in buffers]
-        if not getattr(self._bound, "yes", False):
-            self._bind()
         foreign = _current_device() != self._device_index
         if foreign:  # torch works on another GPU in this thread: launch in ours, then give it back
             self._driver.cuCtxPushCurrent(self._context)
+        elif not getattr(self._bound, "yes", False):  # a thread torch has not bound yet
+            self._bind()
         try:
             with self._lock:
                 self._slots[:] = pointers
@@ -120,6 +116,31 @@ class CpuLauncher(Launcher):
 
     def __call__(self, buffers: Sequence[torch.Tensor], stream: int) -> None:
         self._function(*[buffer.data_ptr() for buffer in buffers], *self._scalars)
+
+
+@lru_cache(maxsize=None)
+def _primary_context(device_index: int) -> Any:
+    from cuda.bindings import driver
+
+    _check(driver, driver.cuInit(0), "cuInit")
+    device = _check(driver, driver.cuDeviceGet(device_index), "cuDeviceGet")
+    return _check(driver, driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
+
+
+@lru_cache(maxsize=None)
+def _function(cubin: str, entry: str, shared_bytes: int, device_index: int) -> Any:
+    """The kernel ``entry`` of a cubin file loaded once into the GPU's primary context (pushed
+    current by the caller); its module stays loaded for the process."""
+    from cuda.bindings import driver
+
+    module = _check(driver, driver.cuModuleLoadData(Path(cubin).read_bytes()), "cuModuleLoadData")
+    function = _check(driver, driver.cuModuleGetFunction(module, entry.encode()),
+                      f"cuModuleGetFunction({entry})")
+    if shared_bytes > _DEFAULT_DYNAMIC_SHARED:
+        attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        _check(driver, driver.cuFuncSetAttribute(function, attribute, shared_bytes),
+               "cuFuncSetAttribute")
+    return function
 
 
 def cuda_limits(device_index: int) -> dict[str, int]:
