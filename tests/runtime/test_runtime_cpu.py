@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from tests.api.conftest import new_study, record
 from tests.runtime.helpers import (EXACT_CONFIG, FAST_CONFIG, SMALL, fill_attention, qkv,
                                    reference, rel_l2, torch)
 from tuner.db import Store, StoreError
+from tuner.workers.measurement import Status
 import tuner.runtime as rt
 
 
@@ -177,3 +179,12 @@ def test_a_missing_database_is_a_stated_fallback(tmp_path):
     with pytest.warns(rt.FallbackWarning, match="no database file"):
         rt.attention(q, k, v, causal=True)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_stored_config_the_template_no_longer_has_falls_back(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    with Store.open(url) as store:
+        record(store, new_study(store, "old", SMALL), 0, {"block_k": 8}, Status.OK, 1e-3, 1e-6, SMALL)
+    rt.configure(db=url)
+    with pytest.warns(rt.FallbackWarning, match="not one of the template's current space"):
+        rt.attention(*qkv(SMALL), causal=True)
