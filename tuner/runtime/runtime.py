@@ -18,9 +18,9 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from tuner.kernel_templates.spec import Device, KernelSpec
 from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
 from .devices import arch_of, facts_of, stream_of
 from .launch import Launcher, LaunchError, load
+
+if TYPE_CHECKING:
+    from .tuning import Tuning
 
 DEFAULT_DB = "sqlite:///tuner.db"  # the CLI's default
 
@@ -96,7 +99,7 @@ class Missing:
 
     __slots__ = ("decision", "tuning")
 
-    def __init__(self, decision: Decision, tuning: Any = None):
+    def __init__(self, decision: Decision, tuning: Tuning | None = None):
         self.decision, self.tuning = decision, tuning
 
 
@@ -119,7 +122,7 @@ class Runtime:
         self._decisions: dict[Hashable, Decision] = {}
         self._tune_missing = tune_missing
         self._tune_args = tuple(tune_args)
-        self._tunings: dict[tuple[str, str, str], Any] = {}
+        self._tunings: dict[tuple[str, str, str], Tuning] = {}
 
     def plan(self, key: Hashable, request: Callable[[], Request], *, kernel: str,
              fallback: str | None = None) -> Plan:
@@ -145,7 +148,8 @@ class Runtime:
         with self._lock:
             return list(self._decisions.values())
 
-    def tunings(self) -> list[Any]:
+    def tunings(self) -> list[Tuning]:
+        """The background tunings started so far."""
         with self._lock:
             return list(self._tunings.values())
 
@@ -161,11 +165,10 @@ class Runtime:
         decision = Decision(kernel=spec.name, arch=arch, problem=problem, max_error=asked.max_error)
         try:
             choice = self.answers.choose(spec.name, arch, problem, asked.max_error)
-            decision = Decision(**{**decision.__dict__, "choice": choice})
+            decision = replace(decision, choice=choice)
             return self._tuned(asked, decision, choice)
         except (NoAnswer, LaunchError) as exc:
-            return self._missing(asked, Decision(**{**decision.__dict__, "choice": None,
-                                                    "reason": str(exc)}),
+            return self._missing(asked, replace(decision, choice=None, reason=str(exc)),
                                  untuned=decision.choice is None)
 
     def _tuned(self, asked: Request, decision: Decision, choice: Choice) -> Tuned:
@@ -184,12 +187,12 @@ class Runtime:
         if untuned and self._tune_missing:
             tuning = self._start_tuning(asked, decision)
             if tuning is not None:
-                decision = Decision(**{**decision.__dict__, "tuning_log": tuning.log})
+                decision = replace(decision, tuning_log=tuning.log)
         started = f"; a background `tuner run` is tuning it (log {tuning.log})" if tuning else ""
         _say(decision, asked.fallback, started)
         return Missing(decision, tuning)
 
-    def _start_tuning(self, asked: Request, decision: Decision) -> Any:
+    def _start_tuning(self, asked: Request, decision: Decision) -> Tuning | None:
         from tuner.kernel_templates.spec import canonical_json
         from tuner.workers.cache import cache_dir
 
