@@ -39,9 +39,9 @@ import torch.nn.functional as F
 
 import tuner.runtime as rt
 from tuner.db import Store
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.runtime.launch import load
-from tuner.workers import get_backend
+from tuner.workers import backend_for
 from tuner.workers.cuda_runtime import environment, launcher
 
 SHAPES = {"small": (1, 8, 128, 64, True), "headline": (16, 96, 512, 64, False)}  # B, H, S, D, causal
@@ -85,8 +85,9 @@ def launch_overhead(name: str) -> dict[str, Any]:
     if decision.choice is None:
         raise SystemExit(f"no tuned config for {name}: {decision.reason}")
     spec = find_spec("attention", decision.arch)
+    target = Target.documented(decision.arch)
     source = spec.render(decision.choice.config, decision.problem)
-    cubin = get_backend("cuda").compile(source, decision.arch).path
+    cubin = backend_for(target).compile(source, target).path
     out = torch.empty_like(q)
     seam = load("cuda", Path(cubin), source, 4, q.device.index)
     buffers = [q, k, v, out]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.kernel_templates.spec import KernelSpec, Source
+from tuner.kernel_templates import KernelSpec, Source, Target
 
 
 class NoAnswer(Exception):
@@ -52,8 +52,8 @@ class Answers(ABC):
         """The config for ``problem``, or NoAnswer."""
 
     @abstractmethod
-    def binary(self, spec: KernelSpec, source: Source, arch: str) -> Path:
-        """The compiled file of ``source`` for ``arch`` (cubin or shared object), or NoAnswer."""
+    def binary(self, spec: KernelSpec, source: Source, target: Target) -> Path:
+        """The compiled file of ``source`` for ``target`` (cubin or shared object), or NoAnswer."""
 
 
 class DatabaseAnswers(Answers):
@@ -83,13 +83,14 @@ class DatabaseAnswers(Answers):
                       distance=answer.distance, latency_s=trial.median_s, rel_l2=trial.rel_l2,
                       origin=f"study {answer.study!r} trial {trial.number} on {answer.device}")
 
-    def binary(self, spec: KernelSpec, source: Source, arch: str) -> Path:
-        from tuner.workers import get_backend
+    def binary(self, spec: KernelSpec, source: Source, target: Target) -> Path:
+        from tuner.workers import backend_for
 
-        artifact = get_backend(spec.backend).compile(source, arch)
+        artifact = backend_for(target).compile(source, target)
         if artifact.error is not None or artifact.path is None:
             last = (artifact.error or "no binary").strip().splitlines()[-1:] or ["no binary"]
-            raise NoAnswer(f"the stored config of {spec.name} did not compile for {arch}: {last[0]}")
+            raise NoAnswer(f"the stored config of {spec.name} did not compile for {target.arch}: "
+                           f"{last[0]}")
         return Path(artifact.path)
 
     def _open(self) -> Any:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuner.kernel_templates.spec import KernelSpec, Source, canonical_json
+from tuner.kernel_templates import KernelSpec, Source, Target, canonical_json
 from tuner.problems import nearest_problem
 
 from .answers import Answers, Choice, NoAnswer
@@ -98,7 +98,7 @@ class BundleAnswers(Answers):
                       exact=entry is exact, distance=distance, latency_s=entry["latency_s"],
                       rel_l2=entry["rel_l2"], origin=f"bundle {self.directory}")
 
-    def binary(self, spec: KernelSpec, source: Source, arch: str) -> Path:
+    def binary(self, spec: KernelSpec, source: Source, target: Target) -> Path:
         path = self.directory / binary_name(source, self.backend)
         if not path.is_file():
             raise NoAnswer(f"bundle {self.directory} has no binary of this config rendered for "

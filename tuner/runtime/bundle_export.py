@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from tuner.errors import UsageError
 from tuner.export import Entry, collect
-from tuner.kernel_templates import KernelSpec, SpecError, backend_of, find_spec, load_spec_file
+from tuner.kernel_templates import KernelSpec, SpecError, Target, find_spec, load_spec_file
 from tuner.service import Service
-from tuner.workers import get_backend
+from tuner.workers import backend_for
 from tuner.workers.cache import store_atomically
 
 from .bundle import BINARIES, FORMAT, MANIFEST, binary_name
@@ -42,7 +42,8 @@ def write_bundle(service: Service, directory: str | Path, arch: str | None = Non
     arch = bundle_arch(collected, arch)
     entries = [entry for entry in collected if entry.arch == arch]
     templates = {(s.kernel, s.arch): s.template_path for s in service.studies() if s.template_path}
-    backend = get_backend(backend_of(arch))
+    target = Target.documented(arch)
+    backend = backend_for(target)
     out = Path(directory)
     (out / BINARIES).mkdir(parents=True, exist_ok=True)
     documents = []
@@ -50,7 +51,7 @@ def write_bundle(service: Service, directory: str | Path, arch: str | None = Non
         template = templates.get((entry.kernel, entry.arch))
         spec = _spec(entry, template)
         source = spec.render(entry.config, entry.problem)
-        artifact = backend.compile(source, arch)
+        artifact = backend.compile(source, target)
         if artifact.error is not None or artifact.path is None:
             raise UsageError(f"the best config of {entry.kernel} for {entry.problem} does not "
                              f"compile here ({artifact.error}): fix the toolchain and export again")

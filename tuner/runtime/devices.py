@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable
 from functools import lru_cache, partial
 
 import torch
 
 from tuner.arch import arch_of_capability
-from tuner.kernel_templates.spec import Device
+from tuner.kernel_templates import Target
 
 
 def backend_of(device: torch.device) -> str | None:
@@ -28,14 +29,16 @@ def arch_of(device: torch.device) -> str:
 
 
 @lru_cache(maxsize=None)
-def facts_of(device: torch.device) -> Device:
-    """The device as a template's ``check`` sees it, read from torch."""
+def target_of(device: torch.device) -> Target:
+    """The target of a device as it has it (its name and limits), which templates' ``check``
+    sees and backends compile for."""
     if device.type == "cpu":
-        return Device("cpu", limits={"cores": os.cpu_count() or 1})
+        return Target.documented("cpu").with_device(platform.processor(), {"cores": os.cpu_count() or 1})
     from .launch import cuda_limits
 
     index = device.index or 0
-    return Device(arch_of(device), name=torch.cuda.get_device_name(index), limits=cuda_limits(index))
+    return Target.documented(arch_of(device)).with_device(torch.cuda.get_device_name(index),
+                                                          cuda_limits(index))
 
 
 def stream_of(device: torch.device) -> Callable[[], int]:

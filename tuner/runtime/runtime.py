@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tuner.kernel_templates.spec import Device, KernelSpec
+from tuner.kernel_templates import KernelSpec, Target
 
 from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
-from .devices import arch_of, facts_of, stream_of
+from .devices import arch_of, stream_of, target_of
 from .launch import Launcher, LaunchError, load
 
 if TYPE_CHECKING:
@@ -173,11 +173,12 @@ class Runtime:
 
     def _tuned(self, asked: Request, decision: Decision, choice: Choice) -> Tuned:
         spec, problem = asked.spec, asked.problem
-        reason = misfit(spec, choice, problem, facts_of(asked.device))
+        target = target_of(asked.device)
+        reason = misfit(spec, choice, problem, target)
         if reason is not None:
             raise NoAnswer(reason)
         source = spec.render(choice.config, problem)
-        path = self.answers.binary(spec, source, decision.arch)
+        path = self.answers.binary(spec, source, target)
         launcher = load(spec.backend, path, source, asked.inputs + 1, asked.device.index or 0)
         out = spec.output_spec(problem)
         return Tuned(decision, launcher, tuple(out.shape), getattr(torch, out.dtype), asked.device)
@@ -216,14 +217,14 @@ def _say(decision: Decision, fallback: str | None, more: str = "") -> None:
                                       f"{decision.reason}{more}"), stacklevel=6)
 
 
-def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], device: Device) -> str | None:
-    """Why a stored config cannot run ``problem`` on ``device``, or None when it can."""
+def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], target: Target) -> str | None:
+    """Why a stored config cannot run ``problem`` on ``target``, or None when it can."""
     choices = {p.name: p.choices for p in spec.params}
     config = choice.config
     if set(config) != set(choices) or any(config[n] not in c for n, c in choices.items()):
         return (f"the stored config {config} is not one of the template's current space (the "
                 f"template changed since it was tuned): tune {spec.name} again")
-    reason = spec.check(config, problem, device)
+    reason = spec.check(config, problem, target)
     if reason is None:
         return None
     if choice.exact:
