@@ -14,7 +14,7 @@ from tests.api.conftest import new_study, record
 from tests.runtime.helpers import (EXACT_CONFIG, FAST_CONFIG, SMALL, fill_attention, qkv,
                                    reference, rel_l2, torch)
 from tuner.db import Store, StoreError
-from tuner.workers.measurement import Status
+from tuner.enums import Status
 import tuner.runtime as rt
 
 
