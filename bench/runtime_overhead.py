@@ -49,6 +49,7 @@ BLOCKS = {"small": (1, 128), "headline": (16, 512)}  # batch, length; width 512,
 WIDTH, HEADS = 512, 8
 BURST, BURSTS = 200, 50
 MAX_ERROR = 1e-3
+VARIANTS = ("driver", "direct", "direct+alloc", "worker", "runtime", "op", "sdpa")
 
 
 def burst(call: Callable[[], Any], n: int = BURST, bursts: int = BURSTS) -> dict[str, float]:
@@ -107,7 +108,7 @@ def launch_overhead(name: str) -> dict[str, Any]:
         timings = {label: burst(call) for label, call in calls.items()}
         seam(buffers, stream)
         torch.cuda.synchronize()
-    return {"shape": dict(zip("BHSD", (batch, heads, length, dim)), causal=causal, dtype="fp16"),
+    return {"shape": dict(zip("BHSD", (batch, heads, length, dim), strict=True), causal=causal, dtype="fp16"),
             "config": decision.choice.config, "tuned_problem": decision.choice.tuned_problem,
             "exact": decision.choice.exact, "origin": decision.choice.origin,
             "rel_l2_runtime": _rel(ours, reference), "rel_l2_direct": _rel(out, reference),
@@ -164,7 +165,7 @@ def block_forward(name: str) -> dict[str, Any]:
             forward = block if mode == "eager" else torch.compile(block, fullgraph=True)
             with torch.no_grad():
                 outputs[attend_name, mode] = forward(x)
-                timing = burst(lambda: forward(x), n=50, bursts=30)
+                timing = burst(lambda forward=forward: forward(x), n=50, bursts=30)
             results[f"{attend_name}_{mode}_us"] = timing["wall_us"]
             results[f"{attend_name}_{mode}_host_us"] = timing["host_us"]
     results["rel_l2_runtime_vs_sdpa"] = _rel(outputs["runtime", "eager"], outputs["sdpa", "eager"].float())
@@ -177,14 +178,14 @@ def markdown(document: dict[str, Any]) -> str:
              f"{document['date']}; torch {document['environment'].get('torch')}, driver "
              f"{document['environment'].get('driver')}; bursts of {BURST} calls, median of {BURSTS}.",
              "", "## Launch overhead per call (µs)", "",
-             "| shape | config from | driver | direct | direct+alloc | worker | runtime | op | sdpa | runtime − driver | op − driver |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| shape | config from | driver | direct | direct+alloc | worker | runtime | op | sdpa "
+             "| runtime − driver | op − driver |", "|" + " --- |" * 11]
     for name, row in document["launch"].items():
         t = row["timings"]
         source = "exact" if row["exact"] else f"nearest {row['tuned_problem']}"
-        lines.append(f"| {name} {row['shape']} | {source} | " + " | ".join(
-            f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in ("driver", "direct", "direct+alloc", "worker", "runtime", "op", "sdpa"))
-            + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} |")
+        cells = [f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in VARIANTS]
+        lines.append(f"| {name} {row['shape']} | {source} | " + " | ".join(cells)
+                     + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} |")
     lines += ["", "Host time to enqueue one call; in parentheses the time per call until the GPU has "
               "finished the burst.", "", "## Transformer block forward (µs per forward)", "",
               "| block | sdpa eager | runtime eager | sdpa compiled | runtime compiled | rel. L2 runtime vs sdpa |",

@@ -8,7 +8,8 @@ database imports this module alone.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -28,8 +28,8 @@ torch = import_torch()
 from tests.api.conftest import BASE_CONFIG, new_study, record  # noqa: E402
 from tests.db_fixtures import measurement  # noqa: E402
 from tuner.db import Store  # noqa: E402
-from tuner.kernel_templates import load_spec_file  # noqa: E402
 from tuner.enums import Status  # noqa: E402
+from tuner.kernel_templates import load_spec_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SOFTMAX = str(REPO / "examples" / "softmax_spec.py")

@@ -12,14 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.helpers import (FAST_CONFIG, SMALL, SOFTMAX, fill_attention, fill_softmax,
-                                   qkv, reference, rel_l2, torch)
+from tests.runtime.helpers import (
+    FAST_CONFIG,
+    SMALL,
+    SOFTMAX,
+    fill_attention,
+    fill_softmax,
+    qkv,
+    reference,
+    rel_l2,
+    torch,
+)
 from tests.runtime.isolation import REFUSE_COMPILER_AND_DATABASE
+from tuner import runtime as rt
 from tuner.cli import main
 from tuner.db import Store
-import tuner.runtime as rt
-from tuner.runtime.bundle import FORMAT, MANIFEST
 from tuner.kernel_templates import find_spec
+from tuner.runtime.bundle import FORMAT, MANIFEST
 
 SOFTMAX_PROBLEM = {"rows": 8, "cols": 32}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.runtime.helpers import SOFTMAX, fill_softmax, torch
+from tuner import runtime as rt
 from tuner.db import Store
 from tuner.kernel_templates import SpecError
-import tuner.runtime as rt
 
 PROBLEM = {"rows": 16, "cols": 48}
 

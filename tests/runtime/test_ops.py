@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from tests.runtime.helpers import SMALL, SOFTMAX, fill_attention, fill_softmax, qkv, torch
+from tuner import runtime as rt
 from tuner.db import Store
-import tuner.runtime as rt
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 SOFTMAX_PROBLEM = {"rows": 8, "cols": 32}
 

@@ -11,11 +11,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from tests.api.conftest import new_study, record
-from tests.runtime.helpers import (EXACT_CONFIG, FAST_CONFIG, SMALL, fill_attention, qkv,
-                                   reference, rel_l2, torch)
+from tests.runtime.helpers import EXACT_CONFIG, FAST_CONFIG, SMALL, fill_attention, qkv, reference, rel_l2, torch
+from tuner import runtime as rt
 from tuner.db import Store, StoreError
 from tuner.enums import Status
-import tuner.runtime as rt
 
 
 @pytest.fixture
@@ -147,7 +146,7 @@ def test_threads_share_plans_and_each_shape_is_looked_up_once(tmp_path):
     def work() -> None:
         start.wait()
         for _ in range(10):
-            for x, ref in zip(inputs, expected):
+            for x, ref in zip(inputs, expected, strict=True):
                 errors.append(rel_l2(rt.attention(*x, causal=True), ref))
 
     rt.runtime._current = runtime  # this runtime is the process's for the test

@@ -8,8 +8,8 @@ import warnings
 import pytest
 
 from tests.runtime.helpers import SMALL, fill_attention, qkv, reference, rel_l2, torch
+from tuner import runtime as rt
 from tuner.db import Store
-import tuner.runtime as rt
 from tuner.runtime.tuning import shape_text
 
 

@@ -16,7 +16,7 @@ from .attention import attention
 from .bundle import BundleAnswers, BundleError
 from .kernel import TemplateKernel, kernel
 from .launch import LaunchError
-from .runtime import (Decision, FallbackWarning, NotTuned, Runtime, configure, current)
+from .runtime import Decision, FallbackWarning, NotTuned, Runtime, configure, current
 
 
 def decisions() -> list[Decision]:

@@ -20,7 +20,7 @@ from tuner.kernel_templates import SpecError, find_spec
 from . import ops
 from .answers import NoAnswer
 from .devices import arch_of
-from .runtime import Missing, Request, current
+from .runtime import Request, Tuned, current
 
 FALLBACK = "torch.nn.functional.scaled_dot_product_attention"
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -46,7 +46,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool =
     if plan is None:
         plan = runtime.plan(key, lambda: _request(q, k, v, causal, max_error), kernel="attention",
                             fallback=FALLBACK)
-    if type(plan) is not Missing:
+    if isinstance(plan, Tuned):
         return plan((q, k, v))
     runtime.missing(key, plan)
     return _sdpa(q, k, v, causal)

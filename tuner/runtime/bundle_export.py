@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+
 from tuner.errors import UsageError
 from tuner.export import Entry, collect
 from tuner.kernel_templates import KernelSpec, SpecError, Target, find_spec, load_spec_file

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import cache, partial
 
 import torch
 
@@ -18,7 +18,7 @@ def backend_of(device: torch.device) -> str | None:
     return device.type if device.type in ("cuda", "cpu") else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def arch_of(device: torch.device) -> str:
     """The arch a device's kernels are tuned for: ``cpu``, or the GPU's as `--arch auto` picks it.
     UsageError for a GPU with no built-in target."""
@@ -28,7 +28,7 @@ def arch_of(device: torch.device) -> str:
     return arch_of_capability(f"{major}.{minor}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def target_of(device: torch.device) -> Target:
     """The target of a device as it has it (its name and limits), which templates' ``check``
     sees and backends compile for."""

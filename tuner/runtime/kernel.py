@@ -24,7 +24,7 @@ from tuner.kernel_templates.spec import canonical_json
 
 from . import ops
 from .devices import backend_of
-from .runtime import Missing, NotTuned, Request, current
+from .runtime import NotTuned, Request, Tuned, current
 
 
 class TemplateKernel:
@@ -68,7 +68,7 @@ def _kernel(template: str, problem: str, inputs: list[torch.Tensor],
     if plan is None:
         plan = runtime.plan(key, lambda: _request(template, problem, inputs, max_error),
                             kernel=load_spec_file(template).name)
-    if type(plan) is not Missing:
+    if isinstance(plan, Tuned):
         return plan(inputs)
     runtime.missing(key, plan)
     raise NotTuned(f"{plan.decision.kernel}: {plan.decision.reason}")

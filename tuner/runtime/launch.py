@@ -4,12 +4,14 @@ A :class:`Launcher` is bound to one binary and one rendered :class:`Source` (ent
 geometry, shared memory, scalars). Called with the buffers (contiguous tensors: the inputs, then
 the output) and a stream, it enqueues one launch and returns: no host synchronization, no
 allocation. It takes tensors rather than addresses so that a launcher whose kernel wants more
-than a pointer of a buffer (a TMA tensor map of its shape and strides) has what it needs. CUDA kernels launch through the driver API (cuda-bindings' ``cuLaunchKernel``) on
-the stream given, which the runtime takes from torch's current stream, so launches order with
-torch's work, follow ``torch.cuda.stream(...)`` and are captured into CUDA graphs. The argument
-block is packed once; a launch writes the addresses into it and hands the driver its address
-(the driver copies the arguments at launch), under a lock so threads can share a launcher.
-C kernels (the CPU backend) are called through ctypes, which releases the GIL.
+than a pointer of a buffer (a TMA tensor map of its shape and strides) has what it needs.
+
+CUDA kernels launch through the driver API (cuda-bindings' ``cuLaunchKernel``) on the stream
+given, which the runtime takes from torch's current stream, so launches order with torch's work,
+follow ``torch.cuda.stream(...)`` and are captured into CUDA graphs. The argument block is packed
+once; a launch writes the addresses into it and hands the driver its address (the driver copies
+the arguments at launch), under a lock so threads can share a launcher. C kernels (the CPU
+backend) are called through ctypes, which releases the GIL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import ctypes
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import torch
 
 from tuner.kernel_templates.spec import Source
 
-_CTYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
+_CTYPES: dict[str, Any] = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
            "float64": ctypes.c_double}
 _DEFAULT_DYNAMIC_SHARED = 48 * 1024  # beyond this a kernel must opt in
 _current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
@@ -70,7 +72,7 @@ class CudaLauncher(Launcher):
         finally:
             driver.cuCtxPopCurrent()
         self._geometry = (*source.grid, *source.block, source.shared_bytes)
-        self._slots = (ctypes.c_void_p * buffers)()
+        self._slots: Any = (ctypes.c_void_p * buffers)()
         self._scalars = [_CTYPES[kind](value) for kind, value in source.scalars]
         addresses = [ctypes.addressof(self._slots) + i * ctypes.sizeof(ctypes.c_void_p)
                      for i in range(buffers)] + [ctypes.addressof(s) for s in self._scalars]
@@ -118,7 +120,7 @@ class CpuLauncher(Launcher):
         self._function(*[buffer.data_ptr() for buffer in buffers], *self._scalars)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _primary_context(device_index: int) -> Any:
     from cuda.bindings import driver
 
@@ -127,7 +129,7 @@ def _primary_context(device_index: int) -> Any:
     return _check(driver, driver.cuDevicePrimaryCtxRetain(device), "cuDevicePrimaryCtxRetain")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _function(cubin: str, entry: str, shared_bytes: int, device_index: int) -> Any:
     """The kernel ``entry`` of a cubin file loaded once into the GPU's primary context (pushed
     current by the caller); its module stays loaded for the process."""

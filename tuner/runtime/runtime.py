@@ -248,13 +248,12 @@ def configure(*, db: str | None = None, bundle: str | Path | None = None,
         raise ValueError("pass db or bundle, not both: a runtime answers from one source")
     if db is None and bundle is None:
         bundle = os.environ.get("TUNER_BUNDLE") or None
-        db = None if bundle else os.environ.get("TUNER_DB", DEFAULT_DB)
     if bundle is not None:
         from .bundle import BundleAnswers
 
         answers: Answers = BundleAnswers(bundle)
     else:
-        answers = DatabaseAnswers(db)
+        answers = DatabaseAnswers(db or os.environ.get("TUNER_DB", DEFAULT_DB))
     runtime = Runtime(answers, tune_missing=tune_missing, tune_args=tune_args)
     with _configuring:
         _current = runtime
