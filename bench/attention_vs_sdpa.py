@@ -37,7 +37,8 @@ from tuner.kernel_templates import Target, find_spec
 from tuner.service import NotFound, Service
 from tuner.workers import TimingPolicy, get_backend
 from tuner.workers.cuda_measure import error_metrics, time_launches
-from tuner.workers.cuda_runtime import environment, launcher
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_runtime import environment
 
 ARCH = "sm_90a"
 TARGET = Target.documented(ARCH)
@@ -142,7 +143,7 @@ def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[s
     artifact = get_backend("cuda").compile(source, TARGET)
     if artifact.error is not None:
         raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
-    return launcher(artifact.path, source, [*inputs.values(), out])
+    return launcher(artifact.path, source, inputs, out)
 
 
 def time_tuned(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],

@@ -18,7 +18,7 @@ from pathlib import Path
 from .spec import KernelSpec
 
 # module (inside tuner.kernel_templates) -> the spec classes it defines
-BUILTIN_MODULES = ("attention_cpu", "attention_cuda")
+BUILTIN_MODULES = ("attention_cpu", "attention_cuda", "gemm_cuda")
 
 
 class SpecError(Exception):

@@ -10,8 +10,9 @@ CUDA source it renders). The tuner only ever talks to a kernel through this inte
     reference()   -> the exact answer the kernel is verified against
     flops()/bytes_moved() -> so latencies read as FLOP/s and against a roofline
 
-Calling convention of a rendered kernel: ``entry(*inputs, output, *scalars)`` where ``inputs``
-are the buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
+Calling convention of a rendered kernel: ``entry(*tensor_maps, *inputs, output, *scalars)`` where
+``tensor_maps`` are :attr:`Source.tensor_maps` (CUDA only, usually none), ``inputs`` are the
+buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
 :meth:`KernelSpec.output_spec`, and ``scalars`` are :attr:`Source.scalars` in order.
 """
 
@@ -92,12 +93,39 @@ class ProblemParam:
 
 
 @dataclass(frozen=True)
+class TensorMap:
+    """A TMA tensor map the launcher builds over one launch buffer (``cuTensorMapEncodeTiled``).
+
+    ``buffer`` names an input (a key of ``make_inputs``) or ``"out"``; the map's global shape,
+    strides and element type are that buffer's (its last dimension contiguous; the others'
+    strides multiples of 16 bytes, as TMA requires). ``box`` is the tile one load moves, innermost
+    dimension first; ``swizzle`` and ``l2_promotion`` are bytes (0/32/64/128 and 0/64/128/256);
+    ``oob_fill`` is what loads read past the edges: ``"zero"`` or ``"nan"``. The kernel receives
+    the map by value as a ``const __grid_constant__`` 128-byte parameter.
+    """
+
+    buffer: str
+    box: tuple[int, ...]
+    swizzle: int = 128
+    l2_promotion: int = 256
+    oob_fill: str = "zero"
+
+    def describe(self) -> dict[str, Any]:
+        return {"buffer": self.buffer, "box": list(self.box), "swizzle": self.swizzle,
+                "l2_promotion": self.l2_promotion, "oob_fill": self.oob_fill}
+
+
+@dataclass(frozen=True)
 class Source:
     """A rendered kernel: everything a compiler and a launcher need, as plain data.
 
     ``language`` is ``"c"`` or ``"cuda"``. ``scalars`` are ``(c_type, value)`` pairs passed after
     the buffers, with c_type one of ``int32``, ``int64``, ``float32``, ``float64``. ``grid``,
-    ``block`` and ``shared_bytes`` describe a CUDA launch and are ignored for C.
+    ``block`` and ``shared_bytes`` describe a CUDA launch and are ignored for C, as are the
+    Hopper parts: ``tensor_maps`` (passed before the buffers, in order), ``cluster`` (blocks per
+    thread-block cluster; ``grid`` must be a multiple) and ``persistent`` (``grid`` is an upper
+    bound: the launcher starts no more blocks, or clusters, than fit the device at once, and the
+    kernel loops over its work with a stride of ``gridDim``).
     """
 
     language: str
@@ -108,6 +136,9 @@ class Source:
     grid: tuple[int, int, int] = (1, 1, 1)
     block: tuple[int, int, int] = (1, 1, 1)
     shared_bytes: int = 0
+    tensor_maps: tuple[TensorMap, ...] = ()
+    cluster: tuple[int, int, int] = (1, 1, 1)
+    persistent: bool = False
 
     def code_digest(self) -> str:
         """Hash of what decides the compiled binary (code, entry, options): the compile cache's key,
@@ -125,8 +156,20 @@ class Source:
         text = canonical_json({"language": self.language, "code": self.code, "entry": self.entry,
                                "options": list(self.options), "scalars": [list(s) for s in self.scalars],
                                "grid": list(self.grid), "block": list(self.block),
-                               "shared_bytes": self.shared_bytes})
+                               "shared_bytes": self.shared_bytes, **self._hopper_launch()})
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def _hopper_launch(self) -> dict[str, Any]:
+        """The tensor maps, cluster and persistence, where set: a source without them keeps the
+        digest it had before they existed, so stored trials still answer for it."""
+        launch: dict[str, Any] = {}
+        if self.tensor_maps:
+            launch["tensor_maps"] = [m.describe() for m in self.tensor_maps]
+        if tuple(self.cluster) != (1, 1, 1):
+            launch["cluster"] = list(self.cluster)
+        if self.persistent:
+            launch["persistent"] = True
+        return launch
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Habits from Triton's ``do_bench``: estimate first and derive the repeats from a time budget,
 flush the L2 before every repeat, time each repeat with its own pair of events, keep quantiles.
-Habits for trust: fresh random inputs (never zeros), the output poisoned with NaN before every
+Habits for trust: fresh random inputs (never zeros), the output poisoned (NaN, or a sentinel for integers) before every
 run, the first run verified before any timing, and the inputs redrawn before the last timed run,
 whose output is verified too, so a kernel that skips work after its first run cannot pass.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from tuner.kernel_templates.spec import KernelSpec
 
 from .backend import TimingPolicy
-from .cuda_runtime import environment, launcher, sm_clock_mhz
+from .cuda_runtime import environment, sm_clock_mhz
 from .measurement import Artifact, Job, Measurement, Status, verdict
 from .stats import summarize
 
@@ -46,13 +46,15 @@ def _run(job: Job, cubin: str, spec: KernelSpec, policy: TimingPolicy, result: M
     """Fills ``result`` in: a verified first run, then timing, then the last timed run verified."""
     import torch
 
+    from .cuda_launch import launcher
+
     rng = np.random.default_rng(job.seed)
     inputs = spec.make_inputs(job.problem, rng)
     out_spec = spec.output_spec(job.problem)
     out = torch.empty(out_spec.shape, dtype=getattr(torch, out_spec.dtype), device="cuda")
-    launch = launcher(cubin, job.source, [*inputs.values(), out])
+    launch = launcher(cubin, job.source, inputs, out)
     bound = spec.max_error(job.config, job.problem)
-    out.fill_(math.nan)
+    poison(out)
     launch()
     if not _verify(result, out, spec.reference(inputs, job.problem), bound):
         return
@@ -71,7 +73,7 @@ def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
     flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda") if policy.flush_l2 else None
 
     def prepare() -> None:
-        out.fill_(math.nan)
+        poison(out)
         if flush is not None:
             flush.zero_()
 
@@ -90,6 +92,14 @@ def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
         end.record()
     torch.cuda.synchronize()
     return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+def poison(out: Any) -> None:
+    """Fills ``out`` with what no kernel writes on purpose: NaN for floating-point outputs, the
+    type's largest value for integer ones, so unwritten elements fail verification."""
+    import torch
+
+    out.fill_(math.nan if out.dtype.is_floating_point else torch.iinfo(out.dtype).max)
 
 
 def _estimate_s(launch: Callable[[], None], prepare: Callable[[], None]) -> float:
@@ -135,7 +145,11 @@ def error_metrics(out: Any, ref: Any) -> tuple[float, float]:
 
 
 def _launch_errors() -> tuple[type[BaseException], ...]:
-    """What a bad module or a faulting kernel raises: CuPy's driver errors and torch's CUDA errors."""
+    """What a bad module, a bad tensor map or a faulting kernel raises: the driver's errors (a
+    RuntimeError), CuPy's and torch's CUDA errors, and ValueError for a map its buffer cannot carry."""
     import cupy
 
-    return (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError, RuntimeError)
+    from .cuda_launch import CudaDriverError
+
+    return (CudaDriverError, cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError, RuntimeError,
+            ValueError)

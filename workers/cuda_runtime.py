@@ -1,27 +1,18 @@
-"""The GPU side of the CUDA backend: device facts, loading cubins and launching them (CuPy).
+"""The GPU side of the CUDA backend: device facts and the environment fingerprint (CuPy, NVML).
 
 CuPy, torch and pynvml are imported only when a GPU is used, so compiling (and CI) needs none
-of them. Kernels launch on the legacy default stream, which torch also uses unless told
-otherwise, so torch's events and allocations order correctly around them.
+of them. Loading and launching kernels is cuda_launch's job.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
-
-from tuner.kernel_templates.spec import Source
 from tuner.kernel_templates.target import Target
 
 from .cuda_compile import compiler
-
-_SCALAR_TYPES = {"int32": np.int32, "int64": np.int64, "float32": np.float32, "float64": np.float64}
-
-_DEFAULT_DYNAMIC_SHARED = 48 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -76,39 +67,3 @@ def sm_clock_mhz() -> float | None:
         return float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
     except pynvml.NVMLError:  # NVML refused: the clock is optional context
         return None
-
-
-@lru_cache(maxsize=64)
-def _function(cubin: str, entry: str, shared_bytes: int):
-    import cupy
-
-    function = cupy.RawModule(path=cubin).get_function(entry)
-    if shared_bytes > _DEFAULT_DYNAMIC_SHARED:  # beyond 48 KB a kernel must opt in
-        function.max_dynamic_shared_size_bytes = shared_bytes
-    return function
-
-
-def launcher(cubin: str, source: Source, buffers: Sequence[Any]) -> Callable[[], None]:
-    """A function launching the kernel on ``buffers`` (torch tensors: the inputs, then the output).
-
-    The arguments are packed once, so a timed launch costs the host little. Refresh inputs in
-    place (``copy_``) to keep them. Raises CuPy's driver errors for a module that does not load
-    or a launch that fails.
-    """
-    import cupy
-
-    function = _function(cubin, source.entry, source.shared_bytes)
-    # Viewed as int16, fp16 and bf16 tensors alike cross into CuPy (which has no bf16) as pointers.
-    arrays = tuple(cupy.asarray(buffer.view(_same_size_int(buffer))) for buffer in buffers)
-    args = arrays + tuple(_SCALAR_TYPES[kind](value) for kind, value in source.scalars)
-
-    def launch() -> None:
-        function(source.grid, source.block, args, shared_mem=source.shared_bytes)
-
-    return launch
-
-
-def _same_size_int(tensor: Any) -> Any:
-    import torch
-
-    return {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]

@@ -18,7 +18,8 @@ from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_measure import time_launches
-from tuner.workers.cuda_runtime import gpu_count, launcher
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_runtime import gpu_count
 
 pytestmark = pytest.mark.gpu
 
@@ -110,7 +111,7 @@ def test_timing_agrees_with_triton_do_bench() -> None:
     artifact = BACKEND.compile(source, TARGET)
     inputs = SPEC.make_inputs(problem, __import__("numpy").random.default_rng(1))
     out = torch.empty(SPEC.output_spec(problem).shape, dtype=torch.float16, device="cuda")
-    launch = launcher(artifact.path, source, [*inputs.values(), out])
+    launch = launcher(artifact.path, source, inputs, out)
     ours = statistics.median(time_launches(launch, out, TimingPolicy()))
     theirs = do_bench(launch, warmup=25, rep=100, return_mode="median") / 1e3
     print(f"\nworker {ours * 1e6:.1f} us, do_bench {theirs * 1e6:.1f} us")

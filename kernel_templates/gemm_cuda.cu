@@ -1,0 +1,204 @@
+/* C = A·B on Hopper (sm_90a): TMA loads into a ring of STAGES shared-memory stages, wgmma into fp32
+ * registers, one producer warpgroup and CONSUMERS consumer warpgroups (warp specialization with
+ * register reallocation), optional 2-block clusters sharing B through TMA multicast, and a
+ * persistent grid walking output tiles in grouped order.
+ *
+ * A is [M, K] row-major; B is [K, N] row-major (B_KMAJOR 0: read MN-major by wgmma) or, for
+ * x @ W.T, W = [N, K] row-major (B_KMAJOR 1). C is [M, N] row-major, fp16 or bf16. M, N, K are
+ * run-time arguments: TMA zero-fills the loads past the edges and the stores are clipped, so any
+ * size runs on the same binary.
+ *
+ * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
+ * B_KMAJOR and IS_BF16 before this text.
+ */
+#include "hopper.cuh"
+
+using namespace hopper;
+
+constexpr int THREADS = (CONSUMERS + 1) * 128;
+constexpr int WG_M = BLOCK_M / CONSUMERS;  // output rows of one consumer warpgroup
+constexpr int M_ATOMS = WG_M / 64;         // m64 wgmma rows per consumer warpgroup
+constexpr int K_ATOMS = BLOCK_K / 64;      // 128-byte swizzle atoms along K in an A tile
+constexpr int ACC = BLOCK_N / 2;           // fp32 accumulators of one m64 atom per thread
+constexpr int A_BYTES = BLOCK_M * BLOCK_K * 2;
+constexpr int B_BYTES = BLOCK_N * BLOCK_K * 2;
+constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+// Registers after reallocation: the producer keeps few, the consumers take the rest of the file.
+constexpr int PRODUCER_REGISTERS = 40, CONSUMER_REGISTERS = 232;
+
+static_assert(WG_M % 64 == 0 && BLOCK_K % 64 == 0 && BLOCK_N % 64 == 0, "tile shape");
+static_assert(BLOCK_N % (64 * CLUSTER) == 0 || B_KMAJOR, "MN-major B is shared in 64-column chunks");
+
+typedef Wgmma<BLOCK_N, IS_BF16> Mma;
+
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+  u32 packed;
+#if IS_BF16
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+#else
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+#endif
+  return packed;
+}
+
+/* One stage's loads: the A tile of this block and its share of the B tile (the whole tile without
+ * a cluster; with one, each block loads 1/CLUSTER of it and multicasts it to every block). */
+__device__ __forceinline__ void load_stage(unsigned char *a_tile, unsigned char *b_tile, u64 *full,
+                                           const TmaDescriptor *map_a, const TmaDescriptor *map_b,
+                                           int m0, int n0, int k0, u32 rank) {
+  mbar_arrive_expect_tx(full, STAGE_BYTES);
+#pragma unroll
+  for (int ka = 0; ka < K_ATOMS; ka++)
+    tma_load_2d(a_tile + ka * BLOCK_M * 128, map_a, full, k0 + ka * 64, m0);
+#if B_KMAJOR
+  constexpr int ROWS = BLOCK_N / CLUSTER;  // the TMA box of B is 64 K x ROWS N
+#pragma unroll
+  for (int ka = 0; ka < K_ATOMS; ka++) {
+    unsigned char *dst = b_tile + ka * BLOCK_N * 128 + rank * ROWS * 128;
+    if (CLUSTER == 1) tma_load_2d(dst, map_b, full, k0 + ka * 64, n0);
+    else tma_load_2d_multicast(dst, map_b, full, k0 + ka * 64, n0 + rank * ROWS, (1 << CLUSTER) - 1);
+  }
+#else
+#pragma unroll
+  for (int chunk = 0; chunk < BLOCK_N / 64; chunk++) {  // the TMA box of B is 64 N x BLOCK_K K
+    if (CLUSTER == 1) tma_load_2d(b_tile + chunk * BLOCK_K * 128, map_b, full, n0 + chunk * 64, k0);
+    else if (chunk % CLUSTER == (int)rank)
+      tma_load_2d_multicast(b_tile + chunk * BLOCK_K * 128, map_b, full, n0 + chunk * 64, k0, (1 << CLUSTER) - 1);
+  }
+#endif
+}
+
+/* One stage's MMAs of consumer warpgroup `wg`: BLOCK_K/16 k-steps over its M_ATOMS m64 rows. */
+__device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsigned char *a_tile,
+                                          const unsigned char *b_tile, int wg, int accumulate) {
+#pragma unroll
+  for (int kk = 0; kk < BLOCK_K / 16; kk++) {
+#if B_KMAJOR
+    const u64 b = smem_descriptor(b_tile + kk / 4 * BLOCK_N * 128 + kk % 4 * 32, 16, 1024);
+#else
+    const u64 b = smem_descriptor(b_tile + kk * 16 * 128, BLOCK_K * 128, 1024);
+#endif
+#pragma unroll
+    for (int ma = 0; ma < M_ATOMS; ma++) {
+      const u64 a = smem_descriptor(a_tile + kk / 4 * BLOCK_M * 128 + (wg * WG_M + ma * 64) * 128 + kk % 4 * 32,
+                                    16, 1024);
+      Mma::ss<1 - B_KMAJOR>(acc[ma], a, b, accumulate || kk > 0);
+    }
+  }
+}
+
+/* Rounds the accumulators to the output type and stores the ones inside [M, N] (the m64nN
+ * fragment: thread t of the warpgroup holds rows 16*(t/32) + (t%32)/4 (+8), column pairs
+ * 8*j + 2*(t%4)). */
+__device__ __forceinline__ void store_tile(float (&acc)[M_ATOMS][ACC], unsigned short *c, int M, int N,
+                                           int row0, int col0) {
+  const int t = threadIdx.x % 128;
+  const bool paired = (N % 2) == 0;
+#pragma unroll
+  for (int ma = 0; ma < M_ATOMS; ma++) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int row = row0 + ma * 64 + 16 * (t / 32) + (t % 32) / 4 + 8 * half;
+      if (row >= M) continue;
+      unsigned short *line = c + (long long)row * N;
+#pragma unroll
+      for (int j = 0; j < BLOCK_N / 8; j++) {
+        const int col = col0 + 8 * j + 2 * (t % 4);
+        const u32 packed = pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]);
+        if (paired && col + 1 < N) {
+          *reinterpret_cast<u32 *>(line + col) = packed;
+        } else {
+          if (col < N) line[col] = (unsigned short)(packed & 0xFFFF);
+          if (col + 1 < N) line[col + 1] = (unsigned short)(packed >> 16);
+        }
+      }
+    }
+  }
+}
+
+/* A consumer warpgroup is done reading a stage: one arrival on its empty barrier in every block of
+ * the cluster (each block's producer may multicast into all of them). */
+__device__ __forceinline__ void release(u64 *empty) {
+  if (threadIdx.x % 128 != 0) return;
+#pragma unroll
+  for (int r = 0; r < CLUSTER; r++) {
+    if (CLUSTER > 1) mbar_arrive_cluster(empty, r);
+    else mbar_arrive(empty);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDescriptor map_b,
+     const unsigned short *a, const unsigned short *b, unsigned short *c, int M, int N, int K,
+     int raster_along_m, int group) {
+  extern __shared__ unsigned char dynamic_smem[];
+  __shared__ u64 full[STAGES], empty[STAGES];
+  // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
+  unsigned char *smem = dynamic_smem + ((1024 - (smem_addr(dynamic_smem) & 1023)) & 1023);
+  const int wg = threadIdx.x / 128;
+  const u32 rank = CLUSTER > 1 ? cluster_rank() : 0;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], CONSUMERS * CLUSTER);
+    }
+    mbar_fence_init();
+  }
+  if (CLUSTER > 1) cluster_sync();
+  else __syncthreads();
+
+  const int tiles_m = (M + BLOCK_M - 1) / BLOCK_M, tiles_n = (N + BLOCK_N - 1) / BLOCK_N;
+  const TileScheduler tiles{(tiles_m + CLUSTER - 1) / CLUSTER, tiles_n, group, raster_along_m};
+  const int k_blocks = (K + BLOCK_K - 1) / BLOCK_K;
+  const int first = blockIdx.x / CLUSTER, step = gridDim.x / CLUSTER;
+
+  if (wg == 0) {  // the producer: one thread issues every load
+    if (CONSUMERS > 1) setmaxnreg_dec<PRODUCER_REGISTERS>();
+    if (threadIdx.x == 0) {
+      int stage = 0;
+      u32 phase = 0;
+      for (int index = first; index < tiles.count(); index += step) {
+        int tm, tn;
+        tiles.tile(index, tm, tn);
+        const int m0 = (tm * CLUSTER + rank) * BLOCK_M, n0 = tn * BLOCK_N;
+        for (int kb = 0; kb < k_blocks; kb++) {
+          mbar_wait(&empty[stage], phase ^ 1);
+          unsigned char *a_tile = smem + stage * STAGE_BYTES;
+          load_stage(a_tile, a_tile + A_BYTES, &full[stage], &map_a, &map_b, m0, n0, kb * BLOCK_K, rank);
+          if (++stage == STAGES) stage = 0, phase ^= 1;
+        }
+      }
+    }
+    __syncwarp();
+  } else {  // a consumer: MMAs of WG_M rows of every tile, then its part of the output
+    if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
+    const int consumer = wg - 1;
+    float acc[M_ATOMS][ACC];
+    int stage = 0;
+    u32 phase = 0;
+    for (int index = first; index < tiles.count(); index += step) {
+      int tm, tn;
+      tiles.tile(index, tm, tn);
+      int previous = -1;
+      for (int kb = 0; kb < k_blocks; kb++) {
+        mbar_wait(&full[stage], phase);
+        const unsigned char *a_tile = smem + stage * STAGE_BYTES;
+        wgmma_fence();
+        mma_stage(acc, a_tile, a_tile + A_BYTES, consumer, kb > 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // the previous stage's MMAs are done: hand its buffers back
+        if (previous >= 0) release(&empty[previous]);
+        previous = stage;
+        if (++stage == STAGES) stage = 0, phase ^= 1;
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int ma = 0; ma < M_ATOMS; ma++) fence_registers(acc[ma]);
+      if (previous >= 0) release(&empty[previous]);
+      store_tile(acc, c, M, N, (tm * CLUSTER + rank) * BLOCK_M + consumer * WG_M, tn * BLOCK_N);
+    }
+  }
+  // No block of a cluster may exit while another can still write its shared memory or barriers.
+  if (CLUSTER > 1) cluster_sync();
+}

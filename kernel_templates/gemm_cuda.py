@@ -1,0 +1,156 @@
+"""C = A·B on Hopper: a warp-specialized wgmma/TMA GEMM (gemm_cuda.cu, primitives in hopper.cuh).
+
+fp16 or bf16 in and out, fp32 accumulation. ``layout`` ``nn`` multiplies A [M, K] by B [K, N];
+``nt`` multiplies by the transpose of W [N, K] (``x @ W.T``, a linear layer's weight as stored).
+The problem sizes reach the kernel as run-time arguments (scalars and tensor maps), and so do the
+raster order and persistence, so the compiled variants depend on the tile knobs, dtype and layout
+alone: every one that check() admits compiles in CI (tests/test_cuda_compile.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+
+from .headers import inline_headers
+from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, TensorMap
+
+_TEMPLATE = files(__package__).joinpath("gemm_cuda.cu").read_text()
+
+_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
+# The rounding of the output type bounds the error (fp32 accumulation adds little).
+_MAX_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
+
+# fp32 accumulators a consumer thread keeps (WG_M x BLOCK_N / 128): beyond 128 they do not fit the
+# 232 registers a consumer warpgroup gets after setmaxnreg (nvcc --resource-usage over the space).
+MAX_ACCUMULATORS = 128
+# Tiles of consecutive output rows (or columns) a group of the raster order spans.
+RASTER_GROUP = 8
+# The shared memory a block asks for beyond its stages: slack to align the tiles to 1024 bytes.
+_ALIGN_SLACK = 1024
+# Shared memory of the stages a block keeps in flight, below which the loads' latency shows (the
+# fewest that sustained the tensor cores' rate in the published Hopper GEMMs: 3 stages of
+# 128x128x64); also keeps the compiled set small.
+MIN_BYTES_IN_FLIGHT = 96 * 1024
+_ELEMENT_BYTES = 2
+# TMA moves rows of 16-byte multiples: inputs are stored with their rows padded to this many elements.
+_ROW_ALIGN = 8
+
+
+class GemmCuda(KernelSpec):
+    name = "gemm"
+    description = ("C = A·B (layout nt: A·Wᵀ), fp16/bf16, fp32 accumulation; Hopper wgmma + TMA, "
+                   "warp-specialized producer/consumers, clusters with TMA multicast, persistent")
+    backend = "cuda"
+    archs = ("sm_90a",)
+    params = (
+        Param("block_m", (64, 128, 256), "output rows of a block's tile"),
+        Param("block_n", (64, 128, 256), "output columns of a block's tile (the wgmma N)"),
+        Param("block_k", (64, 128), "K of a pipeline stage"),
+        Param("stages", (2, 3, 4, 5, 6), "shared-memory stages of the TMA -> wgmma ring"),
+        Param("consumers", (1, 2), "consumer warpgroups, each owning block_m/consumers rows"),
+        Param("cluster", (1, 2), "blocks of a cluster along M, sharing B tiles by TMA multicast"),
+        Param("persistent", (False, True), "one block per SM looping over tiles, or one block per tile"),
+        Param("raster", ("m", "n"), f"tile order: groups of {RASTER_GROUP} tile rows (m) or columns (n)"),
+    )
+    problem_params = (
+        ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
+        ProblemParam("N", int, 4096, minimum=1, doc="columns of B and C"),
+        ProblemParam("K", int, 4096, minimum=1, doc="columns of A, rows of B"),
+        ProblemParam("dtype", str, "bf16", choices=tuple(_TORCH_DTYPE), doc="input and output type"),
+        ProblemParam("layout", str, "nn", choices=("nn", "nt"),
+                     doc="nn: B is [K, N]; nt: B is W [N, K] and C = A·Wᵀ"),
+    )
+
+    def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        return check_tiles(config, problem["layout"], device)
+
+    def render(self, config: Config, problem: Problem) -> Source:
+        defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
+                   "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
+                   "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16")}
+        header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
+        cluster = config["cluster"]
+        b_box = (64, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
+        tiles_m = math.ceil(math.ceil(problem["M"] / config["block_m"]) / cluster) * cluster
+        tiles = tiles_m * math.ceil(problem["N"] / config["block_n"])
+        return Source(
+            language="cuda", code=inline_headers(header + _TEMPLATE), entry="gemm", options=("-O3",),
+            scalars=(("int32", problem["M"]), ("int32", problem["N"]), ("int32", problem["K"]),
+                     ("int32", int(config["raster"] == "m")), ("int32", RASTER_GROUP)),
+            grid=(tiles, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
+            shared_bytes=shared_bytes(config),
+            tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box)),
+            cluster=(cluster, 1, 1), persistent=bool(config["persistent"]))
+
+    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
+        dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
+        b_shape = (problem["K"], problem["N"]) if problem["layout"] == "nn" else (problem["N"], problem["K"])
+
+        def matrix(rows: int, cols: int) -> Any:
+            padded = -(-cols // _ROW_ALIGN) * _ROW_ALIGN
+            full = torch.randn((rows, padded), generator=generator, device="cuda", dtype=torch.float32)
+            return full.to(dtype)[:, :cols]  # a view whose rows keep the padded stride
+
+        return {"a": matrix(problem["M"], problem["K"]), "b": matrix(*b_shape)}
+
+    def output_spec(self, problem: Problem) -> OutputSpec:
+        return OutputSpec(shape=(problem["M"], problem["N"]), dtype=_TORCH_DTYPE[problem["dtype"]])
+
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
+        """fp32 matmul of the same rounded inputs."""
+        b = inputs["b"].float()
+        return inputs["a"].float() @ (b if problem["layout"] == "nn" else b.T)
+
+    def flops(self, problem: Problem) -> float:
+        return 2.0 * problem["M"] * problem["N"] * problem["K"]
+
+    def bytes_moved(self, problem: Problem) -> float:
+        m, n, k = problem["M"], problem["N"], problem["K"]
+        return float(_ELEMENT_BYTES * (m * k + k * n + m * n))
+
+    def max_error(self, config: Config, problem: Problem) -> float:
+        return _MAX_ERROR[problem["dtype"]]
+
+
+def check_tiles(config: Config, layout: str, device: Device) -> str | None:
+    """Why a tile configuration cannot run (or would spill), or ``None``; it depends on the problem
+    only through ``layout``."""
+    rows = config["block_m"] // config["consumers"]
+    if rows not in (64, 128):
+        return f"block_m/consumers = {rows} rows per consumer warpgroup; the kernel needs 64 or 128"
+    accumulators = rows * config["block_n"] // 128
+    if accumulators > MAX_ACCUMULATORS:
+        return (f"{accumulators} fp32 accumulators per consumer thread (over {MAX_ACCUMULATORS}) spill: "
+                f"use more consumers, a smaller block_m or block_n")
+    if layout == "nn" and config["block_n"] % (64 * config["cluster"]):
+        return f"a cluster of {config['cluster']} shares B [K, N] in 64-column chunks: block_n must be a multiple of {64 * config['cluster']}"
+    limit = device.limits.get("max_shared_bytes", 0)
+    needed = shared_bytes(config) + static_shared_bytes(config)
+    if needed > limit:
+        return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
+    in_flight = config["stages"] * stage_bytes(config)
+    if in_flight < MIN_BYTES_IN_FLIGHT:
+        return f"{config['stages']} stages keep {in_flight // 1024} KB in flight, under {MIN_BYTES_IN_FLIGHT // 1024} KB: more stages"
+    return None
+
+
+def stage_bytes(config: Config) -> int:
+    return (config["block_m"] + config["block_n"]) * config["block_k"] * _ELEMENT_BYTES
+
+
+def shared_bytes(config: Config) -> int:
+    """Dynamic shared memory of a block: the ring of stages and the alignment slack."""
+    return config["stages"] * stage_bytes(config) + _ALIGN_SLACK
+
+
+def static_shared_bytes(config: Config) -> int:
+    """The full and empty mbarriers of every stage (8 bytes each)."""
+    return 2 * 8 * config["stages"]

@@ -1,0 +1,200 @@
+/* Hopper (sm_90a) device primitives for the CUDA templates: TMA tensor-map loads, mbarriers,
+ * warpgroup MMA (wgmma), register reallocation (setmaxnreg), thread-block clusters and a persistent
+ * tile scheduler. Self-contained inline PTX with no host or system headers, so nvcc and NVRTC alike
+ * compile it; a template includes it with `#include "hopper.cuh"` and the template's render() inlines
+ * it (kernel_templates/headers.py), so a source's digest covers the header's text.
+ *
+ * Shared-memory tiles follow the 128-byte swizzle that TMA writes (CU_TENSOR_MAP_SWIZZLE_128B) and
+ * wgmma reads: rows of 128 bytes, the 16-byte chunks of row r XORed with r % 8, 8-row atoms of
+ * 1024 bytes, each atom 1024-byte aligned.
+ */
+#pragma once
+
+namespace hopper {
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+/* A CUtensorMap by value (the driver's 128-byte opaque struct, 64-byte aligned): the type of a
+ * `const __grid_constant__` kernel parameter the launcher fills with cuTensorMapEncodeTiled. */
+struct alignas(64) TmaDescriptor {
+  u64 opaque[16];
+};
+
+__device__ __forceinline__ u32 smem_addr(const void *pointer) {
+  u32 address;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(pointer));
+  return address;
+}
+
+/* ---- thread-block clusters ---- */
+
+__device__ __forceinline__ u32 cluster_rank() {
+  u32 rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+/* Every thread of every block of the cluster arrives and waits (orders shared memory across it). */
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+/* ---- mbarriers ---- */
+
+__device__ __forceinline__ void mbar_init(u64 *bar, u32 arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(smem_addr(bar)), "r"(arrivals) : "memory");
+}
+
+/* Makes initialized barriers visible to the async proxy (TMA) and to the cluster's other blocks. */
+__device__ __forceinline__ void mbar_fence_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+/* Arrives once and tells the barrier to expect `bytes` more transaction bytes (TMA completions). */
+__device__ __forceinline__ void mbar_arrive_expect_tx(u64 *bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(u64 *bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(smem_addr(bar)) : "memory");
+}
+
+/* Arrives on the barrier at the same shared-memory offset in block `rank` of the cluster. */
+__device__ __forceinline__ void mbar_arrive_cluster(u64 *bar, u32 rank) {
+  asm volatile("{ .reg .b32 remote; mapa.shared::cluster.u32 remote, %0, %1;\n"
+               "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote]; }"
+               :: "r"(smem_addr(bar)), "r"(rank) : "memory");
+}
+
+/* Waits until the phase of parity `parity` has completed. */
+__device__ __forceinline__ void mbar_wait(u64 *bar, u32 parity) {
+  const u32 address = smem_addr(bar);
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"(address), "r"(parity) : "memory");
+  } while (!done);
+}
+
+/* ---- TMA: cp.async.bulk.tensor ---- */
+
+/* Loads the box at coordinates (c0 innermost, c1) of `map` into `dst`, completing on `bar`. */
+__device__ __forceinline__ void tma_load_2d(void *dst, const TmaDescriptor *map, u64 *bar, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%3, %4}], [%2];"
+               :: "r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1) : "memory");
+}
+
+/* The same load written to `dst` (and signalled on `bar`) in every block of `mask` in the cluster. */
+__device__ __forceinline__ void tma_load_2d_multicast(void *dst, const TmaDescriptor *map, u64 *bar, int c0,
+                                                      int c1, unsigned short mask) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+               " [%0], [%1, {%3, %4}], [%2], %5;"
+               :: "r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask) : "memory");
+}
+
+/* ---- register reallocation between warpgroups (needs a register cap at entry) ---- */
+
+template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" :: "n"(REGISTERS));
+}
+
+template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(REGISTERS));
+}
+
+/* ---- wgmma ---- */
+
+/* A shared-memory matrix descriptor for a 128-byte-swizzled tile at `pointer`. K-major tiles (rows
+ * of 64 16-bit K values) step 8-row atoms by `stride_bytes` = 1024; MN-major tiles (rows of 64 M or
+ * N values, one row per K) step 8-K atoms by `stride_bytes` = 1024 and 64-wide MN chunks by
+ * `leading_bytes`. */
+__device__ __forceinline__ u64 smem_descriptor(const void *pointer, u32 leading_bytes, u32 stride_bytes) {
+  const u64 encode = 0x3FFFF;
+  return ((smem_addr(pointer) & encode) >> 4) | (((leading_bytes & encode) >> 4) << 16) |
+         (((stride_bytes & encode) >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int PENDING> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(PENDING) : "memory");
+}
+
+/* Keeps the compiler from moving accesses of accumulator registers across a wgmma wait. */
+template <int COUNT> __device__ __forceinline__ void fence_registers(float (&d)[COUNT]) {
+#pragma unroll
+  for (int i = 0; i < COUNT; i++) asm volatile("" : "+f"(d[i]) :: "memory");
+}
+
+#define TUNER_F8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), \
+  "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define TUNER_F32(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24)
+#define TUNER_F64(d) TUNER_F32(d), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48), TUNER_F8(d, 56)
+#define TUNER_F128(d) TUNER_F64(d), TUNER_F8(d, 64), TUNER_F8(d, 72), TUNER_F8(d, 80), TUNER_F8(d, 88), \
+  TUNER_F8(d, 96), TUNER_F8(d, 104), TUNER_F8(d, 112), TUNER_F8(d, 120)
+#define TUNER_R32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define TUNER_R64 TUNER_R32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define TUNER_R128 TUNER_R64 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+
+/* Wgmma<N, BF16>::ss / ::rs: one m64nNk16 warpgroup MMA D(fp32) += A·B, fp16 (BF16=0) or bf16
+ * inputs. `ss` reads A and B through shared-memory descriptors, `rs` takes A from registers (four
+ * 16-bit pairs per thread, the m64k16 fragment). `scale_d` = 0 overwrites D instead of adding;
+ * TRANS_B = 1 reads B MN-major (a row-major [K, N] tile) instead of K-major. */
+template <int N, int BF16> struct Wgmma;
+
+#define TUNER_WGMMA(N, BF16, TYPE, REGS, OUT, P0, P1, P2, P3, P4, P5, P6)                                       \
+  template <> struct Wgmma<N, BF16> {                                                                      \
+    template <int TRANS_B> __device__ __forceinline__ static void ss(float (&d)[N / 2], u64 a, u64 b,       \
+                                                                     int scale_d) {                         \
+      asm volatile("{ .reg .pred p; setp.ne.b32 p, " P2 ", 0;\n"                                             \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " {" REGS "}, " P0 ", " P1 \
+                   ", p, 1, 1, 0, " P3 "; }"                                                                  \
+                   : OUT(d) : "l"(a), "l"(b), "r"(scale_d), "n"(TRANS_B));                                   \
+    }                                                                                                       \
+    template <int TRANS_B> __device__ __forceinline__ static void rs(float (&d)[N / 2], const u32 (&a)[4],  \
+                                                                     u64 b, int scale_d) {                  \
+      asm volatile("{ .reg .pred p; setp.ne.b32 p, " P5 ", 0;\n"                                             \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TYPE "." TYPE " {" REGS "}, {" P0 ", " P1 \
+                   ", " P2 ", " P3 "}, " P4 ", p, 1, 1, " P6 "; }"                                            \
+                   : OUT(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d), "n"(TRANS_B)); \
+    }                                                                                                       \
+  };
+#define TUNER_WGMMA_TYPES(N, REGS, OUT, P0, P1, P2, P3, P4, P5, P6)       \
+  TUNER_WGMMA(N, 0, "f16", REGS, OUT, P0, P1, P2, P3, P4, P5, P6)         \
+  TUNER_WGMMA(N, 1, "bf16", REGS, OUT, P0, P1, P2, P3, P4, P5, P6)
+TUNER_WGMMA_TYPES(64, TUNER_R32, TUNER_F32, "%32", "%33", "%34", "%35", "%36", "%37", "%38")
+TUNER_WGMMA_TYPES(128, TUNER_R64, TUNER_F64, "%64", "%65", "%66", "%67", "%68", "%69", "%70")
+TUNER_WGMMA_TYPES(256, TUNER_R128, TUNER_F128, "%128", "%129", "%130", "%131", "%132", "%133", "%134")
+
+/* ---- a persistent tile scheduler ---- */
+
+/* Tiles of a rows x cols grid in grouped ("swizzled") order: `group` rows at a time, walking a
+ * group's rows before its next column, so consecutive tiles share operand panels in L2. With
+ * `along_rows` false the roles of rows and columns swap. A persistent grid takes tile
+ * first, first + step, ... until `count`. */
+struct TileScheduler {
+  int rows, cols, group, along_rows;
+
+  __device__ __forceinline__ int count() const { return rows * cols; }
+
+  __device__ __forceinline__ void tile(int index, int &row, int &col) const {
+    const int major = along_rows ? rows : cols, minor = along_rows ? cols : rows;
+    const int per_group = group * minor;
+    const int first = index / per_group * group;
+    const int size = major - first < group ? major - first : group;
+    const int within = index % per_group;
+    const int a = first + within % size, b = within / size;
+    row = along_rows ? a : b;
+    col = along_rows ? b : a;
+  }
+};
+
+}  // namespace hopper
