@@ -139,6 +139,8 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
   const u32 rank = CLUSTER > 1 ? cluster_rank() : 0;
 
   if (threadIdx.x == 0) {
+    tma_prefetch(&map_a);
+    tma_prefetch(&map_b);
     for (int s = 0; s < STAGES; s++) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], CONSUMERS * CLUSTER);

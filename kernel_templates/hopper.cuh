@@ -1,7 +1,7 @@
 /* Hopper (sm_90a) device primitives for the CUDA templates: TMA tensor-map loads, mbarriers,
  * warpgroup MMA (wgmma), register reallocation (setmaxnreg), thread-block clusters and a persistent
  * tile scheduler. Self-contained inline PTX with no host or system headers, so nvcc and NVRTC alike
- * compile it; a template includes it with `#include "hopper.cuh"` and the template's render() inlines
+ * compile it; a template includes it (a quoted include of hopper.cuh) and the template's render() inlines
  * it (kernel_templates/headers.py), so a source's digest covers the header's text.
  *
  * Shared-memory tiles follow the 128-byte swizzle that TMA writes (CU_TENSOR_MAP_SWIZZLE_128B) and
@@ -79,6 +79,11 @@ __device__ __forceinline__ void mbar_wait(u64 *bar, u32 parity) {
 }
 
 /* ---- TMA: cp.async.bulk.tensor ---- */
+
+/* Fetches a tensor map (a kernel parameter) into the cache before its first use. */
+__device__ __forceinline__ void tma_prefetch(const TmaDescriptor *map) {
+  asm volatile("prefetch.tensormap [%0];" :: "l"(map) : "memory");
+}
 
 /* Loads the box at coordinates (c0 innermost, c1) of `map` into `dst`, completing on `bar`. */
 __device__ __forceinline__ void tma_load_2d(void *dst, const TmaDescriptor *map, u64 *bar, int c0, int c1) {

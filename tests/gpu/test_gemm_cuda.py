@@ -1,0 +1,86 @@
+"""The Hopper GEMM on a real GPU (bench/gpu_check.sh runs it on the device): every layout and dtype,
+ragged sizes that leave partial tiles on every edge (and rows of odd length, stored padded), the
+cluster, persistent and split-free variants, against fp32 torch.matmul; the launcher's tensor maps,
+cluster launch and persistent grid; output poisoning for integer outputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import pytest
+import torch
+from tuner.kernel_templates import find_spec
+from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_measure import poison
+from tuner.workers.cuda_runtime import gpu_count
+
+from tests.conftest import require
+
+pytestmark = pytest.mark.gpu
+
+ARCH = "sm_90a"
+SPEC = find_spec("gemm", ARCH)
+BACKEND = get_backend("cuda")
+QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
+BIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
+       "persistent": True, "raster": "m"}
+CONFIGS = [
+    BIG,
+    BIG | {"cluster": 1, "persistent": False, "raster": "n"},
+    {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 3, "consumers": 2, "cluster": 2,
+     "persistent": False, "raster": "n"},
+    {"block_m": 128, "block_n": 128, "block_k": 128, "stages": 3, "consumers": 1, "cluster": 1,
+     "persistent": True, "raster": "m"},
+    {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 2,
+     "persistent": True, "raster": "n"},
+]
+SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099), (8, 8, 8)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gpu() -> None:
+    require(gpu_count() > 0, "no CUDA GPU here: run bench/gpu_check.sh on a GPU machine")
+
+
+def run(config: dict, problem: dict, seed: int = 0):
+    problem = SPEC.validate_problem(problem)
+    source = SPEC.render(config, problem)
+    job = Job(trial_id=seed, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, arch=ARCH,
+              source=source, seed=seed)
+    return BACKEND.measure(job, BACKEND.compile(source, ARCH), SPEC, QUICK)
+
+
+@pytest.mark.parametrize("dtype,layout", itertools.product(("fp16", "bf16"), ("nn", "nt")))
+def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
+    device = BACKEND.device(ARCH)
+    for seed, (config, (m, n, k)) in enumerate(itertools.product(CONFIGS, SHAPES)):
+        problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
+        assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, config
+        result = run(config, problem, seed)
+        assert result.status is Status.OK, (config, problem, result.reason)
+        assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
+
+
+def test_persistent_grid_is_clamped_to_resident_clusters() -> None:
+    problem = SPEC.validate_problem({"M": 8192, "N": 8192, "K": 128})
+    source = SPEC.render(BIG, problem)
+    artifact = BACKEND.compile(source, ARCH)
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    out = torch.empty(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    launch = launcher(artifact.path, source, inputs, out)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert source.grid[0] == 64 * 32 and launch.grid[0] <= sms and launch.grid[0] % 2 == 0
+    launch()
+    torch.cuda.synchronize()
+    ref = SPEC.reference(inputs, problem)
+    assert float((out.float() - ref).norm() / ref.norm()) < SPEC.max_error(BIG, problem)
+
+
+def test_poison_fills_floats_with_nan_and_integers_with_a_sentinel() -> None:
+    floats, ints = torch.zeros(4, device="cuda", dtype=torch.bfloat16), torch.zeros(4, device="cuda", dtype=torch.int32)
+    poison(floats), poison(ints)
+    assert bool(floats.isnan().all()) and bool((ints == torch.iinfo(torch.int32).max).all())

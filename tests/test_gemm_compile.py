@@ -1,0 +1,168 @@
+"""The Hopper GEMM template on the CPU: its constraints, its rendered launch, and (slow) every
+admitted variant compiled with nvcc for sm_90a, held to what check() promises: no spills, no local
+memory, shared memory within the arch's limit, and the warpgroup MMAs (HGMMA), TMA loads and
+register reallocation present in the SASS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from tuner.kernel_templates import Source, canonical_json, find_spec
+from tuner.kernel_templates.gemm_cuda import (MAX_ACCUMULATORS, RASTER_GROUP, shared_bytes,
+                                              static_shared_bytes)
+from tuner.kernel_templates.headers import inline_headers
+from tuner.workers import get_backend
+from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
+from tuner.workers.sass import DisassemblerMissing, count, cuobjdump_path, dump_sass
+
+from tests.conftest import require
+
+SPEC = find_spec("gemm", "sm_90a")
+BACKEND = get_backend("cuda")
+DEVICE = BACKEND.device("sm_90a")
+DEFAULT = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
+           "persistent": True, "raster": "m"}
+
+
+def _available(probe) -> bool:
+    try:
+        return bool(probe())
+    except (ToolchainMissing, DisassemblerMissing):
+        return False
+
+
+def admitted() -> list[tuple[dict, dict]]:
+    """One (config, problem) per distinct binary check() admits, over dtypes and layouts."""
+    names = [p.name for p in SPEC.params]
+    found = {}
+    for values in itertools.product(*(p.choices for p in SPEC.params)):
+        config = dict(zip(names, values))
+        for dtype, layout in itertools.product(("fp16", "bf16"), ("nn", "nt")):
+            problem = SPEC.validate_problem({"dtype": dtype, "layout": layout})
+            if SPEC.check(config, problem, DEVICE) is None:
+                found.setdefault(SPEC.render(config, problem).code_digest(), (config, problem))
+    return list(found.values())
+
+
+def test_render_inlines_the_header_and_passes_sizes_at_run_time() -> None:
+    problem = SPEC.validate_problem({"M": 1000, "N": 5000, "K": 3000, "layout": "nt"})
+    source = SPEC.render(DEFAULT, problem)
+    assert '#include "hopper.cuh"' not in source.code and "namespace hopper" in source.code
+    assert source.code.count("struct alignas(64) TmaDescriptor") == 1
+    # 8 tile rows of 128 (rounded up to whole clusters of 2) x 20 tile columns of 256
+    assert source.grid == (8 * 20, 1, 1) and source.block == (384, 1, 1) and source.cluster == (2, 1, 1)
+    assert source.persistent and source.shared_bytes == shared_bytes(DEFAULT)
+    assert source.scalars == (("int32", 1000), ("int32", 5000), ("int32", 3000), ("int32", 1), ("int32", RASTER_GROUP))
+    a, b = source.tensor_maps
+    assert (a.buffer, a.box, b.buffer, b.box) == ("a", (64, 128), "b", (64, 128))  # B's rows split over the cluster
+    nn = SPEC.render(DEFAULT, SPEC.validate_problem({"layout": "nn"}))
+    assert nn.tensor_maps[1].box == (64, 64)  # 64 columns x BLOCK_K rows of B [K, N]
+    # the sizes, raster order and persistence are run-time: one binary serves them all
+    other = SPEC.render(DEFAULT | {"persistent": False, "raster": "n"}, SPEC.validate_problem({"M": 77, "layout": "nt"}))
+    assert other.code_digest() == source.code_digest() and other.digest() != source.digest()
+
+
+def test_digest_covers_tensor_maps_and_clusters_but_not_for_sources_without_them() -> None:
+    source = SPEC.render(DEFAULT, SPEC.default_problem())
+    fields = {"tensor_maps": (), "cluster": (1, 1, 1), "persistent": False}
+    plain = source.__class__(**{**source.__dict__, **fields})
+    old_form = canonical_json({"language": plain.language, "code": plain.code, "entry": plain.entry,
+                               "options": list(plain.options), "scalars": [list(s) for s in plain.scalars],
+                               "grid": list(plain.grid), "block": list(plain.block),
+                               "shared_bytes": plain.shared_bytes})
+    assert plain.digest() == hashlib.sha256(old_form.encode()).hexdigest()
+    digests = {plain.digest(), source.digest()}
+    for change in ({"cluster": (1, 1, 1)}, {"persistent": False},
+                   {"tensor_maps": (source.tensor_maps[0].__class__("a", (64, 64)), source.tensor_maps[1])}):
+        digests.add(source.__class__(**{**source.__dict__, **change}).digest())
+    assert len(digests) == 5
+
+
+def test_inline_headers_refuses_an_unknown_header() -> None:
+    assert inline_headers('#include "hopper.cuh"\n#include "hopper.cuh"\n').count("namespace hopper {") == 1
+    with pytest.raises(FileNotFoundError, match="no_such.cuh"):
+        inline_headers('#include "no_such.cuh"\n')
+
+
+def test_check_rejects_what_cannot_run() -> None:
+    nn, nt = (SPEC.validate_problem({"layout": layout}) for layout in ("nn", "nt"))
+    assert SPEC.check(DEFAULT, nn, DEVICE) is None
+    assert "rows per consumer" in SPEC.check(DEFAULT | {"block_m": 64}, nn, DEVICE)
+    assert "rows per consumer" in SPEC.check(DEFAULT | {"block_m": 256, "consumers": 1}, nn, DEVICE)
+    assert f"over {MAX_ACCUMULATORS}" in SPEC.check(DEFAULT | {"block_m": 256}, nn, DEVICE)
+    assert "shared memory" in SPEC.check(DEFAULT | {"stages": 5}, nn, DEVICE)
+    assert shared_bytes(DEFAULT) + static_shared_bytes(DEFAULT) <= DEVICE.limits["max_shared_bytes"]
+    assert SPEC.check(DEFAULT, nt, DEVICE) is None
+    assert "in flight" in SPEC.check(DEFAULT | {"block_n": 128, "stages": 2}, nn, DEVICE)
+
+
+PRIMITIVES_PROBE = r"""
+#include "hopper.cuh"
+using namespace hopper;
+extern "C" __global__ void __launch_bounds__(128, 1) probe(float *out, const u32 *in, int scale) {
+  __shared__ alignas(1024) unsigned char tile[64 * 128];
+  float d64[32], d128[64], d256[128];
+  u32 a[4] = {in[0], in[1], in[2], in[3]};
+  wgmma_fence();
+  Wgmma<64, 0>::rs<0>(d64, a, smem_descriptor(tile, 16, 1024), scale);
+  Wgmma<128, 1>::rs<1>(d128, a, smem_descriptor(tile, 8192, 1024), scale);
+  Wgmma<256, 0>::ss<0>(d256, smem_descriptor(tile, 16, 1024), smem_descriptor(tile, 16, 1024), scale);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_registers(d64), fence_registers(d128), fence_registers(d256);
+  float sum = 0;
+  for (int i = 0; i < 32; i++) sum += d64[i] + d128[i] + d128[32 + i];
+  for (int i = 0; i < 128; i++) sum += d256[i];
+  out[threadIdx.x] = sum;
+}
+"""
+
+
+def test_register_and_shared_a_forms_of_wgmma_assemble_to_hgmma() -> None:
+    require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
+    require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    source = Source("cuda", inline_headers(PRIMITIVES_PROBE), "probe")
+    artifact = BACKEND.compile(source, "sm_90a")
+    assert artifact.error is None, artifact.log
+    hgmma = [line for line in dump_sass(artifact.path).splitlines() if "HGMMA" in line]
+    assert len(hgmma) == 3
+    assert "64x64x16.F32 " in hgmma[0] and "gdesc" in hgmma[0] and hgmma[0].count(", R") >= 2  # A in registers
+    assert "64x128x16.F32.BF16" in hgmma[1] and ".tnspB" in hgmma[1]
+    assert "64x256x16.F32 " in hgmma[2]
+
+
+@pytest.mark.slow
+def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
+    require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
+    require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    jobs = admitted()
+    assert 100 <= len(jobs) <= 500, "keep the compiled set a size CI can build"
+    limit = DEVICE.limits["max_shared_bytes"]
+
+    def build(job: tuple[dict, dict]) -> str | None:
+        config, problem = job
+        artifact = BACKEND.compile(SPEC.render(config, problem), "sm_90a")
+        if artifact.error:
+            return f"{job}: {artifact.error} {artifact.log}"
+        resources = artifact.resources
+        sass = dump_sass(artifact.path)
+        atoms = config["block_m"] // config["consumers"] // 64
+        hgmma = count(sass, "HGMMA")  # one per k16 step and m64 row of a stage (maybe repeated by unrolling)
+        problems = [
+            resources["spill_store_bytes"] and "spills", resources["stack_bytes"] and "a stack frame",
+            count(sass, "LDL") + count(sass, "STL") and "local memory",
+            shared_bytes(config) + resources["static_shared_bytes"] > limit and "too much shared memory",
+            (not hgmma or hgmma % (config["block_k"] // 16 * atoms)) and f"{hgmma} HGMMA",
+            not count(sass, "UTMALDG") and "no TMA load",
+            config["consumers"] > 1 and count(sass, "USETMAXREG") != 2 and "no register reallocation"]
+        found = [p for p in problems if p]
+        return f"{job}: {', '.join(found)} {resources}" if found else None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # nvcc runs as subprocesses
+        failures = [f for f in pool.map(build, jobs) if f]
+    assert not failures, "\n".join(failures[:10])
