@@ -8,8 +8,12 @@
  * run-time arguments: TMA zero-fills the loads past the edges and the stores are clipped, so any
  * size runs on the same binary.
  *
+ * The epilogue either stores the accumulators straight from registers (EPILOGUE_TMA 0, any N) or
+ * writes them to a swizzled shared-memory tile that TMA stores while the warpgroup goes on to its
+ * next tile (EPILOGUE_TMA 1, N a multiple of 8: TMA's 16-byte row rule).
+ *
  * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
- * B_KMAJOR and IS_BF16 before this text.
+ * B_KMAJOR, IS_BF16 and EPILOGUE_TMA before this text.
  */
 #include "hopper.cuh"
 
@@ -23,6 +27,7 @@ constexpr int ACC = BLOCK_N / 2;           // fp32 accumulators of one m64 atom 
 constexpr int A_BYTES = BLOCK_M * BLOCK_K * 2;
 constexpr int B_BYTES = BLOCK_N * BLOCK_K * 2;
 constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+constexpr int C_BYTES = WG_M * BLOCK_N * 2;  // one consumer's output tile (EPILOGUE_TMA)
 // Registers after reallocation: the producer keeps few, the consumers take the rest of the file.
 constexpr int PRODUCER_REGISTERS = 40, CONSUMER_REGISTERS = 232;
 
@@ -127,8 +132,42 @@ __device__ __forceinline__ void release(u64 *empty) {
   }
 }
 
+/* The TMA epilogue: the warpgroup's tile into shared memory as BLOCK_N/64 column chunks of 128-byte
+ * swizzled rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte
+ * chunks), then one thread stores the chunks; the store of tile i drains while tile i+1 computes. */
+__device__ __forceinline__ void store_tile_tma(float (&acc)[M_ATOMS][ACC], unsigned char *c_tile,
+                                               const TmaDescriptor *map_c, int consumer, int row0, int col0) {
+  const int t = threadIdx.x % 128;
+  if (t == 0) bulk_wait_read<0>();  // the last tile's store has read the buffer
+  named_barrier(1 + consumer, 128);
+#pragma unroll
+  for (int ma = 0; ma < M_ATOMS; ma++) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int row = ma * 64 + 16 * (t / 32) + (t % 32) / 4 + 8 * half;
+#pragma unroll
+      for (int j = 0; j < BLOCK_N / 8; j++) {
+        unsigned char *line = c_tile + j / 8 * WG_M * 128 + row * 128;
+        st_shared_u32(line + ((j % 8) ^ (row % 8)) * 16 + 4 * (t % 4),
+                      pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]));
+      }
+    }
+  }
+  fence_proxy_async();
+  named_barrier(1 + consumer, 128);
+  if (t == 0) {
+#pragma unroll
+    for (int chunk = 0; chunk < BLOCK_N / 64; chunk++)
+      tma_store_2d(map_c, c_tile + chunk * WG_M * 128, col0 + chunk * 64, row0);
+    bulk_commit();
+  }
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDescriptor map_b,
+#if EPILOGUE_TMA
+     const __grid_constant__ TmaDescriptor map_c,
+#endif
      const unsigned short *a, const unsigned short *b, unsigned short *c, int M, int N, int K,
      int raster_along_m, int group) {
   extern __shared__ unsigned char dynamic_smem[];
@@ -141,6 +180,9 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
   if (threadIdx.x == 0) {
     tma_prefetch(&map_a);
     tma_prefetch(&map_b);
+#if EPILOGUE_TMA
+    tma_prefetch(&map_c);
+#endif
     for (int s = 0; s < STAGES; s++) {
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], CONSUMERS * CLUSTER);
@@ -198,8 +240,16 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #pragma unroll
       for (int ma = 0; ma < M_ATOMS; ma++) fence_registers(acc[ma]);
       if (previous >= 0) release(&empty[previous]);
-      store_tile(acc, c, M, N, (tm * CLUSTER + rank) * BLOCK_M + consumer * WG_M, tn * BLOCK_N);
+      const int row0 = (tm * CLUSTER + rank) * BLOCK_M + consumer * WG_M, col0 = tn * BLOCK_N;
+#if EPILOGUE_TMA
+      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * C_BYTES, &map_c, consumer, row0, col0);
+#else
+      store_tile(acc, c, M, N, row0, col0);
+#endif
     }
+#if EPILOGUE_TMA
+    if (threadIdx.x % 128 == 0) bulk_wait<0>();  // the last store is done before the block exits
+#endif
   }
   // No block of a cluster may exit while another can still write its shared memory or barriers.
   if (CLUSTER > 1) cluster_sync();

@@ -56,6 +56,8 @@ class GemmCuda(KernelSpec):
         Param("cluster", (1, 2), "blocks of a cluster along M, sharing B tiles by TMA multicast"),
         Param("persistent", (False, True), "one block per SM looping over tiles, or one block per tile"),
         Param("raster", ("m", "n"), f"tile order: groups of {RASTER_GROUP} tile rows (m) or columns (n)"),
+        Param("epilogue", ("direct", "tma"),
+              "store C from registers, or through shared memory by TMA, overlapped with the next tile"),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -67,12 +69,15 @@ class GemmCuda(KernelSpec):
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        if config["epilogue"] == "tma" and problem["N"] % _ROW_ALIGN:
+            return f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple of {_ROW_ALIGN}"
         return check_tiles(config, device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
                    "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
-                   "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16")}
+                   "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16"),
+                   "EPILOGUE_TMA": int(config["epilogue"] == "tma")}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         cluster = config["cluster"]
         b_box = (64, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
@@ -84,7 +89,8 @@ class GemmCuda(KernelSpec):
                      ("int32", int(config["raster"] == "m")), ("int32", RASTER_GROUP)),
             grid=(tiles, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
             shared_bytes=shared_bytes(config),
-            tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box)),
+            tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box))
+            + ((TensorMap("out", (64, config["block_m"] // config["consumers"])),) if config["epilogue"] == "tma" else ()),
             cluster=(cluster, 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
@@ -145,8 +151,10 @@ def stage_bytes(config: Config) -> int:
 
 
 def shared_bytes(config: Config) -> int:
-    """Dynamic shared memory of a block: the ring of stages and the alignment slack."""
-    return config["stages"] * stage_bytes(config) + _ALIGN_SLACK
+    """Dynamic shared memory of a block: the ring of stages, the output tile of the TMA epilogue
+    and the alignment slack."""
+    output = config["block_m"] * config["block_n"] * _ELEMENT_BYTES if config["epilogue"] == "tma" else 0
+    return config["stages"] * stage_bytes(config) + output + _ALIGN_SLACK
 
 
 def static_shared_bytes(config: Config) -> int:

@@ -100,6 +100,37 @@ __device__ __forceinline__ void tma_load_2d_multicast(void *dst, const TmaDescri
                :: "r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(mask) : "memory");
 }
 
+/* Stores the box at `src` to coordinates (c0 innermost, c1) of `map`, clipped at the tensor's
+ * edges, as one bulk async-group of this thread (commit with bulk_commit). */
+__device__ __forceinline__ void tma_store_2d(const TmaDescriptor *map, const void *src, int c0, int c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];"
+               :: "l"(map), "r"(smem_addr(src)), "r"(c0), "r"(c1) : "memory");
+}
+
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+
+/* Waits until at most PENDING of this thread's bulk groups still read their shared memory. */
+template <int PENDING> __device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" :: "n"(PENDING) : "memory");
+}
+
+/* Waits until at most PENDING of this thread's bulk groups are still writing global memory. */
+template <int PENDING> __device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;" :: "n"(PENDING) : "memory");
+}
+
+/* Orders this thread's ordinary shared-memory writes before later async-proxy (TMA) reads. */
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+/* A barrier of `threads` threads (whole warps) under hardware barrier `id` (0 is __syncthreads'). */
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" :: "r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void st_shared_u32(const void *pointer, u32 value) {
+  asm volatile("st.shared.u32 [%0], %1;" :: "r"(smem_addr(pointer)), "r"(value) : "memory");
+}
+
 /* ---- register reallocation between warpgroups (needs a register cap at entry) ---- */
 
 template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_inc() {

@@ -27,16 +27,17 @@ SPEC = find_spec("gemm", ARCH)
 BACKEND = get_backend("cuda")
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 BIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-       "persistent": True, "raster": "m"}
+       "persistent": True, "raster": "m", "epilogue": "direct"}
 CONFIGS = [
     BIG,
+    BIG | {"stages": 3, "epilogue": "tma"},
     BIG | {"cluster": 1, "persistent": False, "raster": "n"},
     {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 3, "consumers": 2, "cluster": 2,
-     "persistent": False, "raster": "n"},
+     "persistent": False, "raster": "n", "epilogue": "tma"},
     {"block_m": 128, "block_n": 128, "block_k": 128, "stages": 3, "consumers": 1, "cluster": 1,
-     "persistent": True, "raster": "m"},
+     "persistent": True, "raster": "m", "epilogue": "direct"},
     {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 2,
-     "persistent": True, "raster": "n"},
+     "persistent": True, "raster": "n", "epilogue": "tma"},
 ]
 SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099), (8, 8, 8)]
 
@@ -59,6 +60,8 @@ def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
     device = BACKEND.device(ARCH)
     for seed, (config, (m, n, k)) in enumerate(itertools.product(CONFIGS, SHAPES)):
         problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
+        if n % 8:  # rows TMA cannot store: the register epilogue's clipped stores
+            config = config | {"epilogue": "direct"}
         assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, config
         result = run(config, problem, seed)
         assert result.status is Status.OK, (config, problem, result.reason)

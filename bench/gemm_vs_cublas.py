@@ -1,0 +1,297 @@
+"""The service's best GEMM config against cuBLAS (torch.matmul), in one run.
+
+Rows (issue 14): squares 2048, 4096, 8192 (B [K, N]); LLM projections M in {4096, 16384} tokens x
+(N, K) in {(4096, 4096), (14336, 4096), (4096, 14336)} with layout nt (x @ W.T); odd sizes
+3000^3 and (1000, 5000, 3000); each in fp16 and bf16. For each row the fastest stored config
+within the dtype's error bound (``Service.best`` on that exact problem), tuned first through
+``tuner run`` (the default sampler, ``--trials``) where none is stored; then, in this process,
+the tuned kernel and ``torch.matmul`` on the same fresh random inputs, timed the same way
+(``cuda_measure.time_launches``: L2 flushed and output poisoned before every run, one event pair
+per run, median of >= 50). Writes ``gemm_vs_cublas.{json,md,png}`` and the winners' HGMMA lines
+(``gemm_vs_cublas.sass.txt``).
+    bench/gemm_vs_cublas.sh       (check, tune, measure, the 100-trial run: one device call)
+    python3 -P bench/gemm_vs_cublas.py --check            (every variant built, every row's shape verified)
+    python3 -P bench/gemm_vs_cublas.py --db URL --trials 24
+    python3 -P bench/gemm_vs_cublas.py --db URL --profile 3   (row 3's winner launched once, for ncu)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tuner.db import Store
+from tuner.kernel_templates import find_spec
+from tuner.service import NotFound, Service
+from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_measure import error_metrics, time_launches
+from tuner.workers.sass import count, dump_sass
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # bench.*; appended, so the installed tuner stays first
+from bench.attention_vs_sdpa import header  # noqa: E402  (device, driver, versions, date)
+
+ARCH = "sm_90a"
+SPEC = find_spec("gemm", ARCH)
+BACKEND = get_backend("cuda")
+POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
+QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
+# The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
+REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
+                    "persistent": True, "raster": "m", "epilogue": "direct"}
+
+
+def rows() -> list[dict[str, Any]]:
+    shapes = [(s, s, s, "nn") for s in (2048, 4096, 8192)]
+    shapes += [(m, n, k, "nt") for m in (4096, 16384) for n, k in ((4096, 4096), (14336, 4096), (4096, 14336))]
+    shapes += [(3000, 3000, 3000, "nn"), (1000, 5000, 3000, "nn")]
+    return [SPEC.validate_problem({"M": m, "N": n, "K": k, "layout": layout, "dtype": dtype})
+            for dtype in ("fp16", "bf16") for m, n, k, layout in shapes]
+
+
+def bound(problem: dict[str, Any]) -> float:
+    return SPEC.max_error({}, problem)
+
+
+def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
+    names, device = [p.name for p in SPEC.params], BACKEND.device(ARCH)
+    every = (dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params)))
+    return [config for config in every if SPEC.check(config, problem, device) is None]
+
+
+def build_all() -> list[str]:
+    """Compiles every distinct binary check() admits (dtypes x layouts) into the cache, nvcc
+    processes in parallel; the problems of those that fail, spill or lack HGMMA."""
+    sources = {}
+    for dtype, layout in itertools.product(("fp16", "bf16"), ("nn", "nt")):
+        problem = SPEC.validate_problem({"dtype": dtype, "layout": layout})
+        for config in admitted(problem):
+            source = SPEC.render(config, problem)
+            sources.setdefault(source.code_digest(), (config, problem, source))
+
+    def build(item: tuple[dict, dict, Any]) -> str | None:
+        config, problem, source = item
+        artifact = BACKEND.compile(source, ARCH)
+        if artifact.error:
+            return f"{config} {problem['dtype']} {problem['layout']}: {artifact.error}"
+        spilled = artifact.resources.get("spill_store_bytes", 0) or artifact.resources.get("stack_bytes", 0)
+        if spilled or not count(dump_sass(artifact.path), "HGMMA"):
+            return f"{config} {problem['dtype']} {problem['layout']}: spills or no HGMMA {artifact.resources}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        failures = [f for f in pool.map(build, sources.values()) if f]
+    print(f"built {len(sources)} variants: {len(failures)} failed, spilled or lack HGMMA", flush=True)
+    return failures
+
+
+def check() -> int:
+    """Every variant built; each row's shape verified with the reference config and two others."""
+    failures = build_all()
+    for index, problem in enumerate(rows()):
+        configs = admitted(problem)
+        for config in (REFERENCE_CONFIG, configs[index % len(configs)], configs[-1 - index % len(configs)]):
+            source = SPEC.render(config, problem)
+            job = Job(trial_id=index, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, arch=ARCH,
+                      source=source, seed=index)
+            result = BACKEND.measure(job, BACKEND.compile(source, ARCH), SPEC, QUICK)
+            line = (f"row {index} {_label(problem)} {_config_text(config)}: {result.status.value} "
+                    f"rel {result.rel_l2:.2e} (bound {bound(problem):.0e}) {result.reason or ''}")
+            print(line, flush=True)
+            if result.status is not Status.OK:
+                failures.append(line)
+    print(f"check: {len(failures)} failures", flush=True)
+    return 1 if failures else 0
+
+
+def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest stored config within the error bound, tuned on this very problem, or None."""
+    try:
+        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem, max_error=bound(problem))
+    except NotFound:
+        return None
+    return answer.config if answer.exact else None
+
+
+def tune(problem: dict[str, Any], db: str, trials: int) -> None:
+    """One study through the CLI as a user runs it (one GPU: the in-process executor), with the
+    default sampler; every variant is already in the compile cache (build_all)."""
+    shape = ",".join(f"{key}={problem[key]}" for key in ("M", "N", "K", "layout"))
+    command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
+               "--shape", shape, "--dtype", problem["dtype"], "--trials", str(trials), "--seed", "1",
+               "--db", db, "--executor", "local", "--no-progress"]
+    print("+", " ".join(command[2:]), flush=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    print("\n".join(done.stdout.strip().splitlines()[-1:]) or done.stderr.strip(), flush=True)
+
+
+def best_configs(db: str, trials: int) -> dict[int, dict[str, Any]]:
+    service = Service(Store.open(db))
+    found = {}
+    for index, problem in enumerate(rows()):
+        if stored_best(service, problem) is None and trials:
+            tune(problem, db, trials)
+        if (config := stored_best(service, problem)) is not None:
+            found[index] = config
+    return found
+
+
+def median_s(launch: Callable[[], Any], out: torch.Tensor) -> float:
+    return statistics.median(time_launches(launch, out, POLICY))
+
+
+def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
+                 out: torch.Tensor) -> Callable[[], None]:
+    source = SPEC.render(config, problem)
+    artifact = BACKEND.compile(source, ARCH)
+    if artifact.error is not None:
+        raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
+    return launcher(artifact.path, source, inputs, out)
+
+
+def cublas_launch(problem: dict[str, Any], inputs: dict[str, torch.Tensor], out: torch.Tensor) -> Callable[[], Any]:
+    a, b = inputs["a"], inputs["b"]
+    b = b if problem["layout"] == "nn" else b.T
+    return lambda: torch.matmul(a, b, out=out)
+
+
+def measure_row(index: int, problem: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
+    ref = SPEC.reference(inputs, problem)
+    out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+    tuned_s = median_s(tuned_launch(config, problem, inputs, out), out)
+    rel_err = error_metrics(out, ref)[0]
+    cublas_s = median_s(cublas_launch(problem, inputs, out), out)
+    cublas_err = error_metrics(out, ref)[0]
+    flops = SPEC.flops(problem)
+    return {"M": problem["M"], "N": problem["N"], "K": problem["K"], "layout": problem["layout"],
+            "dtype": problem["dtype"], "config": config, "tuned_tflops": flops / tuned_s / 1e12,
+            "cublas_tflops": flops / cublas_s / 1e12, "rel_err": rel_err, "ratio": cublas_s / tuned_s,
+            "tuned_us": tuned_s * 1e6, "cublas_us": cublas_s * 1e6, "cublas_rel_err": cublas_err}
+
+
+def _label(problem: dict[str, Any]) -> str:
+    return f"{problem['M']}x{problem['N']}x{problem['K']} {problem['layout']} {problem['dtype']}"
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    return ",".join(str(config[p.name]) for p in SPEC.params)
+
+
+def table(measured: list[dict[str, Any]]) -> str:
+    names = ",".join(p.name for p in SPEC.params)
+    lines = [f"| M | N | K | layout | dtype | config ({names}) | tuned TFLOP/s | cuBLAS TFLOP/s | x cuBLAS | rel err |",
+             "|" + "---|" * 10]
+    for r in measured:
+        lines.append(f"| {r['M']} | {r['N']} | {r['K']} | {r['layout']} | {r['dtype']} | {_config_text(r['config'])} | "
+                     f"{r['tuned_tflops']:.0f} | {r['cublas_tflops']:.0f} | {r['ratio']:.3f} | {r['rel_err']:.2e} |")
+    ahead = sum(r["ratio"] >= 1.0 for r in measured)
+    close = sum(r["ratio"] >= 0.95 for r in measured)
+    within = sum(r["rel_err"] <= bound(r) for r in measured)
+    lines.append(f"\n{ahead} of {len(measured)} rows at >= 1.0x cuBLAS, {close} at >= 0.95x; "
+                 f"{within} within the error bound")
+    return "\n".join(lines) + "\n"
+
+
+def plot(measured: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, width = np.arange(len(measured)), 0.4
+    fig, ax = plt.subplots(figsize=(max(12, len(measured) * 0.6), 5))
+    ax.bar(x - width / 2, [r["tuned_tflops"] for r in measured], width, label="tuned gemm (tuner best)")
+    ax.bar(x + width / 2, [r["cublas_tflops"] for r in measured], width, label="cuBLAS (torch.matmul)")
+    ax.set_xticks(x, [_label(r) for r in measured], rotation=70, ha="right", fontsize=8)
+    ax.set_ylabel("TFLOP/s")
+    ax.set_title("GEMM on H200: the tuned template vs cuBLAS")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def sass_report(measured: list[dict[str, Any]], path: Path) -> None:
+    """Each winning binary's HGMMA lines (cuobjdump --dump-sass), with its local-memory count."""
+    seen, text = set(), []
+    for r in measured:
+        problem = SPEC.validate_problem({k: r[k] for k in ("M", "N", "K", "layout", "dtype")})
+        artifact = BACKEND.compile(SPEC.render(r["config"], problem), ARCH)
+        if artifact.path in seen:
+            continue
+        seen.add(artifact.path)
+        sass = dump_sass(artifact.path)
+        hgmma = [line.strip() for line in sass.splitlines() if "HGMMA" in line]
+        text.append(f"== {_config_text(r['config'])} {r['dtype']} {r['layout']}: {len(hgmma)} HGMMA, "
+                    f"{count(sass, 'LDL') + count(sass, 'STL')} LDL/STL, {count(sass, 'UTMALDG')} UTMALDG, "
+                    f"resources {artifact.resources}")
+        text += hgmma
+    path.write_text("\n".join(text) + "\n")
+
+
+def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
+    problems = rows()
+    measured = []
+    for index in sorted(configs):
+        measured.append(measure_row(index, problems[index], configs[index]))
+        r = measured[-1]
+        print(f"row {index} {_label(r)}: {r['tuned_tflops']:.0f} vs {r['cublas_tflops']:.0f} TFLOP/s "
+              f"({r['ratio']:.3f}x), rel {r['rel_err']:.2e}", flush=True)
+    result = {**header(), "rows": measured, "missing": [problems[i] for i in range(len(problems)) if i not in configs]}
+    (out / "gemm_vs_cublas.json").write_text(json.dumps(result, indent=1) + "\n")
+    text = table(measured)
+    (out / "gemm_vs_cublas.md").write_text(text)
+    print(text)
+    plot(measured, out / "gemm_vs_cublas.png")
+    sass_report(measured, out / "gemm_vs_cublas.sass.txt")
+
+
+def profile(index: int, db: str) -> None:
+    """Launches row ``index``'s stored best config once after a warm-up, for ncu to capture."""
+    problem = rows()[index]
+    config = stored_best(Service(Store.open(db)), problem)
+    if config is None:
+        raise SystemExit(f"no stored config for {_label(problem)}: run the benchmark first")
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
+    out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+    launch = tuned_launch(config, problem, inputs, out)
+    launch(), launch()
+    cublas_launch(problem, inputs, out)()
+    torch.cuda.synchronize()
+    print(_label(problem), config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", help="the tuning database's URL (not needed with --check)")
+    parser.add_argument("--out", default="bench/results", type=Path)
+    parser.add_argument("--trials", type=int, default=24, help="trials of `tuner run` for a row with no stored config")
+    parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
+    parser.add_argument("--profile", type=int, metavar="ROW", help="launch one row's stored config (for ncu)")
+    args = parser.parse_args()
+    if args.check:
+        raise SystemExit(check())
+    if not args.db:
+        parser.error("--db is required unless --check")
+    if args.profile is not None:
+        return profile(args.profile, args.db)
+    configs = best_configs(args.db, args.trials)
+    print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)
+    if configs:
+        benchmark(configs, args.out)
+
+
+if __name__ == "__main__":
+    main()

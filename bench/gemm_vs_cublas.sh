@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The GEMM benchmark in one device call: every variant built (no spills, HGMMA in the SASS) and each
+# row's shape verified; each row tuned through `tuner run` (default sampler, TRIALS trials) where the
+# database has none; the winners re-measured beside torch.matmul (bench/gemm_vs_cublas.py); then the
+# 100-trial GEMM run as a user runs it (Ray, SQLite) with its study-loop report, and `tuner best`.
+#   bench/gemm_vs_cublas.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
+# Environment: TRIALS (default 16), E2E=0 skips the 100-trial run, CHECK=0 skips the check,
+# PROFILE=1 adds ncu on two rows (our kernel and cuBLAS's). The tuning database travels gzipped
+# (bench/results/gemm_tuned.db.gz, committed): a call starts from it and leaves the new one in OUT_DIR.
+set -uo pipefail
+out="$(realpath -m "${1:-${OUT:-bench/results}}")"
+mkdir -p "$out"
+source bench/device_env.sh
+repo="$PWD"
+db="$(mktemp -d)/gemm_tuned.db"
+if [[ -f bench/results/gemm_tuned.db.gz ]]; then gunzip -c bench/results/gemm_tuned.db.gz >"$db"; fi
+trap 'gzip -c "$db" >"$out/gemm_tuned.db.gz"' EXIT
+bench() { python3 -P bench/gemm_vs_cublas.py --db "sqlite:///$db" --out "$out" "$@"; }
+stamp() { echo "--- $1 at $(( $(date +%s) - started )) s"; }
+started=$(date +%s)
+
+status=0
+{
+  device_header
+  if [[ "${CHECK:-1}" != 0 ]]; then python3 -P bench/gemm_vs_cublas.py --check || status=1; stamp "check done"; fi
+  bench --trials "${TRIALS:-16}" || status=1
+  stamp "benchmark done"
+} 2>&1 | tee "$out/gemm_vs_cublas.log"
+
+if [[ "${E2E:-1}" != 0 ]]; then
+  e2e_db="sqlite:///$(mktemp -d)/gemm_e2e.db"
+  shape=(--arch sm_90a --kernel gemm --shape M=4096,N=4096,K=4096 --dtype bf16 --db "$e2e_db")
+  (
+    cd "$(mktemp -d)"  # as a user runs it, outside the repository
+    tuner() { python3 -P -m tuner "$@"; }
+    device_header
+    echo "+ tuner run ${shape[*]} --trials 100"
+    start=$(date +%s)
+    tuner run "${shape[@]}" --trials 100 --seed 2 --no-progress || exit 1
+    echo "wall time of the run, Ray start and shutdown included: $(( $(date +%s) - start )) s"
+    echo "+ tuner best ${shape[*]}"
+    tuner best "${shape[@]}" || exit 1
+    echo "+ tuner studies"
+    tuner studies --db "$e2e_db" || exit 1
+  ) 2>&1 | tee "$out/gemm_e2e_run.log" || status=1
+fi
+
+# ncu at the clocks the benchmark ran at (no clock locking): our kernel's second launch, then cuBLAS's.
+if [[ -n "${PROFILE:-}" ]]; then
+  for row in 12 18; do  # 4096^3 bf16, 16384 x 14336 x 4096 nt bf16
+    echo "=== row $row"
+    ncu --clock-control none -k regex:gemm -s 1 -c 2 --section SpeedOfLight --section Occupancy \
+      --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
+      python3 -P "$repo/bench/gemm_vs_cublas.py" --db "sqlite:///$db" --profile "$row" || status=1
+  done 2>&1 | tee "$out/gemm_profile.txt"
+fi
+exit $status
