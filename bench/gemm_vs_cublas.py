@@ -50,7 +50,7 @@ POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
 REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-                    "persistent": True, "raster": "m", "epilogue": "direct"}
+                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
 
 
 def rows() -> list[dict[str, Any]]:

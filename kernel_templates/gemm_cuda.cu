@@ -12,8 +12,13 @@
  * writes them to a swizzled shared-memory tile that TMA stores while the warpgroup goes on to its
  * next tile (EPILOGUE_TMA 1, N a multiple of 8: TMA's 16-byte row rule).
  *
+ * Split-K (SPLIT_K 2, where K is long against the tiles of M x N) runs each tile on a 2-block
+ * cluster, each block over half of K; the second block leaves its fp32 partial sums in its
+ * shared memory and the first adds them through distributed shared memory before its epilogue.
+ * Then blocks own one tile each (no persistence) and no cluster shares B (CLUSTER 1).
+ *
  * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
- * B_KMAJOR, IS_BF16 and EPILOGUE_TMA before this text.
+ * SPLIT_K, B_KMAJOR, IS_BF16 and EPILOGUE_TMA before this text.
  */
 #include "hopper.cuh"
 
@@ -27,10 +32,11 @@ constexpr int ACC = BLOCK_N / 2;           // fp32 accumulators of one m64 atom 
 constexpr int A_BYTES = BLOCK_M * BLOCK_K * 2;
 constexpr int B_BYTES = BLOCK_N * BLOCK_K * 2;
 constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-constexpr int C_BYTES = WG_M * BLOCK_N * 2;  // one consumer's output tile (EPILOGUE_TMA)
 // Registers after reallocation: the producer keeps few, the consumers take the rest of the file.
 constexpr int PRODUCER_REGISTERS = 40, CONSUMER_REGISTERS = 232;
 
+static_assert(SPLIT_K == 1 || CLUSTER == 1, "split-K clusters along K, multicast along M: one or the other");
+static_assert(SPLIT_K == 1 || BLOCK_M * BLOCK_N * 4 <= STAGES * STAGE_BYTES, "the partial sums reuse the stages");
 static_assert(WG_M % 64 == 0 && BLOCK_K % 64 == 0 && BLOCK_N % 64 == 0, "tile shape");
 static_assert(BLOCK_N % (64 * CLUSTER) == 0 || B_KMAJOR, "MN-major B is shared in 64-column chunks");
 
@@ -121,6 +127,34 @@ __device__ __forceinline__ void store_tile(float (&acc)[M_ATOMS][ACC], unsigned 
   }
 }
 
+/* Split-K: the second block's partial sums, 4 consecutive floats per thread at a time, laid out
+ * so that a warpgroup's 128 threads touch consecutive 16-byte words (no bank conflicts). */
+__device__ __forceinline__ float *partial_slot(unsigned char *smem, int consumer, int ma, int i) {
+  return reinterpret_cast<float *>(smem) + (((consumer * M_ATOMS + ma) * ACC + i) * 128 + 4 * (threadIdx.x % 128));
+}
+
+__device__ __forceinline__ void reduce_split_k(float (&acc)[M_ATOMS][ACC], unsigned char *smem, int consumer,
+                                               u32 rank) {
+  if (rank == 1) {
+#pragma unroll
+    for (int ma = 0; ma < M_ATOMS; ma++)
+#pragma unroll
+      for (int i = 0; i < ACC; i += 4)
+        st_shared_f32x4(partial_slot(smem, consumer, ma, i), acc[ma][i], acc[ma][i + 1], acc[ma][i + 2], acc[ma][i + 3]);
+  }
+  cluster_sync();  // the partial sums are written (the producers arrive too)
+  if (rank == 0) {
+#pragma unroll
+    for (int ma = 0; ma < M_ATOMS; ma++)
+#pragma unroll
+      for (int i = 0; i < ACC; i += 4) {
+        float v[4];
+        ld_cluster_f32x4(partial_slot(smem, consumer, ma, i), 1, v);
+        acc[ma][i] += v[0], acc[ma][i + 1] += v[1], acc[ma][i + 2] += v[2], acc[ma][i + 3] += v[3];
+      }
+  }
+}
+
 /* A consumer warpgroup is done reading a stage: one arrival on its empty barrier in every block of
  * the cluster (each block's producer may multicast into all of them). */
 __device__ __forceinline__ void release(u64 *empty) {
@@ -175,7 +209,8 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
   // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
   unsigned char *smem = dynamic_smem + ((1024 - (smem_addr(dynamic_smem) & 1023)) & 1023);
   const int wg = threadIdx.x / 128;
-  const u32 rank = CLUSTER > 1 ? cluster_rank() : 0;
+  const u32 rank = CLUSTER * SPLIT_K > 1 ? cluster_rank() : 0;
+  const u32 m_rank = SPLIT_K > 1 ? 0 : rank;  // the block's tile row within a multicast cluster
 
   if (threadIdx.x == 0) {
     tma_prefetch(&map_a);
@@ -189,13 +224,16 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
     }
     mbar_fence_init();
   }
-  if (CLUSTER > 1) cluster_sync();
+  if (CLUSTER * SPLIT_K > 1) cluster_sync();
   else __syncthreads();
 
   const int tiles_m = (M + BLOCK_M - 1) / BLOCK_M, tiles_n = (N + BLOCK_N - 1) / BLOCK_N;
   const TileScheduler tiles{(tiles_m + CLUSTER - 1) / CLUSTER, tiles_n, group, raster_along_m};
-  const int k_blocks = (K + BLOCK_K - 1) / BLOCK_K;
-  const int first = blockIdx.x / CLUSTER, step = gridDim.x / CLUSTER;
+  const int k_blocks = (K + BLOCK_K - 1) / BLOCK_K, k_half = (k_blocks + 1) / 2;
+  // This block's K blocks: all of them, or with split-K the first or the second half.
+  const int kb_begin = SPLIT_K > 1 && rank == 1 ? k_half : 0;
+  const int kb_end = SPLIT_K > 1 && rank == 0 ? k_half : k_blocks;
+  const int first = blockIdx.x / (CLUSTER * SPLIT_K), step = gridDim.x / (CLUSTER * SPLIT_K);
 
   if (wg == 0) {  // the producer: one thread issues every load
     if (CONSUMERS > 1) setmaxnreg_dec<PRODUCER_REGISTERS>();
@@ -205,8 +243,8 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
       for (int index = first; index < tiles.count(); index += step) {
         int tm, tn;
         tiles.tile(index, tm, tn);
-        const int m0 = (tm * CLUSTER + rank) * BLOCK_M, n0 = tn * BLOCK_N;
-        for (int kb = 0; kb < k_blocks; kb++) {
+        const int m0 = (tm * CLUSTER + m_rank) * BLOCK_M, n0 = tn * BLOCK_N;
+        for (int kb = kb_begin; kb < kb_end; kb++) {
           mbar_wait(&empty[stage], phase ^ 1);
           unsigned char *a_tile = smem + stage * STAGE_BYTES;
           load_stage(a_tile, a_tile + A_BYTES, &full[stage], &map_a, &map_b, m0, n0, kb * BLOCK_K, rank);
@@ -215,6 +253,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
       }
     }
     __syncwarp();
+    if (SPLIT_K > 1) cluster_sync();  // the consumers' reduction barrier (reduce_split_k)
   } else {  // a consumer: MMAs of WG_M rows of every tile, then its part of the output
     if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
     const int consumer = wg - 1;
@@ -225,11 +264,12 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
       int tm, tn;
       tiles.tile(index, tm, tn);
       int previous = -1;
-      for (int kb = 0; kb < k_blocks; kb++) {
+      for (int kb = kb_begin; kb < kb_end; kb++) {
+        const int accumulate = kb > kb_begin;
         mbar_wait(&full[stage], phase);
         const unsigned char *a_tile = smem + stage * STAGE_BYTES;
         wgmma_fence();
-        mma_stage(acc, a_tile, a_tile + A_BYTES, consumer, kb > 0);
+        mma_stage(acc, a_tile, a_tile + A_BYTES, consumer, accumulate);
         wgmma_commit();
         wgmma_wait<1>();  // the previous stage's MMAs are done: hand its buffers back
         if (previous >= 0) release(&empty[previous]);
@@ -240,9 +280,13 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #pragma unroll
       for (int ma = 0; ma < M_ATOMS; ma++) fence_registers(acc[ma]);
       if (previous >= 0) release(&empty[previous]);
-      const int row0 = (tm * CLUSTER + rank) * BLOCK_M + consumer * WG_M, col0 = tn * BLOCK_N;
+      if (SPLIT_K > 1) {
+        reduce_split_k(acc, smem, consumer, rank);
+        if (rank != 0) continue;
+      }
+      const int row0 = (tm * CLUSTER + m_rank) * BLOCK_M + consumer * WG_M, col0 = tn * BLOCK_N;
 #if EPILOGUE_TMA
-      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * C_BYTES, &map_c, consumer, row0, col0);
+      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * WG_M * BLOCK_N * 2, &map_c, consumer, row0, col0);
 #else
       store_tile(acc, c, M, N, row0, col0);
 #endif
@@ -251,6 +295,6 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
     if (threadIdx.x % 128 == 0) bulk_wait<0>();  // the last store is done before the block exits
 #endif
   }
-  // No block of a cluster may exit while another can still write its shared memory or barriers.
-  if (CLUSTER > 1) cluster_sync();
+  // No block of a cluster may exit while another can still use its shared memory or barriers.
+  if (CLUSTER * SPLIT_K > 1) cluster_sync();
 }

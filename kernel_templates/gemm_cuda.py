@@ -28,6 +28,11 @@ _MAX_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
 # fp32 accumulators a consumer thread keeps (WG_M x BLOCK_N / 128): beyond 128 they do not fit the
 # 232 registers a consumer warpgroup gets after setmaxnreg (nvcc --resource-usage over the space).
 MAX_ACCUMULATORS = 128
+# ... and with split-K's reduction through distributed shared memory beside them, 64 (at 128, ptxas
+# spills 20-28 bytes whatever the setmaxnreg split).
+SPLIT_K_MAX_ACCUMULATORS = 64
+# SMs of an H100/H200 SXM: what check() assumes where the device is not at hand.
+DEFAULT_SM_COUNT = 132
 # Tiles of consecutive output rows (or columns) a group of the raster order spans.
 RASTER_GROUP = 8
 # The shared memory a block asks for beyond its stages: slack to align the tiles to 1024 bytes.
@@ -58,6 +63,8 @@ class GemmCuda(KernelSpec):
         Param("raster", ("m", "n"), f"tile order: groups of {RASTER_GROUP} tile rows (m) or columns (n)"),
         Param("epilogue", ("direct", "tma"),
               "store C from registers, or through shared memory by TMA, overlapped with the next tile"),
+        Param("split_k", (1, 2), "blocks sharing a tile's K (a 2-block cluster adding its halves through "
+                                 "distributed shared memory): for too few tiles to fill the GPU"),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -71,27 +78,34 @@ class GemmCuda(KernelSpec):
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
         if config["epilogue"] == "tma" and problem["N"] % _ROW_ALIGN:
             return f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple of {_ROW_ALIGN}"
+        if config["split_k"] > 1:
+            tiles = math.ceil(problem["M"] / config["block_m"]) * math.ceil(problem["N"] / config["block_n"])
+            sms = device.limits.get("sm_count", DEFAULT_SM_COUNT)
+            if tiles >= sms:
+                return f"split-K is for fewer tiles than SMs: {tiles} tiles fill the {sms} SMs already"
+            if problem["K"] <= config["block_k"]:
+                return f"split-K needs more than one block_k of K (K={problem['K']})"
         return check_tiles(config, device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
                    "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
                    "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16"),
-                   "EPILOGUE_TMA": int(config["epilogue"] == "tma")}
+                   "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "SPLIT_K": config["split_k"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         cluster = config["cluster"]
         b_box = (64, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
         tiles_m = math.ceil(math.ceil(problem["M"] / config["block_m"]) / cluster) * cluster
-        tiles = tiles_m * math.ceil(problem["N"] / config["block_n"])
+        blocks = tiles_m * math.ceil(problem["N"] / config["block_n"]) * config["split_k"]
         return Source(
             language="cuda", code=inline_headers(header + _TEMPLATE), entry="gemm", options=("-O3",),
             scalars=(("int32", problem["M"]), ("int32", problem["N"]), ("int32", problem["K"]),
                      ("int32", int(config["raster"] == "m")), ("int32", RASTER_GROUP)),
-            grid=(tiles, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
+            grid=(blocks, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
             shared_bytes=shared_bytes(config),
             tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box))
             + ((TensorMap("out", (64, config["block_m"] // config["consumers"])),) if config["epilogue"] == "tma" else ()),
-            cluster=(cluster, 1, 1), persistent=bool(config["persistent"]))
+            cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
         import torch
@@ -143,6 +157,14 @@ def check_tiles(config: Config, device: Device) -> str | None:
     in_flight = config["stages"] * stage_bytes(config)
     if in_flight < MIN_BYTES_IN_FLIGHT:
         return f"{config['stages']} stages keep {in_flight // 1024} KB in flight, under {MIN_BYTES_IN_FLIGHT // 1024} KB: more stages"
+    if config["split_k"] > 1:
+        if config["cluster"] > 1 or config["persistent"]:
+            return "split-K runs one tile per 2-block cluster: it needs cluster=1 and persistent=False"
+        if accumulators > SPLIT_K_MAX_ACCUMULATORS:
+            return (f"split-K's reduction with {accumulators} accumulators per thread spills (over "
+                    f"{SPLIT_K_MAX_ACCUMULATORS}): a smaller tile or more consumers")
+        if config["block_m"] * config["block_n"] * 4 > in_flight:
+            return "split-K's fp32 partial sums reuse the stages' shared memory, which is too small for them"
     return None
 
 

@@ -40,6 +40,18 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
+__device__ __forceinline__ void st_shared_f32x4(const void *pointer, float a, float b, float c, float d) {
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" :: "r"(smem_addr(pointer)), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
+
+/* Reads 4 floats at the same shared-memory offset as `pointer` in block `rank` of the cluster. */
+__device__ __forceinline__ void ld_cluster_f32x4(const void *pointer, u32 rank, float (&v)[4]) {
+  asm volatile("{ .reg .b32 remote; mapa.shared::cluster.u32 remote, %4, %5;\n"
+               "ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [remote]; }"
+               : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3]) : "r"(smem_addr(pointer)), "r"(rank) : "memory");
+}
+
 /* ---- mbarriers ---- */
 
 __device__ __forceinline__ void mbar_init(u64 *bar, u32 arrivals) {

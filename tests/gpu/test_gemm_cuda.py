@@ -1,6 +1,6 @@
 """The Hopper GEMM on a real GPU (bench/gpu_check.sh runs it on the device): every layout and dtype,
 ragged sizes that leave partial tiles on every edge (and rows of odd length, stored padded), the
-cluster, persistent and split-free variants, against fp32 torch.matmul; the launcher's tensor maps,
+cluster, persistent, TMA-store and split-K variants, against fp32 torch.matmul; the launcher's tensor maps,
 cluster launch and persistent grid; output poisoning for integer outputs.
 """
 
@@ -27,7 +27,7 @@ SPEC = find_spec("gemm", ARCH)
 BACKEND = get_backend("cuda")
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 BIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-       "persistent": True, "raster": "m", "epilogue": "direct"}
+       "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
 CONFIGS = [
     BIG,
     BIG | {"stages": 3, "epilogue": "tma"},
@@ -39,6 +39,12 @@ CONFIGS = [
     {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 2,
      "persistent": True, "raster": "n", "epilogue": "tma"},
 ]
+CONFIGS = [config | {"split_k": 1} for config in CONFIGS]
+SPLIT = [BIG | {"block_n": 128, "cluster": 1, "persistent": False, "split_k": 2, "stages": 4},
+         {"block_m": 64, "block_n": 128, "block_k": 128, "stages": 4, "consumers": 1, "cluster": 1,
+          "persistent": False, "raster": "n", "epilogue": "tma", "split_k": 2}]
+# few tiles, long K: split-K's shapes (odd K leaves the halves unequal and the last block ragged)
+SPLIT_SHAPES = [(512, 512, 8192), (200, 136, 1000), (64, 264, 129)]
 SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099), (8, 8, 8)]
 
 
@@ -63,6 +69,17 @@ def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
         if n % 8:  # rows TMA cannot store: the register epilogue's clipped stores
             config = config | {"epilogue": "direct"}
         assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, config
+        result = run(config, problem, seed)
+        assert result.status is Status.OK, (config, problem, result.reason)
+        assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
+
+
+@pytest.mark.parametrize("dtype,layout", itertools.product(("fp16", "bf16"), ("nn", "nt")))
+def test_split_k_adds_the_halves_of_k(dtype: str, layout: str) -> None:
+    device = BACKEND.device(ARCH)
+    for seed, (config, (m, n, k)) in enumerate(itertools.product(SPLIT, SPLIT_SHAPES)):
+        problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
+        assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, (config, problem)
         result = run(config, problem, seed)
         assert result.status is Status.OK, (config, problem, result.reason)
         assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
