@@ -72,11 +72,11 @@ def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def build_all() -> list[str]:
-    """Compiles every distinct binary check() admits (dtypes x layouts) into the cache, nvcc
-    processes in parallel; the problems of those that fail, spill or lack HGMMA."""
+    """Compiles every distinct binary check() admits for the rows into the cache (the studies then
+    find them built), nvcc processes in parallel; the problems of those that fail, spill or lack
+    HGMMA."""
     sources = {}
-    for dtype, layout in itertools.product(("fp16", "bf16"), ("nn", "nt")):
-        problem = SPEC.validate_problem({"dtype": dtype, "layout": layout})
+    for problem in rows():
         for config in admitted(problem):
             source = SPEC.render(config, problem)
             sources.setdefault(source.code_digest(), (config, problem, source))

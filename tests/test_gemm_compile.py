@@ -158,7 +158,7 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
     require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
     require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     jobs = admitted()
-    assert 200 <= len(jobs) <= 600, "keep the compiled set a size CI can build"
+    assert 200 <= len(jobs) <= 400, "keep the compiled set a size CI can build"
     limit = DEVICE.limits["max_shared_bytes"]
 
     def build(job: tuple[dict, dict]) -> str | None:
