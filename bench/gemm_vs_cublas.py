@@ -116,6 +116,44 @@ def check() -> int:
     return 1 if failures else 0
 
 
+PROBE_CONFIGS = [
+    REFERENCE_CONFIG,
+    REFERENCE_CONFIG | {"cluster": 1},
+    REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma"},
+    REFERENCE_CONFIG | {"persistent": False},
+    {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2, "persistent": True,
+     "raster": "m", "epilogue": "direct", "split_k": 1},
+    {"block_m": 128, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 2, "cluster": 2, "persistent": True,
+     "raster": "m", "epilogue": "direct", "split_k": 1},
+]
+
+
+def probe() -> None:
+    """A few tiles beside cuBLAS at 4096 and 8192: where the template stands before any tuning."""
+    problems = [SPEC.validate_problem({"M": s, "N": s, "K": s, "layout": layout, "dtype": dtype})
+                for s, layout, dtype in ((4096, "nn", "bf16"), (4096, "nt", "bf16"), (8192, "nn", "bf16"),
+                                         (8192, "nt", "bf16"), (4096, "nn", "fp16"))]
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(lambda pair: BACKEND.compile(SPEC.render(*pair), ARCH),
+                      [(c, p) for c in PROBE_CONFIGS for p in problems]))
+    for index, problem in enumerate(problems):
+        inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
+        ref = SPEC.reference(inputs, problem)
+        out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+        cublas_s = median_s(cublas_launch(problem, inputs, out), out)
+        flops = SPEC.flops(problem)
+        print(f"{_label(problem)}: cuBLAS {flops / cublas_s / 1e12:.0f} TFLOP/s", flush=True)
+        for config in PROBE_CONFIGS:
+            try:
+                seconds = median_s(tuned_launch(config, problem, inputs, out), out)
+                error = error_metrics(out, ref)[0]
+                print(f"   {_config_text(config)}: {flops / seconds / 1e12:.0f} TFLOP/s ({cublas_s / seconds:.3f}x) "
+                      f"rel {error:.2e}", flush=True)
+            except RuntimeError as exc:
+                print(f"   {_config_text(config)}: {type(exc).__name__}: {exc}", flush=True)
+                raise
+
+
 def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:
     """The fastest stored config within the error bound, tuned on this very problem, or None."""
     try:
@@ -280,7 +318,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24, help="trials of `tuner run` for a row with no stored config")
     parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
     parser.add_argument("--profile", type=int, metavar="ROW", help="launch one row's stored config (for ncu)")
+    parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     args = parser.parse_args()
+    if args.probe:
+        return probe()
     if args.check:
         raise SystemExit(check())
     if not args.db:
