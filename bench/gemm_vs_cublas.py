@@ -120,7 +120,9 @@ PROBE_CONFIGS = [
     REFERENCE_CONFIG,
     REFERENCE_CONFIG | {"cluster": 1},
     REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma"},
+    REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma", "cluster": 1},
     REFERENCE_CONFIG | {"persistent": False},
+    REFERENCE_CONFIG | {"raster": "n", "cluster": 1},
     {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2, "persistent": True,
      "raster": "m", "epilogue": "direct", "split_k": 1},
     {"block_m": 128, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 2, "cluster": 2, "persistent": True,
@@ -144,14 +146,11 @@ def probe() -> None:
         flops = SPEC.flops(problem)
         print(f"{_label(problem)}: cuBLAS {flops / cublas_s / 1e12:.0f} TFLOP/s", flush=True)
         for config in PROBE_CONFIGS:
-            try:
-                seconds = median_s(tuned_launch(config, problem, inputs, out), out)
-                error = error_metrics(out, ref)[0]
-                print(f"   {_config_text(config)}: {flops / seconds / 1e12:.0f} TFLOP/s ({cublas_s / seconds:.3f}x) "
-                      f"rel {error:.2e}", flush=True)
-            except RuntimeError as exc:
-                print(f"   {_config_text(config)}: {type(exc).__name__}: {exc}", flush=True)
-                raise
+            launch = tuned_launch(config, problem, inputs, out)
+            seconds = median_s(launch, out)
+            error = error_metrics(out, ref)[0]
+            print(f"   {_config_text(config)}: {flops / seconds / 1e12:.0f} TFLOP/s ({cublas_s / seconds:.3f}x) "
+                  f"rel {error:.2e}, {launch.grid[0]} blocks", flush=True)
 
 
 def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:

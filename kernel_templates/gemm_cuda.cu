@@ -56,7 +56,7 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
  * a cluster; with one, each block loads 1/CLUSTER of it and multicasts it to every block). */
 __device__ __forceinline__ void load_stage(unsigned char *a_tile, unsigned char *b_tile, u64 *full,
                                            const TmaDescriptor *map_a, const TmaDescriptor *map_b,
-                                           int m0, int n0, int k0, u32 rank) {
+                                           int m0, int n0, int k0, u32 rank /* in the multicast cluster */) {
   mbar_arrive_expect_tx(full, STAGE_BYTES);
 #pragma unroll
   for (int ka = 0; ka < K_ATOMS; ka++)
@@ -247,7 +247,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
         for (int kb = kb_begin; kb < kb_end; kb++) {
           mbar_wait(&empty[stage], phase ^ 1);
           unsigned char *a_tile = smem + stage * STAGE_BYTES;
-          load_stage(a_tile, a_tile + A_BYTES, &full[stage], &map_a, &map_b, m0, n0, kb * BLOCK_K, rank);
+          load_stage(a_tile, a_tile + A_BYTES, &full[stage], &map_a, &map_b, m0, n0, kb * BLOCK_K, m_rank);
           if (++stage == STAGES) stage = 0, phase ^= 1;
         }
       }

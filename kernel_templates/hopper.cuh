@@ -73,10 +73,12 @@ __device__ __forceinline__ void mbar_arrive(u64 *bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(smem_addr(bar)) : "memory");
 }
 
-/* Arrives on the barrier at the same shared-memory offset in block `rank` of the cluster. */
+/* Arrives on the barrier at the same shared-memory offset in block `rank` of the cluster (with the
+ * default release at CTA scope: a cluster-scope release fences every arrival, and the waits that
+ * precede an arrival already order what it publishes). */
 __device__ __forceinline__ void mbar_arrive_cluster(u64 *bar, u32 rank) {
   asm volatile("{ .reg .b32 remote; mapa.shared::cluster.u32 remote, %0, %1;\n"
-               "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote]; }"
+               "mbarrier.arrive.shared::cluster.b64 _, [remote]; }"
                :: "r"(smem_addr(bar)), "r"(rank) : "memory");
 }
 
