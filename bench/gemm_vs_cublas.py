@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,13 +175,17 @@ def tune(problem: dict[str, Any], db: str, trials: int) -> None:
     print("\n".join(done.stdout.strip().splitlines()[-1:]) or done.stderr.strip(), flush=True)
 
 
-def best_configs(db: str, trials: int) -> dict[int, dict[str, Any]]:
+def best_configs(db: str, trials: int, deadline: float) -> dict[int, dict[str, Any]]:
+    """Row index -> its best stored config, tuning the missing rows (fp16 and bf16 of a shape in
+    turn) until ``deadline``."""
     service = Service(Store.open(db))
+    problems = rows()
+    half = len(problems) // 2
     found = {}
-    for index, problem in enumerate(rows()):
-        if stored_best(service, problem) is None and trials:
-            tune(problem, db, trials)
-        if (config := stored_best(service, problem)) is not None:
+    for index in sorted(range(len(problems)), key=lambda i: (i % half, i // half)):
+        if stored_best(service, problems[index]) is None and trials and time.monotonic() < deadline:
+            tune(problems[index], db, trials)
+        if (config := stored_best(service, problems[index])) is not None:
             found[index] = config
     return found
 
@@ -315,6 +320,7 @@ def main() -> None:
     parser.add_argument("--db", help="the tuning database's URL (not needed with --check)")
     parser.add_argument("--out", default="bench/results", type=Path)
     parser.add_argument("--trials", type=int, default=24, help="trials of `tuner run` for a row with no stored config")
+    parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
     parser.add_argument("--profile", type=int, metavar="ROW", help="launch one row's stored config (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
@@ -327,7 +333,8 @@ def main() -> None:
         parser.error("--db is required unless --check")
     if args.profile is not None:
         return profile(args.profile, args.db)
-    configs = best_configs(args.db, args.trials)
+    build_all()  # the studies find every variant compiled
+    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for)
     print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)
     if configs:
         benchmark(configs, args.out)
