@@ -163,28 +163,31 @@ def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | N
     return answer.config if answer.exact else None
 
 
-def tune(problem: dict[str, Any], db: str, trials: int) -> None:
+def tune(problem: dict[str, Any], db: str, trials: int, seed: int) -> None:
     """One study through the CLI as a user runs it (one GPU: the in-process executor), with the
-    default sampler; every variant is already in the compile cache (build_all)."""
+    default sampler; every variant is already in the compile cache (build_all). A study that
+    exists resumes with ``trials`` more."""
     shape = ",".join(f"{key}={problem[key]}" for key in ("M", "N", "K", "layout"))
     command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
-               "--shape", shape, "--dtype", problem["dtype"], "--trials", str(trials), "--seed", "1",
+               "--shape", shape, "--dtype", problem["dtype"], "--trials", str(trials), "--seed", str(seed),
                "--db", db, "--executor", "local", "--no-progress"]
     print("+", " ".join(command[2:]), flush=True)
-    done = subprocess.run(command, check=False, capture_output=True, text=True)
-    print("\n".join(done.stdout.strip().splitlines()[-1:]) or done.stderr.strip(), flush=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250"})  # the run's summary on one line
+    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip(), flush=True)
 
 
-def best_configs(db: str, trials: int, deadline: float) -> dict[int, dict[str, Any]]:
-    """Row index -> its best stored config, tuning the missing rows (fp16 and bf16 of a shape in
-    turn) until ``deadline``."""
+def best_configs(db: str, trials: int, deadline: float, retune: bool = False) -> dict[int, dict[str, Any]]:
+    """Row index -> its best stored config, tuning the missing rows (every row with ``retune``; fp16
+    and bf16 of a shape in turn) until ``deadline``."""
     service = Service(Store.open(db))
     problems = rows()
     half = len(problems) // 2
     found = {}
     for index in sorted(range(len(problems)), key=lambda i: (i % half, i // half)):
-        if stored_best(service, problems[index]) is None and trials and time.monotonic() < deadline:
-            tune(problems[index], db, trials)
+        missing = retune or stored_best(service, problems[index]) is None
+        if missing and trials and time.monotonic() < deadline:
+            tune(problems[index], db, trials, seed=index + 1)
         if (config := stored_best(service, problems[index])) is not None:
             found[index] = config
     return found
@@ -320,6 +323,7 @@ def main() -> None:
     parser.add_argument("--db", help="the tuning database's URL (not needed with --check)")
     parser.add_argument("--out", default="bench/results", type=Path)
     parser.add_argument("--trials", type=int, default=24, help="trials of `tuner run` for a row with no stored config")
+    parser.add_argument("--retune", action="store_true", help="give every row's study --trials more, tuned or not")
     parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
     parser.add_argument("--profile", type=int, metavar="ROW", help="launch one row's stored config (for ncu)")
@@ -334,7 +338,7 @@ def main() -> None:
     if args.profile is not None:
         return profile(args.profile, args.db)
     build_all()  # the studies find every variant compiled
-    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for)
+    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune)
     print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)
     if configs:
         benchmark(configs, args.out)

@@ -4,7 +4,8 @@
 # database has none; the winners re-measured beside torch.matmul (bench/gemm_vs_cublas.py); then the
 # 100-trial GEMM run as a user runs it (Ray, SQLite) with its study-loop report, and `tuner best`.
 #   bench/gemm_vs_cublas.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
-# Environment: TRIALS (default 16), TUNE_FOR seconds after which no new row is tuned, E2E=0 skips the
+# Environment: TRIALS (default 16), RETUNE=1 to give tuned rows TRIALS more too, TUNE_FOR seconds
+# after which no new row is tuned, E2E=0 skips the
 # 100-trial run, CHECK=0 skips the check (its build step runs anyway),
 # PROFILE=1 adds ncu on two rows (our kernel and cuBLAS's). The tuning database travels gzipped
 # (bench/results/gemm_tuned.db.gz, committed): a call starts from it and leaves the new one in OUT_DIR.
@@ -24,7 +25,7 @@ status=0
 {
   device_header
   if [[ "${CHECK:-1}" != 0 ]]; then python3 -P bench/gemm_vs_cublas.py --check || status=1; stamp "check done"; fi
-  bench --trials "${TRIALS:-16}" --tune-for "${TUNE_FOR:-1e9}" || status=1
+  bench --trials "${TRIALS:-16}" --tune-for "${TUNE_FOR:-1e9}" ${RETUNE:+--retune} || status=1
   stamp "benchmark done"
 } 2>&1 | tee "$out/gemm_vs_cublas.log"
 

@@ -61,7 +61,7 @@ def run(config: dict, problem: dict, seed: int = 0):
     return BACKEND.measure(job, BACKEND.compile(source, ARCH), SPEC, QUICK)
 
 
-@pytest.mark.parametrize("dtype,layout", itertools.product(("fp16", "bf16"), ("nn", "nt")))
+@pytest.mark.parametrize("dtype,layout", list(itertools.product(("fp16", "bf16"), ("nn", "nt"))))
 def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
     device = BACKEND.device(ARCH)
     for seed, (config, (m, n, k)) in enumerate(itertools.product(CONFIGS, SHAPES)):
@@ -74,7 +74,7 @@ def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
         assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
 
 
-@pytest.mark.parametrize("dtype,layout", itertools.product(("fp16", "bf16"), ("nn", "nt")))
+@pytest.mark.parametrize("dtype,layout", list(itertools.product(("fp16", "bf16"), ("nn", "nt"))))
 def test_split_k_adds_the_halves_of_k(dtype: str, layout: str) -> None:
     device = BACKEND.device(ARCH)
     for seed, (config, (m, n, k)) in enumerate(itertools.product(SPLIT, SPLIT_SHAPES)):
