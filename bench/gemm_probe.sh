@@ -15,6 +15,6 @@ ncu_problem=${NCU_PROBLEM:-'{"M": 4096, "N": 4096, "K": 4096}'}
 if [[ -n "${NCU_CONFIG:-}" ]]; then  # e.g. NCU_CONFIG='{"cluster": 1}': its second launch, then cuBLAS's
   timeout 200 ncu --clock-control none -k regex:gemm -s 1 -c 2 --section SpeedOfLight --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy \
-    python3 -P bench/gemm_one.py "$NCU_CONFIG" "$ncu_problem" 2>&1 | tee "$out/gemm_ncu.txt" || status=1
+    python3 -P bench/gemm_vs_cublas.py --profile "$NCU_CONFIG $ncu_problem" 2>&1 | tee "$out/gemm_ncu.txt" || status=1
 fi
 exit $status

@@ -13,6 +13,7 @@ per run, median of >= 50). Writes ``gemm_vs_cublas.{json,md,png}`` and the winne
     python3 -P bench/gemm_vs_cublas.py --check            (every variant built, every row's shape verified)
     python3 -P bench/gemm_vs_cublas.py --db URL --trials 24
     python3 -P bench/gemm_vs_cublas.py --db URL --profile 3   (row 3's winner launched once, for ncu)
+    python3 -P bench/gemm_vs_cublas.py --profile '{"cluster": 1} {"M": 4096}'   (a config of one's own)
 """
 
 from __future__ import annotations
@@ -303,12 +304,19 @@ def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
     sass_report(measured, out / "gemm_vs_cublas.sass.txt")
 
 
-def profile(index: int, db: str) -> None:
-    """Launches row ``index``'s stored best config once after a warm-up, for ncu to capture."""
-    problem = rows()[index]
-    config = stored_best(Service(Store.open(db)), problem)
-    if config is None:
-        raise SystemExit(f"no stored config for {_label(problem)}: run the benchmark first")
+def profile(row: str, db: str | None) -> None:
+    """Launches a config once after a warm-up launch, then torch.matmul once, for ncu to capture:
+    row ``row``'s stored best, or for ``row`` = 'CONFIG_JSON PROBLEM_JSON' those keys over
+    REFERENCE_CONFIG and the default problem."""
+    if row.isdigit():
+        problem = rows()[int(row)]
+        config = stored_best(Service(Store.open(db)), problem) if db else None
+        if config is None:
+            raise SystemExit(f"no stored config for {_label(problem)}: run the benchmark first (and give --db)")
+    else:
+        changes, end = json.JSONDecoder().raw_decode(row)
+        config = REFERENCE_CONFIG | changes
+        problem = SPEC.validate_problem(json.loads(row[end:]))
     inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
     out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
     launch = tuned_launch(config, problem, inputs, out)
@@ -326,17 +334,17 @@ def main() -> None:
     parser.add_argument("--retune", action="store_true", help="give every row's study --trials more, tuned or not")
     parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
-    parser.add_argument("--profile", type=int, metavar="ROW", help="launch one row's stored config (for ncu)")
+    parser.add_argument("--profile", metavar="ROW", help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     args = parser.parse_args()
     if args.probe:
         return probe()
     if args.check:
         raise SystemExit(check())
-    if not args.db:
-        parser.error("--db is required unless --check")
     if args.profile is not None:
         return profile(args.profile, args.db)
+    if not args.db:
+        parser.error("--db is required unless --check, --probe or --profile")
     build_all()  # the studies find every variant compiled
     configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune)
     print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)

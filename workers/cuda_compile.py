@@ -76,15 +76,21 @@ def compiler() -> Compiler:
         raise ToolchainMissing(str(exc)) from None
 
 
-@lru_cache(maxsize=1)
-def nvcc_path() -> str:
-    candidates = [shutil.which("nvcc")]
+def cuda_tool(name: str, *folders: str) -> str | None:
+    """The executable ``name`` of the CUDA toolkit: on PATH, under CUDA_HOME, CUDA_PATH or
+    /usr/local/cuda, or in one of ``folders``; None where there is none."""
+    candidates = [shutil.which(name)]
     for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if root:
-            candidates.append(os.path.join(root, "bin", "nvcc"))
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
+            candidates.append(os.path.join(root, "bin", name))
+    candidates += [os.path.join(folder, name) for folder in folders]
+    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
+
+
+@lru_cache(maxsize=1)
+def nvcc_path() -> str:
+    if path := cuda_tool("nvcc"):
+        return path
     raise ToolchainMissing("nvcc not found: install the CUDA toolkit (12.4 or newer) or set CUDA_HOME")
 
 

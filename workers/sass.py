@@ -7,10 +7,11 @@ cuobjdump is found on PATH, under CUDA_HOME, or in the ``nvidia-cuda-cuobjdump``
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
+
+from .cuda_compile import cuda_tool
 
 
 class DisassemblerMissing(Exception):
@@ -19,19 +20,14 @@ class DisassemblerMissing(Exception):
 
 @lru_cache(maxsize=1)
 def cuobjdump_path() -> str:
-    candidates = [shutil.which("cuobjdump")]
-    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if root:
-            candidates.append(os.path.join(root, "bin", "cuobjdump"))
     try:
         import nvidia.cu13
 
-        candidates += [str(Path(p, "bin", "cuobjdump")) for p in nvidia.cu13.__path__]
+        wheels = [str(Path(folder, "bin")) for folder in nvidia.cu13.__path__]
     except ImportError:
-        pass
-    for path in candidates:
-        if path and os.access(path, os.X_OK):
-            return path
+        wheels = []
+    if path := cuda_tool("cuobjdump", *wheels):
+        return path
     raise DisassemblerMissing("cuobjdump not found: install the CUDA toolkit or `pip install "
                               "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm`")
 
