@@ -212,7 +212,7 @@ def header() -> dict[str, Any]:
     driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                             capture_output=True, text=True, check=False).stdout.strip()
     return {"device": env.get("device"), "driver": driver, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "nvcc": env.get("nvcc"),
+            "cuda": torch.version.cuda, "compiler": env.get("compiler"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

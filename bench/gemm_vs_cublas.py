@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from tuner.db import Store
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.service import NotFound, Service
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_launch import launcher
@@ -46,6 +46,7 @@ sys.path.append(str(ROOT))  # bench.*; appended, so the installed tuner stays fi
 from bench.attention_vs_sdpa import header  # noqa: E402  (device, driver, versions, date)
 
 ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
 SPEC = find_spec("gemm", ARCH)
 BACKEND = get_backend("cuda")
 POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
@@ -68,7 +69,7 @@ def bound(problem: dict[str, Any]) -> float:
 
 
 def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
-    names, device = [p.name for p in SPEC.params], BACKEND.device(ARCH)
+    names, device = [p.name for p in SPEC.params], BACKEND.device(TARGET)
     every = (dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params)))
     return [config for config in every if SPEC.check(config, problem, device) is None]
 
@@ -85,7 +86,7 @@ def build_all() -> list[str]:
 
     def build(item: tuple[dict, dict, Any]) -> str | None:
         config, problem, source = item
-        artifact = BACKEND.compile(source, ARCH)
+        artifact = BACKEND.compile(source, TARGET)
         if artifact.error:
             return f"{config} {problem['dtype']} {problem['layout']}: {artifact.error}"
         spilled = artifact.resources.get("spill_store_bytes", 0) or artifact.resources.get("stack_bytes", 0)
@@ -106,9 +107,9 @@ def check() -> int:
         configs = admitted(problem)
         for config in (REFERENCE_CONFIG, configs[index % len(configs)], configs[-1 - index % len(configs)]):
             source = SPEC.render(config, problem)
-            job = Job(trial_id=index, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, arch=ARCH,
+            job = Job(trial_id=index, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, target=TARGET,
                       source=source, seed=index)
-            result = BACKEND.measure(job, BACKEND.compile(source, ARCH), SPEC, QUICK)
+            result = BACKEND.measure(job, BACKEND.compile(source, TARGET), SPEC, QUICK)
             line = (f"row {index} {_label(problem)} {_config_text(config)}: {result.status.value} "
                     f"rel {result.rel_l2:.2e} (bound {bound(problem):.0e}) {result.reason or ''}")
             print(line, flush=True)
@@ -138,7 +139,7 @@ def probe() -> None:
                 for s, layout, dtype in ((4096, "nn", "bf16"), (4096, "nt", "bf16"), (8192, "nn", "bf16"),
                                          (8192, "nt", "bf16"), (4096, "nn", "fp16"))]
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        list(pool.map(lambda pair: BACKEND.compile(SPEC.render(*pair), ARCH),
+        list(pool.map(lambda pair: BACKEND.compile(SPEC.render(*pair), TARGET),
                       [(c, p) for c in PROBE_CONFIGS for p in problems]))
     for index, problem in enumerate(problems):
         inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
@@ -201,7 +202,7 @@ def median_s(launch: Callable[[], Any], out: torch.Tensor) -> float:
 def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
                  out: torch.Tensor) -> Callable[[], None]:
     source = SPEC.render(config, problem)
-    artifact = BACKEND.compile(source, ARCH)
+    artifact = BACKEND.compile(source, TARGET)
     if artifact.error is not None:
         raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
     return launcher(artifact.path, source, inputs, out)
@@ -274,7 +275,7 @@ def sass_report(measured: list[dict[str, Any]], path: Path) -> None:
     seen, text = set(), []
     for r in measured:
         problem = SPEC.validate_problem({k: r[k] for k in ("M", "N", "K", "layout", "dtype")})
-        artifact = BACKEND.compile(SPEC.render(r["config"], problem), ARCH)
+        artifact = BACKEND.compile(SPEC.render(r["config"], problem), TARGET)
         if artifact.path in seen:
             continue
         seen.add(artifact.path)

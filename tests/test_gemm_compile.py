@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from tuner.kernel_templates import Source, canonical_json, find_spec
+from tuner.kernel_templates import Source, Target, canonical_json, find_spec
 from tuner.kernel_templates.gemm_cuda import (MAX_ACCUMULATORS, RASTER_GROUP, shared_bytes,
                                               static_shared_bytes)
 from tuner.kernel_templates.headers import inline_headers
@@ -24,7 +24,8 @@ from tests.conftest import require
 
 SPEC = find_spec("gemm", "sm_90a")
 BACKEND = get_backend("cuda")
-DEVICE = BACKEND.device("sm_90a")
+TARGET = Target.documented("sm_90a")
+DEVICE = BACKEND.device(TARGET)
 DEFAULT = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
            "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
 
@@ -144,7 +145,7 @@ def test_register_and_shared_a_forms_of_wgmma_assemble_to_hgmma() -> None:
     require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
     require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     source = Source("cuda", inline_headers(PRIMITIVES_PROBE), "probe")
-    artifact = BACKEND.compile(source, "sm_90a")
+    artifact = BACKEND.compile(source, TARGET)
     assert artifact.error is None, artifact.log
     hgmma = [line for line in dump_sass(artifact.path).splitlines() if "HGMMA" in line]
     assert len(hgmma) == 3
@@ -163,7 +164,7 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
 
     def build(job: tuple[dict, dict]) -> str | None:
         config, problem = job
-        artifact = BACKEND.compile(SPEC.render(config, problem), "sm_90a")
+        artifact = BACKEND.compile(SPEC.render(config, problem), TARGET)
         if artifact.error:
             return f"{job}: {artifact.error} {artifact.log}"
         resources = artifact.resources

@@ -12,7 +12,7 @@ import numpy as np
 
 import pytest
 import torch
-from tuner.kernel_templates import find_spec
+from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_launch import launcher
 from tuner.workers.cuda_measure import poison
@@ -23,6 +23,7 @@ from tests.conftest import require
 pytestmark = pytest.mark.gpu
 
 ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
 SPEC = find_spec("gemm", ARCH)
 BACKEND = get_backend("cuda")
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
@@ -56,14 +57,14 @@ def _gpu() -> None:
 def run(config: dict, problem: dict, seed: int = 0):
     problem = SPEC.validate_problem(problem)
     source = SPEC.render(config, problem)
-    job = Job(trial_id=seed, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, arch=ARCH,
+    job = Job(trial_id=seed, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, target=TARGET,
               source=source, seed=seed)
-    return BACKEND.measure(job, BACKEND.compile(source, ARCH), SPEC, QUICK)
+    return BACKEND.measure(job, BACKEND.compile(source, TARGET), SPEC, QUICK)
 
 
 @pytest.mark.parametrize("dtype,layout", list(itertools.product(("fp16", "bf16"), ("nn", "nt"))))
 def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
-    device = BACKEND.device(ARCH)
+    device = BACKEND.device(TARGET)
     for seed, (config, (m, n, k)) in enumerate(itertools.product(CONFIGS, SHAPES)):
         problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
         if n % 8:  # rows TMA cannot store: the register epilogue's clipped stores
@@ -76,7 +77,7 @@ def test_configs_are_correct_on_ragged_shapes(dtype: str, layout: str) -> None:
 
 @pytest.mark.parametrize("dtype,layout", list(itertools.product(("fp16", "bf16"), ("nn", "nt"))))
 def test_split_k_adds_the_halves_of_k(dtype: str, layout: str) -> None:
-    device = BACKEND.device(ARCH)
+    device = BACKEND.device(TARGET)
     for seed, (config, (m, n, k)) in enumerate(itertools.product(SPLIT, SPLIT_SHAPES)):
         problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
         assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, (config, problem)
@@ -88,7 +89,7 @@ def test_split_k_adds_the_halves_of_k(dtype: str, layout: str) -> None:
 def test_persistent_grid_is_clamped_to_resident_clusters() -> None:
     problem = SPEC.validate_problem({"M": 8192, "N": 8192, "K": 128})
     source = SPEC.render(BIG, problem)
-    artifact = BACKEND.compile(source, ARCH)
+    artifact = BACKEND.compile(source, TARGET)
     inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
     out = torch.empty(8192, 8192, dtype=torch.bfloat16, device="cuda")
     launch = launcher(artifact.path, source, inputs, out)
