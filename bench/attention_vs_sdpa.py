@@ -36,8 +36,8 @@ from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
 from tuner.service import NotFound, Service
 from tuner.workers import TimingPolicy, get_backend
-from tuner.workers.cuda_measure import error_metrics, time_launches
 from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_measure import error_metrics, time_launches
 from tuner.workers.cuda_runtime import environment
 
 ARCH = "sm_90a"

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
 from tuner.service import NotFound, Service
@@ -70,7 +71,7 @@ def bound(problem: dict[str, Any]) -> float:
 
 def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
     names, device = [p.name for p in SPEC.params], BACKEND.device(TARGET)
-    every = (dict(zip(names, values)) for values in itertools.product(*(p.choices for p in SPEC.params)))
+    every = (dict(zip(names, values, strict=True)) for values in itertools.product(*(p.choices for p in SPEC.params)))
     return [config for config in every if SPEC.check(config, problem, device) is None]
 
 
@@ -335,7 +336,8 @@ def main() -> None:
     parser.add_argument("--retune", action="store_true", help="give every row's study --trials more, tuned or not")
     parser.add_argument("--tune-for", type=float, default=1e9, help="start no new study after this many seconds")
     parser.add_argument("--check", action="store_true", help="build every variant, verify every row's shape, then stop")
-    parser.add_argument("--profile", metavar="ROW", help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
+    parser.add_argument("--profile", metavar="ROW",
+                        help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     args = parser.parse_args()
     if args.probe:

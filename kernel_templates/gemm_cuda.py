@@ -55,7 +55,8 @@ class GemmCuda(KernelSpec):
     archs = ("sm_90a",)
     params = (
         Param("block_m", (64, 128, 256), "output rows of a block's tile"),
-        Param("block_n", (128, 256), "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP)"),
+        Param("block_n", (128, 256),
+              "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP)"),
         Param("block_k", (64, 128), "K of a pipeline stage"),
         Param("stages", (2, 3, 4, 5, 6), "shared-memory stages of the TMA -> wgmma ring"),
         Param("consumers", (1, 2), "consumer warpgroups, each owning block_m/consumers rows"),
@@ -78,7 +79,8 @@ class GemmCuda(KernelSpec):
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
         if config["epilogue"] == "tma" and problem["N"] % _ROW_ALIGN:
-            return f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple of {_ROW_ALIGN}"
+            return (f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple "
+                    f"of {_ROW_ALIGN}")
         if config["split_k"] > 1:
             tiles = math.ceil(problem["M"] / config["block_m"]) * math.ceil(problem["N"] / config["block_n"])
             sms = device.limits.get("sm_count", DEFAULT_SM_COUNT)
@@ -105,7 +107,8 @@ class GemmCuda(KernelSpec):
             grid=(blocks, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
             shared_bytes=shared_bytes(config),
             tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box))
-            + ((TensorMap("out", (64, config["block_m"] // config["consumers"])),) if config["epilogue"] == "tma" else ()),
+            + ((TensorMap("out", (64, config["block_m"] // config["consumers"])),)
+               if config["epilogue"] == "tma" else ()),
             cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
@@ -157,7 +160,8 @@ def check_tiles(config: Config, device: Device) -> str | None:
         return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
     in_flight = config["stages"] * stage_bytes(config)
     if in_flight < MIN_BYTES_IN_FLIGHT:
-        return f"{config['stages']} stages keep {in_flight // 1024} KB in flight, under {MIN_BYTES_IN_FLIGHT // 1024} KB: more stages"
+        return (f"{config['stages']} stages keep {in_flight // 1024} KB in flight, under "
+                f"{MIN_BYTES_IN_FLIGHT // 1024} KB: more stages")
     if config["split_k"] > 1:
         if config["cluster"] > 1 or config["persistent"]:
             return "split-K runs one tile per 2-block cluster: it needs cluster=1 and persistent=False"

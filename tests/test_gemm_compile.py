@@ -12,15 +12,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.conftest import require
 from tuner.kernel_templates import Source, Target, canonical_json, find_spec
-from tuner.kernel_templates.gemm_cuda import (MAX_ACCUMULATORS, RASTER_GROUP, shared_bytes,
-                                              static_shared_bytes)
+from tuner.kernel_templates.gemm_cuda import MAX_ACCUMULATORS, RASTER_GROUP, shared_bytes, static_shared_bytes
 from tuner.kernel_templates.headers import inline_headers
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
 from tuner.workers.sass import DisassemblerMissing, count, cuobjdump_path, dump_sass
-
-from tests.conftest import require
 
 SPEC = find_spec("gemm", "sm_90a")
 BACKEND = get_backend("cuda")
@@ -43,7 +42,7 @@ def admitted() -> list[tuple[dict, dict]]:
     names = [p.name for p in SPEC.params]
     found = {}
     for values in itertools.product(*(p.choices for p in SPEC.params)):
-        config = dict(zip(names, values))
+        config = dict(zip(names, values, strict=True))
         for dtype, layout, sizes in itertools.product(("fp16", "bf16"), ("nn", "nt"),
                                                       ({}, {"M": 512, "N": 512, "K": 8192})):
             problem = SPEC.validate_problem({"dtype": dtype, "layout": layout, **sizes})
@@ -69,7 +68,8 @@ def test_render_inlines_the_header_and_passes_sizes_at_run_time() -> None:
     assert tma.tensor_maps[2].buffer == "out" and tma.tensor_maps[2].box == (64, 64)  # one consumer's rows
     assert tma.shared_bytes == source.shared_bytes - 48 * 1024 + 128 * 256 * 2
     # the sizes, raster order and persistence are run-time: one binary serves them all
-    other = SPEC.render(DEFAULT | {"persistent": False, "raster": "n"}, SPEC.validate_problem({"M": 77, "layout": "nt"}))
+    other = SPEC.render(DEFAULT | {"persistent": False, "raster": "n"},
+                        SPEC.validate_problem({"M": 77, "layout": "nt"}))
     assert other.code_digest() == source.code_digest() and other.digest() != source.digest()
 
 
@@ -143,7 +143,8 @@ extern "C" __global__ void __launch_bounds__(128, 1) probe(float *out, const u32
 
 def test_register_and_shared_a_forms_of_wgmma_assemble_to_hgmma() -> None:
     require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
-    require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    require(_available(cuobjdump_path),
+            "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     source = Source("cuda", inline_headers(PRIMITIVES_PROBE), "probe")
     artifact = BACKEND.compile(source, TARGET)
     assert artifact.error is None, artifact.log
@@ -157,7 +158,8 @@ def test_register_and_shared_a_forms_of_wgmma_assemble_to_hgmma() -> None:
 @pytest.mark.slow
 def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
     require(_available(nvcc_path), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
-    require(_available(cuobjdump_path), "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
+    require(_available(cuobjdump_path),
+            "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     jobs = admitted()
     assert 200 <= len(jobs) <= 400, "keep the compiled set a size CI can build"
     limit = DEVICE.limits["max_shared_bytes"]

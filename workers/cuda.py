@@ -1,4 +1,5 @@
-"""The CUDA backend: NVRTC- (or nvcc-) compiled cubins, launched through the CUDA driver (cuda-bindings), timed and verified with torch.
+"""The CUDA backend: NVRTC- (or nvcc-) compiled cubins, launched through the CUDA driver
+(cuda-bindings), timed and verified with torch.
 
 Compiling (``cuda_compile``) needs only NVRTC or nvcc, so it runs on any CPU worker and in CI; measuring
 (``cuda_measure``) needs the GPU, CuPy and torch and runs in the device's one measuring process.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cuda.bindings import driver
+
 from tuner.kernel_templates.spec import Source, TensorMap
 
 # Beyond this much dynamic shared memory a kernel must opt in (cuFuncSetAttribute).
@@ -68,7 +69,8 @@ def encode_tensor_map(spec: TensorMap, tensor: Any) -> ctypes.Array:
     size = tensor.element_size()
     dims = [driver.cuuint64_t(tensor.shape[d]) for d in reversed(range(rank))]
     strides = [driver.cuuint64_t(tensor.stride(d) * size) for d in reversed(range(rank - 1))]
-    element = getattr(driver.CUtensorMapDataType, "CU_TENSOR_MAP_DATA_TYPE_" + _ELEMENT[str(tensor.dtype).removeprefix("torch.")])
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    element = getattr(driver.CUtensorMapDataType, "CU_TENSOR_MAP_DATA_TYPE_" + _ELEMENT[dtype])
     tensor_map = check(driver.cuTensorMapEncodeTiled(
         element, rank, tensor.data_ptr(), dims, strides, [driver.cuuint32_t(b) for b in spec.box],
         [driver.cuuint32_t(1)] * rank, driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,

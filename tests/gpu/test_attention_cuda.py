@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
-from tuner.workers.cuda_measure import time_launches
 from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_measure import time_launches
 from tuner.workers.cuda_runtime import gpu_count
 
 pytestmark = pytest.mark.gpu

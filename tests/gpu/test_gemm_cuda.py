@@ -9,16 +9,15 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-
 import pytest
 import torch
+
+from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_launch import launcher
 from tuner.workers.cuda_measure import poison
 from tuner.workers.cuda_runtime import gpu_count
-
-from tests.conftest import require
 
 pytestmark = pytest.mark.gpu
 
