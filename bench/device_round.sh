@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One call of the device tool running several GPU checks in turn, from the repository root:
+#   PARTS="gpu_tests runtime_bench compile" bash bench/device_round.sh
+# Each part writes under $OUT/round/<part>/ and has its own time limit (LIMIT_<part>, seconds), so
+# one slow part cannot take the others' time; everything is packed into $OUT/round.tar.gz at the
+# end (the device tool brings back at most 8 files). Parts:
+#   gpu_tests      every GPU-marked test (attention, gemm, runtime, the CUDA example)
+#   runtime_bench  bench/runtime_overhead.py (tuner.runtime's launch overhead, transformer block)
+#   compile        bench/compile_throughput.py, NVRTC against nvcc on this machine's cores
+#   cuda_example   bench/cuda_example.sh (the README's CUDA example, as printed)
+#   search         bench/search_gpu_pipeline.sh (ours against Kernel Tuner on the GPU)
+set -uo pipefail
+root="${OUT:-bench/results}/round"
+mkdir -p "$root"
+source bench/device_env.sh
+device_header >"$root/env.txt" 2>&1
+
+run_part() {  # name, default limit, command...
+  local name=$1 limit=$2; shift 2
+  local var="LIMIT_$name" dir="$root/$name"
+  mkdir -p "$dir"
+  local started=$SECONDS
+  timeout "${!var:-$limit}" "$@" >"$dir/log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $((SECONDS - started)) s" | tee -a "$root/summary.txt"
+}
+
+for part in ${PARTS:-gpu_tests runtime_bench compile}; do
+  case $part in
+    gpu_tests) run_part gpu_tests 300 python3 -P -m pytest --import-mode=append -m gpu tests/gpu -v -p no:cacheprovider ;;
+    runtime_bench) ONLY=bench run_part runtime_bench 200 bash bench/runtime_overhead.sh "$root/runtime_bench" ;;
+    compile) run_part compile 200 python3 bench/compile_throughput.py --backend cuda --workers 1 4 16 \
+               --kernels "${KERNELS:-24}" --out "$root/compile" \
+               --note "$(nproc) CPU cores; ${KERNELS:-24} distinct configs per (compiler, worker count), fresh cache each" ;;
+    cuda_example) run_part cuda_example 150 bash bench/cuda_example.sh "$root/cuda_example" ;;
+    search) run_part search 240 bash bench/search_gpu_pipeline.sh "$root/search" ;;
+    *) echo "unknown part $part" | tee -a "$root/summary.txt" ;;
+  esac
+done
+tar -czf "${OUT:-bench/results}/round.tar.gz" -C "$(dirname "$root")" round && rm -rf "$root"
