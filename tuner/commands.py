@@ -148,6 +148,8 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
     console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
                   f"answered from storage, {summary.invalid} invalid; {summary.ok} ok, {summary.failed} failed; "
                   f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")
+    for reason, count in summary.commonest_failures():
+        console.print(f"  {count} failed with {reason}")
 
 
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
