@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sqlalchemy import delete, func, insert, inspect, select, text, update
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -239,6 +241,16 @@ class Store:
             rows = session.execute(orphans, {"name": study_name}).all()
         return [trial_id for trial_id, start in rows
                 if start is not None and _as_datetime(start) < started_before]
+
+    def running_trials(self, study_name: str) -> int:
+        """How many of the study's trials Optuna holds RUNNING: trials in flight, so a tuner is
+        at work on it (or was killed, until the next tuner fails its stale trials)."""
+        running = text("SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                       "WHERE s.study_name = :name AND t.state = 'RUNNING'")
+        with self._session() as session:
+            if not inspect(session.connection()).has_table("trials"):
+                return 0  # no study was ever run here: Optuna's tables are made by the first
+            return session.scalar(running, {"name": study_name}) or 0
 
     # ---- reads for tuner.service ----
 

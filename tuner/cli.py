@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(commands.dispatch(args))
+    except BrokenPipeError:
+        _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
+        return ExitStatus.OK
     except KeyboardInterrupt:
         print("tuner: interrupted; finished trials are stored: run the same command to continue",
               file=sys.stderr)
@@ -124,5 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
 
 
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def run_main() -> None:
-    sys.exit(main())
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.exit(status)

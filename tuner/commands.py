@@ -50,8 +50,17 @@ def dispatch(args: argparse.Namespace) -> ExitStatus:
     return _COMMANDS[args.command](args)
 
 
-def _console() -> Console:
-    return Console(highlight=False, markup=False)  # names and configs are user text, not markup
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError  # rich would exit 1 itself; `cli.main` ends every command alike
+
+
+def _console(min_width: int = 0) -> Console:
+    """A console for user text (names and configs are not markup), at least ``min_width`` wide."""
+    console = _Console(highlight=False, markup=False)
+    if console.width < min_width:
+        console = _Console(highlight=False, markup=False, width=min_width)
+    return console
 
 
 def _spec_and_ref(args: argparse.Namespace, target: Target) -> tuple[KernelSpec, SpecRef]:
@@ -173,13 +182,16 @@ def cmd_studies(args: argparse.Namespace) -> ExitStatus:
         store.close()
     table = Table(title="studies")
     for column in ("name", "kernel", "arch", "device", "trials", "ok", "best latency"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "name")  # the name `tuner show` needs, whole
     from .progress import format_seconds
 
     for s in studies:
         table.add_row(s.name, s.kernel, s.arch, s.device_name, str(s.n_trials),
                       str(s.counts.get("ok", 0)), format_seconds(s.best_latency_s))
-    _console().print(table)
+    # Never narrower than the longest name and room for the rest: a terminal of 80 columns or a
+    # pipe must not cut the name `tuner show` needs.
+    longest = max((len(s.name) for s in studies), default=0)
+    _console(min_width=longest + 60).print(table)
     return ExitStatus.OK
 
 

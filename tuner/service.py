@@ -215,6 +215,10 @@ class Service:
                            f"to find its name, or run it with `tuner run`")
         return found
 
+    def running_trials(self, name: str) -> int:
+        """Trials of the study in flight now (0: no tuner is at work on it)."""
+        return self._store.running_trials(self.study(name).name)
+
     def trials(self, name: str, *, status: str | None = None, max_error: float | None = None,
                params: dict[str, Any] | None = None, sort: str = "number",
                descending: bool = False, offset: int = 0, limit: int = 100) -> TrialPage:
