@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best config of every tuned (kernel, arch, shape) "
                                            "as JSON and as a C/C++ header, for runtimes with no service")
     _add_db(export)
+    export.add_argument("--max-error", action="append", default=[], metavar="[KERNEL=]BOUND",
+                        help="largest relative L2 error of an exported config: BOUND for every kernel, "
+                             "KERNEL=BOUND for one (repeatable, e.g. --max-error 1e-3 --max-error "
+                             "gemm=1e-2); a problem with no config within its bound is left out")
     export.add_argument("--json", help="JSON file to write (default tuner_best.json unless --bundle)")
     export.add_argument("--header", help="C/C++ header to write (default tuner_best.h unless --bundle)")
     export.add_argument("--bundle", metavar="DIR",

@@ -236,8 +236,9 @@ def cmd_serve(args: argparse.Namespace) -> ExitStatus:
 
 
 def cmd_export(args: argparse.Namespace) -> ExitStatus:
-    from .export import write_exports
+    from .export import ErrorBounds, write_exports
 
+    bounds = ErrorBounds.parse(args.max_error)
     if args.arch is not None and args.bundle is None:
         raise UsageError("--arch chooses a bundle's arch: pass it with --bundle DIR")
     if args.bundle is None and args.json is None and args.header is None:
@@ -251,7 +252,7 @@ def cmd_export(args: argparse.Namespace) -> ExitStatus:
             entries = write_bundle(service, args.bundle, args.arch)
             print(f"wrote a bundle of {len(entries)} best configs and their binaries to {args.bundle}")
         if args.json is not None or args.header is not None:
-            entries = write_exports(service, args.json, args.header)
+            entries = write_exports(service, args.json, args.header, bounds)
             written = " and ".join(p for p in (args.json, args.header) if p is not None)
             print(f"wrote {len(entries)} best configs to {written}")
     finally:
