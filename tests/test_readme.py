@@ -18,7 +18,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_example_blocks_are_the_shipped_files():
     blocks = re.findall(r"<!-- example-template: (\S+) -->\n```\w+\n(.*?)```", README, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 4  # the C example and the CUDA example, each a spec and its source
     for path, text in blocks:
         assert (ROOT / path).read_text() == text, f"README's copy of {path} is stale"
 
@@ -31,6 +31,27 @@ def test_example_commands_run_as_printed(tmp_path, ray_session, monkeypatch, cap
         argv = shlex.split(command) + ["--db", f"sqlite:///{tmp_path / 'tuner.db'}"]
         assert main(argv) == 0, command
     assert '"config"' in capsys.readouterr().out
+
+
+def test_the_cuda_example_compiles_as_printed(monkeypatch, capsys):
+    """The README's `tuner check` line, on this machine (no GPU): every admitted config compiles.
+    The run and best lines need the GPU: tests/gpu/test_example_cuda.py runs them."""
+    require(_has_nvcc(), "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
+    monkeypatch.chdir(ROOT)
+    lines = re.findall(r"^tuner (check .*--template examples/softmax_cuda\.py.*)$", README, re.M)
+    assert len(lines) == 1
+    assert main(shlex.split(lines[0]) + ["--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "check() admits 32" in out and "32 of 32 configs compiled for sm_90a; 0 failed" in out
+
+
+def _has_nvcc() -> bool:
+    from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
+
+    try:
+        return bool(nvcc_path())
+    except ToolchainMissing:
+        return False
 
 
 def test_ci_runs_the_readme_test_command():

@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(its tuner was killed) is failed and retried once (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "
+                                         "config compiled for an arch with its resources (no GPU needed)")
+    _add_target(check)
+    check.add_argument("--sample", type=int, metavar="N", help="compile N admitted configs drawn at random "
+                       "(default: every admitted config)")
+    check.add_argument("--seed", type=int, help="seed of the --sample draw")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")
     _add_target(best)
     _add_db(best)

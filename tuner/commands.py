@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tuner.db import Store, StoreError
@@ -17,7 +18,7 @@ from tuner.workers.executor import ExecutorError
 
 from .arch import resolve_target
 from .errors import ExitStatus, UsageError
-from .progress import RunProgress, front_table
+from .progress import RunProgress, check_report_table, front_table
 from .search_space import TemplateError, make_sampler, preflight
 from .service import NotFound, Service, name_values, parse_problem, to_json
 
@@ -161,6 +162,43 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
         console.print(f"  {count} failed with {reason}")
 
 
+def cmd_check(args: argparse.Namespace) -> ExitStatus:
+    from .check import check
+
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
+    arch = resolve_arch(args.arch, remote_cluster=True)  # compiling needs no GPU of that arch
+    spec, _ = _spec_and_ref(args, arch)
+    problem = _problem(spec, args)
+    console = _console()
+    console.print(f"{spec.name} ({spec.backend}) for {arch}, problem "
+                  + " ".join(f"{k}={v}" for k, v in problem.items()))
+    console.print(space_table(spec))
+    with Progress(TextColumn("[bold]compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("compile", total=None)
+        report = check(spec, arch, problem, sample=args.sample, seed=args.seed,
+                       progress=lambda: bar.advance(task))
+    print_check_report(console, report, arch)
+    return ExitStatus.ERROR if report.failures or not report.compiled else ExitStatus.OK
+
+
+def print_check_report(console: Console, report, arch: str) -> None:
+    rejected = report.space_size - report.admitted
+    console.print(f"space: {report.space_size} configs; check() admits {report.admitted}, rejects {rejected}")
+    for reason, count in report.rejections.most_common(3):
+        console.print(f"  {count} rejected: {reason}")
+    if report.compiled:
+        console.print(check_report_table(f"compiled for {arch}", report.compiled))
+    failed = len(report.failures)
+    console.print(f"{len(report.compiled) - failed} of {len(report.compiled)} configs compiled for {arch}; "
+                  f"{failed} failed")
+    for reason, count in report.commonest_failures():
+        console.print(f"  {count} failed: {reason}")
+    if not report.compiled:
+        console.print("no config to compile: check() admits none for this problem and device")
+
+
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
     target = resolve_target(args.arch, remote_cluster=True)
     spec = _problem_spec(args, target)
@@ -212,18 +250,22 @@ def cmd_show(args: argparse.Namespace) -> ExitStatus:
 def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
     console = _console()
     for spec in builtin_specs():
-        family = f", family {spec.family}" if spec.family else ""
-        table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}")
-        table.add_column("parameter")
-        table.add_column("choices")
-        table.add_column("meaning")
-        for p in spec.params:
-            table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
-        for q in spec.problem_params:
-            choices = ", ".join(map(str, q.choices)) if q.choices else f"{q.kind.__name__} (default {q.default})"
-            table.add_row(f"[problem] {q.name}", choices, q.doc)
-        console.print(table)
+        console.print(space_table(spec))
     return ExitStatus.OK
+
+
+def space_table(spec: KernelSpec) -> Table:
+    family = f", family {spec.family}" if spec.family else ""
+    table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}")
+    table.add_column("parameter")
+    table.add_column("choices")
+    table.add_column("meaning")
+    for p in spec.params:
+        table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
+    for p in spec.problem_params:
+        choices = ", ".join(map(str, p.choices)) if p.choices else f"{p.kind.__name__} (default {p.default})"
+        table.add_row(f"[problem] {p.name}", choices, p.doc)
+    return table
 
 
 def cmd_serve(args: argparse.Namespace) -> ExitStatus:
@@ -260,5 +302,5 @@ def cmd_export(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
-_COMMANDS = {"run": cmd_run, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
+_COMMANDS = {"run": cmd_run, "check": cmd_check, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
              "kernels": cmd_kernels, "serve": cmd_serve, "export": cmd_export}
