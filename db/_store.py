@@ -132,11 +132,13 @@ class Store:
 
     def ensure_study(self, *, name: str, kernel: str, backend: str, template_path: str | None,
                      problem: dict[str, Any], arch: str, device_name: str, sampler: str,
-                     directions: list[str]) -> StudyRecord:
+                     directions: list[str], space: dict[str, Any] | None = None,
+                     flops: float | None = None, bytes_moved: float | None = None) -> StudyRecord:
         """The study called ``name``, created with its kernel and problem rows if new.
 
         Safe when two processes start the same study at once. A study of that name for another
-        kernel, problem or arch is refused.
+        kernel, problem or arch is refused. ``space``, ``flops`` and ``bytes_moved`` are what
+        reading needs of the template (see ``KernelSpec.space``).
         """
         with self._session() as session:
             kernel_id = _get_or_create(session, Kernel, {"name": kernel, "backend": backend})
@@ -145,7 +147,8 @@ class Store:
                                         params=problem)
             _insert_ignore(session, Study, ["name"], name=name, kernel_id=kernel_id,
                            problem_id=problem_id, template_path=template_path, arch=arch,
-                           device_name=device_name, sampler=sampler, directions=directions)
+                           device_name=device_name, sampler=sampler, directions=directions,
+                           space=space, flops=flops, bytes_moved=bytes_moved)
             study = session.scalars(select(Study).where(Study.name == name)).one()
             if (study.kernel_id, study.problem_id, study.arch) != (kernel_id, problem_id, arch):
                 raise StoreError(f"study {name!r} already exists for another kernel, problem or "
@@ -263,6 +266,12 @@ class Store:
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
             return queries.study_records(session, queries.study_select())
+
+    def kernel_spaces(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(kernel, backend, space) of every kernel a study stored a space for, the newest
+        study's space of each: a template file's kernels, known by name alone."""
+        with self._session() as session:
+            return queries.kernel_spaces(session)
 
     def study(self, name: str) -> StudyRecord | None:
         with self._session() as session:

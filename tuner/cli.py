@@ -28,7 +28,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", default="attention", help="built-in kernel template (see `tuner kernels`)")
+    parser.add_argument("--kernel", default="attention",
+                        help="a built-in kernel template (see `tuner kernels`); reading commands also "
+                             "take the name of a template of your own that a study stored")
     parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass)")
     parser.add_argument("--arch", default="auto", help=f"auto, or one of: {', '.join(KNOWN_ARCHS)}")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("study")
     _add_db(show)
 
-    sub.add_parser("kernels", help="list the built-in kernel templates and their search spaces")
+    kernels = sub.add_parser("kernels", help="list the built-in kernel templates and those of your own "
+                                             "templates stored in the database, with their search spaces")
+    _add_db(kernels)
 
     serve = sub.add_parser("serve", help="serve the REST API (/api/v1, /docs) and the dashboard")
     _add_db(serve)

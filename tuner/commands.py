@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.db import Store, StoreError
+from tuner.kernel_templates import (KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file,
+                                    problem_spec)
+from tuner.kernel_templates.spec import ProblemSpace
 from tuner.kernel_templates import KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file, problem_spec
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
@@ -82,7 +86,18 @@ def _problem_spec(args: argparse.Namespace, target: Target) -> KernelSpec:
     return problem_spec(args.kernel, target.arch)
 
 
-def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
+def _readable(url: str) -> bool:
+    """Whether a reader could open ``url``: a SQLite file that exists, or any server URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # a malformed URL: Store.open says what is wrong with it
+        return True
+    return not parsed.get_backend_name() == "sqlite" or Path(parsed.database or "").is_file()
+
+
+def _problem(spec: ProblemSpace, args: argparse.Namespace) -> dict[str, Any]:
     """The problem of ``--shape B=16,H=96 --shape S=512`` (and ``--dtype``), typed by ``spec``."""
     parts = (part.strip() for item in args.shape for part in item.split(","))
     texts = name_values(filter(None, parts), "--shape", "--shape B=16,S=512")
@@ -201,11 +216,23 @@ def print_check_report(console: Console, report, arch: str) -> None:
 
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
     target = resolve_target(args.arch, remote_cluster=True)
-    spec = _problem_spec(args, target)
-    problem = _problem(spec, args)
+    try:
+        space: ProblemSpace | None = _problem_spec(args, target)
+        problem = _problem(space, args)
+    except SpecError as exc:  # not built in: a user template's kernel is known by what is stored
+        if args.template or not _readable(args.db):
+            raise
+        space, unknown = None, exc
     store = Store.open(args.db, create=False)
     try:
-        answer = Service(store).best(kernel=spec.name, arch=target.arch, problem=problem, max_error=args.max_error)
+        service = Service(store)
+        if space is None:
+            space = service.problem_space(args.kernel, target.arch)
+            if space is None:
+                raise UsageError(f"{unknown}; no study in {args.db} tuned a template named "
+                                 f"{args.kernel!r} for {target.arch} either")
+            problem = _problem(space, args)
+        answer = service.best(kernel=space.name, arch=target.arch, problem=problem, max_error=args.max_error)
     finally:
         store.close()
     print(to_json(answer.document(), indent=2))
@@ -239,10 +266,9 @@ def cmd_show(args: argparse.Namespace) -> ExitStatus:
         service = Service(store)
         study = service.study(args.study)
         front = service.front(args.study)
+        flops = service.flops(study)
     finally:
         store.close()
-    spec = next((s for s in builtin_specs() if s.name == study.kernel and s.backend == study.backend), None)
-    flops = spec.flops(study.problem) if spec else None
     _console().print(front_table(f"Pareto front of {study.name}", front, flops))
     return ExitStatus.OK
 
@@ -251,12 +277,23 @@ def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
     console = _console()
     for spec in builtin_specs():
         console.print(space_table(spec))
+    if not _readable(args.db):
+        return ExitStatus.OK  # nothing stored yet: the built-ins are all there is
+    store = Store.open(args.db, create=False)
+    try:
+        stored = Service(store).stored_kernels()
+    finally:
+        store.close()
+    for info in stored:
+        console.print(space_table(info, origin=f"a template file, as tuned in {args.db}"))
     return ExitStatus.OK
 
 
-def space_table(spec: KernelSpec) -> Table:
-    family = f", family {spec.family}" if spec.family else ""
-    table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}")
+def space_table(spec, origin: str | None = None) -> Table:
+    """A kernel's parameters and problem parameters: of a template, or as a study stored them."""
+    family = f", family {spec.family}" if getattr(spec, "family", "") else ""
+    where = f" [from {origin}]" if origin else ""
+    table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}{where}")
     table.add_column("parameter")
     table.add_column("choices")
     table.add_column("meaning")

@@ -65,7 +65,9 @@ class StudyRunner:
         self._study = store.ensure_study(
             name=settings.study_name, kernel=spec.name, backend=spec.backend,
             template_path=spec_ref.path, problem=settings.problem, arch=self._arch,
-            device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
+            device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"],
+            space=spec.space(), flops=spec.flops(settings.problem),
+            bytes_moved=spec.bytes_moved(settings.problem))
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
         optuna_study = open_study(storage, settings.study_name, sampler)
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
