@@ -135,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
+    if args.template:
+        load_spec_file(args.template)  # a broken template is named before a missing GPU is
     target = resolve_target(args.arch, remote_cluster=bool(args.ray_address))
     spec, ref = _spec_and_ref(args, target)
     problem = _problem(spec, args)
