@@ -13,6 +13,14 @@ CUDA source it renders). The tuner only ever talks to a kernel through this inte
 Calling convention of a rendered kernel: ``entry(*inputs, output, *scalars)`` where ``inputs``
 are the buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
 :meth:`KernelSpec.output_spec`, and ``scalars`` are :attr:`Source.scalars` in order.
+
+C (``backend = "cpu"``): inputs and the reference are NumPy arrays; the entry is a plain C
+function. CUDA (``backend = "cuda"``): the entry is an ``extern "C" __global__`` function launched
+with :attr:`Source.grid`, :attr:`Source.block` and :attr:`Source.shared_bytes` of dynamic shared
+memory (above 48 KB the launcher opts the kernel in; ``check`` keeps it within the device's
+``max_shared_bytes``); inputs and the reference are torch CUDA tensors. Scalar types and their C
+types: ``int32`` int, ``int64`` long long, ``float32`` float, ``float64`` double. ``check`` reads
+:attr:`Device.limits`. ``examples/`` holds one complete template of each kind.
 """
 
 from __future__ import annotations

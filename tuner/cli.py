@@ -31,7 +31,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default="attention",
                         help="a built-in kernel template (see `tuner kernels`); reading commands also "
                              "take the name of a template of your own that a study stored")
-    parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass)")
+    parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass: "
+                        "see examples/ and kernel_templates/spec.py; `tuner check` tries one without a GPU)")
     parser.add_argument("--arch", default="auto", help=f"auto, or one of: {', '.join(KNOWN_ARCHS)}")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                         help="problem parameters, e.g. B=16,H=96,S=512,D=64,causal=true (repeatable)")
