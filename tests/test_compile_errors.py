@@ -3,10 +3,6 @@ run's summary, for the C compiler and nvcc alike (real compilers, a real run).""
 
 from __future__ import annotations
 
-import json
-
-import pytest
-
 from tests.conftest import require
 from tuner.cli import main
 from tuner.db import Store

@@ -65,7 +65,8 @@ def admitted_configs(spec: KernelSpec, problem: Problem, device: Device) -> tupl
     if spec.space_size() > MAX_ENUMERATED:
         raise TemplateError(f"template {spec.name!r} has {spec.space_size()} configs, more than "
                             f"{MAX_ENUMERATED} to enumerate: check a sample with --sample N")
-    admitted, rejections = [], Counter()
+    admitted: list[dict[str, Any]] = []
+    rejections: Counter[str] = Counter()
     for config in configs(spec):
         reason = rejection(spec, config, problem, device)
         if reason is None:
@@ -83,8 +84,8 @@ def check(spec: KernelSpec, arch: str, problem: Problem, *, sample: int | None =
     admitted, rejections = admitted_configs(spec, problem, backend.device(arch))
     chosen = admitted
     if sample is not None and sample < len(admitted):
-        chosen = sorted(random.Random(seed).sample(range(len(admitted)), sample))
-        chosen = [admitted[i] for i in chosen]
+        picked = sorted(random.Random(seed).sample(range(len(admitted)), sample))
+        chosen = [admitted[i] for i in picked]
 
     def build(config: dict[str, Any]) -> Compiled:
         try:
