@@ -54,7 +54,10 @@ def format_rate(flops: float | None, seconds: float | None) -> str:
     if not flops or not seconds:
         return "-"
     rate = flops / seconds
-    return f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.1f} GFLOP/s"
+    for unit, scale in (("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
+        if rate >= scale:
+            return f"{rate / scale:.1f} {unit}"
+    return f"{rate / 1e6:.1f} MFLOP/s"  # a small problem's rate still reads as a number
 
 
 def front_table(title: str, rows: Iterable, flops: float | None) -> Table:
