@@ -140,10 +140,10 @@ def test_every_admitted_tiling_is_exact_at_causal_shapes():
     assert len(cases) == 2 * 4 * 4 * 4  # no tile covers S=77 or 256 more than needed: all admitted
     sources = [SPEC.render(config, full) for config, full in cases]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        artifacts = list(pool.map(lambda source: BACKEND.compile(source, "cpu"), sources))
+        artifacts = list(pool.map(lambda source: BACKEND.compile(source, CPU), sources))
     wrong = []
     for index, ((config, full), source, artifact) in enumerate(zip(cases, sources, artifacts)):
-        job = Job(index, SpecRef("attention", "cpu"), config, full, "cpu", source, seed=index)
+        job = Job(index, SpecRef("attention", "cpu"), config, full, CPU, source, seed=index)
         result = BACKEND.measure(job, artifact, SPEC, QUICK)
         if result.status is not Status.OK or result.rel_l2 > 1e-5:
             wrong.append((full["S"], {k: config[k] for k in TILING}, result.status.value, result.rel_l2))

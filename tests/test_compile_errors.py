@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.conftest import require
 from tuner.cli import main
 from tuner.db import Store
-from tuner.kernel_templates import Source
+from tuner.kernel_templates import Source, Target
 from tuner.service import Service
 from tuner.workers import get_backend
 
@@ -74,6 +74,6 @@ def test_nvcc_failures_name_the_first_error_line():
     except ToolchainMissing:
         require(False, "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
     code = 'extern "C" __global__ void k(float *y) {\n  y[threadIdx.x] = not_declared;\n}\n'
-    artifact = get_backend("cuda").compile(Source("cuda", code, "k"), "sm_90a")
+    artifact = get_backend("cuda").compile(Source("cuda", code, "k"), Target.documented("sm_90a"))
     assert artifact.path is None
     assert artifact.error.startswith("kernel.cu(2): error:") and "not_declared" in artifact.error, artifact.error

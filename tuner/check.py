@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.kernel_templates import Device, KernelSpec, Problem
+from tuner.kernel_templates import Device, KernelSpec, Problem, Target
 from tuner.workers import Backend, get_backend
 
 from .search_space import TemplateError, rejection, render
@@ -76,12 +76,12 @@ def admitted_configs(spec: KernelSpec, problem: Problem, device: Device) -> tupl
     return admitted, rejections
 
 
-def check(spec: KernelSpec, arch: str, problem: Problem, *, sample: int | None = None,
+def check(spec: KernelSpec, target: Target, problem: Problem, *, sample: int | None = None,
           seed: int | None = None, workers: int | None = None,
           progress: Callable[[], None] = lambda: None) -> Report:
     """Renders and compiles every admitted config (or ``sample`` of them, drawn with ``seed``)."""
     backend = get_backend(spec.backend)
-    admitted, rejections = admitted_configs(spec, problem, backend.device(arch))
+    admitted, rejections = admitted_configs(spec, problem, backend.device(target))
     chosen = admitted
     if sample is not None and sample < len(admitted):
         picked = sorted(random.Random(seed).sample(range(len(admitted)), sample))
@@ -89,7 +89,7 @@ def check(spec: KernelSpec, arch: str, problem: Problem, *, sample: int | None =
 
     def build(config: dict[str, Any]) -> Compiled:
         try:
-            return compile_one(spec, backend, config, problem, arch)
+            return compile_one(spec, backend, config, problem, target)
         finally:
             progress()
 
@@ -100,12 +100,12 @@ def check(spec: KernelSpec, arch: str, problem: Problem, *, sample: int | None =
 
 
 def compile_one(spec: KernelSpec, backend: Backend, config: dict[str, Any], problem: Problem,
-                arch: str) -> Compiled:
+                target: Target) -> Compiled:
     try:
         source = render(spec, config, problem)
     except TemplateError as exc:
         return Compiled(config, error=str(exc))
-    artifact = backend.compile(source, arch)
+    artifact = backend.compile(source, target)
     resources = dict(artifact.resources)
     if source.language == "cuda":
         resources["dynamic_shared_bytes"] = source.shared_bytes

@@ -184,19 +184,19 @@ def cmd_check(args: argparse.Namespace) -> ExitStatus:
 
     if args.sample is not None and args.sample < 1:
         raise UsageError("--sample must be at least 1")
-    arch = resolve_arch(args.arch, remote_cluster=True)  # compiling needs no GPU of that arch
-    spec, _ = _spec_and_ref(args, arch)
+    target = resolve_target(args.arch, remote_cluster=True)  # compiling needs no GPU of that arch
+    spec, _ = _spec_and_ref(args, target)
     problem = _problem(spec, args)
     console = _console()
-    console.print(f"{spec.name} ({spec.backend}) for {arch}, problem "
+    console.print(f"{spec.name} ({spec.backend}) for {target.arch}, problem "
                   + " ".join(f"{k}={v}" for k, v in problem.items()))
     console.print(space_table(spec))
     with Progress(TextColumn("[bold]compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("compile", total=None)
-        report = check(spec, arch, problem, sample=args.sample, seed=args.seed,
+        report = check(spec, target, problem, sample=args.sample, seed=args.seed,
                        progress=lambda: bar.advance(task))
-    print_check_report(console, report, arch)
+    print_check_report(console, report, target.arch)
     return ExitStatus.ERROR if report.failures or not report.compiled else ExitStatus.OK
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tuner.check import admitted_configs
 from tuner.cli import main
-from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates import Target, load_spec_file
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_runtime import gpu_count
 
@@ -26,6 +26,7 @@ TEMPLATE = "examples/softmax_cuda.py"
 SPEC = load_spec_file(str(ROOT / TEMPLATE))
 BACKEND = get_backend("cuda")
 ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # cols=16384 caches 64 KB of row: past the 48 KB a kernel gets without opting in. cols=1001 is
 # ragged for every block size and rules out the float4 variants.
@@ -55,15 +56,15 @@ def test_the_readme_lines_run_as_printed(tmp_path, ray_session, monkeypatch, cap
 @pytest.mark.parametrize("shape", PROBLEMS, ids=lambda p: f"{p['rows']}x{p['cols']}")
 def test_every_admitted_config_is_correct(shape: dict) -> None:
     problem = SPEC.validate_problem(shape)
-    configs, _ = admitted_configs(SPEC, problem, BACKEND.device(ARCH))
+    configs, _ = admitted_configs(SPEC, problem, BACKEND.device(TARGET))
     assert len(configs) == (16 if shape["cols"] % 4 else 32)
     sources = [SPEC.render(config, problem) for config in configs]
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        artifacts = list(pool.map(lambda source: BACKEND.compile(source, ARCH), sources))
+        artifacts = list(pool.map(lambda source: BACKEND.compile(source, TARGET), sources))
     wrong = []
     for seed, (config, source, artifact) in enumerate(zip(configs, sources, artifacts)):
         job = Job(trial_id=seed, spec=SpecRef("softmax", "cuda", path=TEMPLATE), config=config,
-                  problem=problem, arch=ARCH, source=source, seed=seed)
+                  problem=problem, target=TARGET, source=source, seed=seed)
         result = BACKEND.measure(job, artifact, SPEC, QUICK)
         if result.status is not Status.OK:
             wrong.append((config, result.status.value, result.reason))
