@@ -232,10 +232,10 @@ class Store:
         ``started_before`` (Optuna's local time): asked by a tuner killed before its first beat.
         Optuna's stale check skips trials that never beat, so these would stay RUNNING forever.
 
-        The one place that reads Optuna's own tables (``studies``, ``trials``,
+        One of the two places that read Optuna's own tables (``studies``, ``trials``,
         ``trial_heartbeats``) in SQL, and why: Optuna's public API cannot tell whether a trial
         ever beat (its storage keeps that private to ``fail_stale_trials``). Everything else
-        goes through Optuna's public API (``tuner.proposer``)."""
+        but :meth:`running_trials` goes through Optuna's public API (``tuner.proposer``)."""
         orphans = text("SELECT t.trial_id, t.datetime_start FROM trials t "
                        "JOIN studies s ON s.study_id = t.study_id "
                        "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
@@ -247,7 +247,11 @@ class Store:
 
     def running_trials(self, study_name: str) -> int:
         """How many of the study's trials Optuna holds RUNNING: trials in flight, so a tuner is
-        at work on it (or was killed, until the next tuner fails its stale trials)."""
+        at work on it (or was killed, until the next tuner fails its stale trials).
+
+        The other place that reads Optuna's tables in SQL, and why: the server asks this on
+        every refresh of a study page, and Optuna's public API would have it build an
+        ``RDBStorage``, which creates Optuna's tables in a database it only reads."""
         running = text("SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
                        "WHERE s.study_name = :name AND t.state = 'RUNNING'")
         with self._session() as session:

@@ -19,8 +19,9 @@ machine with no GPU; ``tuner run`` then tunes it on one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

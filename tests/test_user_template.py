@@ -41,7 +41,7 @@ def test_best_by_kernel_name(tuned, capsys):
     assert main(["best", "--kernel", "softmax", "--arch", "cpu", "--shape", "rows=256,cols=512",
                  "--db", tuned]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer["kernel"] == "softmax" and answer["exact"] and answer["study"] == STUDY
+    assert answer["kernel"] == "softmax" and answer["exact"] and answer["provenance"]["study"] == STUDY
     # a partial shape is completed with the template's stored defaults (rows=512: the nearest)
     assert main(["best", "--kernel", "softmax", "--arch", "cpu", "--shape", "cols=512", "--db", tuned]) == 0
     nearest = json.loads(capsys.readouterr().out)

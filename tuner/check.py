@@ -57,7 +57,7 @@ def configs(spec: KernelSpec) -> Iterator[dict[str, Any]]:
     """Every point of the template's grid, in the order of its parameters' choices."""
     names = [p.name for p in spec.params]
     for values in itertools.product(*(p.choices for p in spec.params)):
-        yield dict(zip(names, values))
+        yield dict(zip(names, values, strict=True))
 
 
 def admitted_configs(spec: KernelSpec, problem: Problem, device: Device) -> tuple[list[dict[str, Any]], Counter[str]]:

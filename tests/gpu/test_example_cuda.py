@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 from tuner.check import admitted_configs
 from tuner.cli import main
 from tuner.kernel_templates import Target, load_spec_file
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
 from tuner.workers.cuda_runtime import gpu_count
-
-from tests.conftest import require
 
 pytestmark = pytest.mark.gpu
 
@@ -62,7 +62,7 @@ def test_every_admitted_config_is_correct(shape: dict) -> None:
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         artifacts = list(pool.map(lambda source: BACKEND.compile(source, TARGET), sources))
     wrong = []
-    for seed, (config, source, artifact) in enumerate(zip(configs, sources, artifacts)):
+    for seed, (config, source, artifact) in enumerate(zip(configs, sources, artifacts, strict=True)):
         job = Job(trial_id=seed, spec=SpecRef("softmax", "cuda", path=TEMPLATE), config=config,
                   problem=problem, target=TARGET, source=source, seed=seed)
         result = BACKEND.measure(job, artifact, SPEC, QUICK)
