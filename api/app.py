@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +52,8 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
     guarded = [Depends(require_token)]
     # Every 422 is one line (:func:`add_error_handlers`), documented as such in place of
     # FastAPI's list of validation errors.
-    invalid = {422: {"model": ErrorOut, "description": "a malformed request: says what to fix"}}
+    invalid: dict[int | str, dict[str, Any]] = {
+        422: {"model": ErrorOut, "description": "a malformed request: says what to fix"}}
     # Trials before studies: their routes are longer matches of /studies/{name:path}.
     for module in (routes_kernels, routes_trials, routes_studies, routes_best):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=guarded, responses=invalid)

@@ -1,11 +1,18 @@
 """Kernel templates: the specs the tuner can tune, and the interface a user's template implements."""
 
-from .registry import (SpecError, builtin_specs, find_builtin, find_spec, load_spec_file, problem_spec,
-                       specs_for)
-from .spec import (Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source,
-                   StoredSpace, canonical_json)
 from .registry import SpecError, builtin_specs, find_builtin, find_spec, load_spec_file, problem_spec, specs_for
-from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, canonical_json
+from .spec import (
+                       Config,
+                       Device,
+                       KernelSpec,
+                       OutputSpec,
+                       Param,
+                       Problem,
+                       ProblemParam,
+                       Source,
+                       StoredSpace,
+                       canonical_json,
+)
 from .target import ARCHS, Target
 
 __all__ = ["ARCHS", "Config", "Device", "KernelSpec", "OutputSpec", "Param", "Problem", "ProblemParam",

@@ -126,7 +126,7 @@ def admitted_tilings(shape: dict) -> list[dict]:
     BASE: the masking and the tile loops (what a causal shape exercises) depend on these alone;
     VARIANTS covers the exp, accumulation and compiler-flag knobs."""
     choices = [next(p.choices for p in SPEC.params if p.name == name) for name in TILING]
-    configs = [BASE | dict(zip(TILING, values)) for values in itertools.product(*choices)]
+    configs = [BASE | dict(zip(TILING, values, strict=True)) for values in itertools.product(*choices)]
     device = Device("cpu", limits={"cores": 1})
     return [config for config in configs if SPEC.check(config, problem(**shape), device) is None]
 
@@ -142,7 +142,7 @@ def test_every_admitted_tiling_is_exact_at_causal_shapes():
     with ThreadPoolExecutor(max_workers=2) as pool:
         artifacts = list(pool.map(lambda source: BACKEND.compile(source, CPU), sources))
     wrong = []
-    for index, ((config, full), source, artifact) in enumerate(zip(cases, sources, artifacts)):
+    for index, ((config, full), source, artifact) in enumerate(zip(cases, sources, artifacts, strict=True)):
         job = Job(index, SpecRef("attention", "cpu"), config, full, CPU, source, seed=index)
         result = BACKEND.measure(job, artifact, SPEC, QUICK)
         if result.status is not Status.OK or result.rel_l2 > 1e-5:

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import BIG_PROBLEM, PROBLEM, fill, new_study, record
 from tests.conftest import require
 from tuner.api import Settings, create_app
-from tuner.db import Store
 from tuner.cli import main
-from tuner.export import FORMAT, ErrorBounds, c_string, identifier, write_exports
+from tuner.db import Store
 from tuner.enums import Status
+from tuner.export import FORMAT, ErrorBounds, c_string, identifier, write_exports
 from tuner.service import Service
 
 

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import require
-
 from tuner.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.db import Store, StoreError
-from tuner.kernel_templates import (KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file,
-                                    problem_spec)
-from tuner.kernel_templates.spec import ProblemSpace
 from tuner.kernel_templates import KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file, problem_spec
+from tuner.kernel_templates.spec import ProblemSpace
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
 
@@ -219,8 +217,9 @@ def print_check_report(console: Console, report, arch: str) -> None:
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
     target = resolve_target(args.arch, remote_cluster=True)
     try:
-        space: ProblemSpace | None = _problem_spec(args, target)
-        problem = _problem(space, args)
+        spec = _problem_spec(args, target)
+        space: ProblemSpace | None = spec
+        problem = _problem(spec, args)
     except SpecError as exc:  # not built in: a user template's kernel is known by what is stored
         if args.template or not _readable(args.db):
             raise

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ class ErrorBounds:
     per_kernel: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, texts: Iterable[str]) -> "ErrorBounds":
+    def parse(cls, texts: Iterable[str]) -> ErrorBounds:
         """From ``--max-error`` texts: ``1e-3`` (every kernel) or ``KERNEL=1e-2`` (one kernel)."""
         default, per_kernel = None, {}
         for text in texts:

@@ -16,11 +16,17 @@ from typing import Any
 
 from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
 from tuner.errors import UsageError
-from tuner.kernel_templates import (ARCHS, KernelSpec, SpecError, StoredSpace, builtin_specs, find_builtin,
-                                    load_spec_file, problem_spec)
+from tuner.kernel_templates import (
+    ARCHS,
+    KernelSpec,
+    SpecError,
+    StoredSpace,
+    builtin_specs,
+    find_builtin,
+    load_spec_file,
+    problem_spec,
+)
 from tuner.kernel_templates.spec import ProblemSpace, canonical_json
-from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_builtin, load_spec_file, problem_spec
-from tuner.kernel_templates.spec import canonical_json
 from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
 
 
@@ -196,7 +202,7 @@ class Service:
 
     def kernels(self) -> list[KernelInfo]:
         """The built-in templates, then the kernels of users' templates that studies stored."""
-        return [kernel_info(spec) for spec in (*builtin_specs(), *self.stored_kernels())]
+        return [kernel_info(spec) for spec in builtin_specs()] + [kernel_info(s) for s in self.stored_kernels()]
 
     def stored_kernels(self) -> list[StoredSpace]:
         """The kernels of users' templates, as their newest studies stored them."""
