@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -24,6 +26,7 @@ from .best_cache import BestCache
 from .best_fast_path import BestFastPath
 from .deps import require_token
 from .render import STATIC_DIR
+from .schemas import ErrorOut
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -47,9 +50,13 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
                   description="Autotuning results: kernels, studies, trials, Pareto fronts and best configs.")
     app.state.settings = settings
     guarded = [Depends(require_token)]
+    # Every 422 is one line (:func:`add_error_handlers`), documented as such in place of
+    # FastAPI's list of validation errors.
+    invalid: dict[int | str, dict[str, Any]] = {
+        422: {"model": ErrorOut, "description": "a malformed request: says what to fix"}}
     # Trials before studies: their routes are longer matches of /studies/{name:path}.
     for module in (routes_kernels, routes_trials, routes_studies, routes_best):
-        app.include_router(module.router, prefix=API_PREFIX, dependencies=guarded)
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=guarded, responses=invalid)
     app.include_router(routes_health.router)
     app.include_router(routes_dashboard.router)
     app.include_router(routes_dashboard.pages)
@@ -69,7 +76,23 @@ def add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": str(exc)}, status_code=code)
         return respond
 
+    def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc)},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(NotFound, handler(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(UsageError, handler(status.HTTP_422_UNPROCESSABLE_CONTENT))
     # StoreError messages never hold a password (the Store masks it).
     app.add_exception_handler(StoreError, handler(status.HTTP_503_SERVICE_UNAVAILABLE))
+
+
+def validation_message(exc: Exception) -> str:
+    """FastAPI's validation errors as one line: where, what was wrong (the first of them)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    if not errors:
+        return str(exc)
+    first = errors[0]
+    where = " ".join(str(part) for part in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"

@@ -49,8 +49,10 @@ async def require_token(request: Request) -> None:
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 StudyName = Annotated[str, Path(min_length=1, max_length=500, pattern=PRINTABLE,
                                 description="the study's name")]
-# One NAME=VALUE text of a repeatable query parameter (``shape``, ``param``).
-Assignment = Annotated[str, StringConstraints(min_length=3, max_length=200, pattern=PRINTABLE)]
+# One NAME=VALUE text of a repeatable query parameter (``shape``, ``param``): a name without "="
+# or spaces at its ends, "=", a value; printable throughout. In the OpenAPI schema as this pattern.
+ASSIGNMENT = r"^[^\s=\x00-\x1f\x7f][^=\x00-\x1f\x7f]*=[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+Assignment = Annotated[str, StringConstraints(min_length=3, max_length=200, pattern=ASSIGNMENT)]
 TrialNumber = Annotated[int, Path(ge=0, le=2**31 - 1, description="the trial's number in its study")]
 
 

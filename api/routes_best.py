@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tuner.errors import UsageError
+from tuner.kernel_templates import SpecError, problem_spec
 from tuner.kernel_templates.spec import canonical_json
 from tuner.service import NotFound, Service, to_json
 
@@ -41,7 +42,12 @@ async def best(
     # dependency costs as much as a cache hit itself on this, the hottest route.
     service: Service = request.app.state.service
     cache: BestCache = request.app.state.best_cache
-    problem = service.problem(kernel, arch, assignments(shape, "shape"))
+    texts = assignments(shape, "shape")
+    try:  # a built-in's problem is parsed here; a user template's from its stored space, off the loop
+        problem_spec(kernel, arch)
+        problem = service.problem(kernel, arch, texts)
+    except SpecError:
+        problem = await run_in_threadpool(service.problem, kernel, arch, texts)
     key = (kernel, arch, canonical_json(problem), max_error)
     if cache.claim_refresh():
         await run_in_threadpool(cache.refresh)

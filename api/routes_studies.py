@@ -42,4 +42,5 @@ def study(name: StudyName, service: Annotated[Service, Depends(get_service)]) ->
     record = service.study(name)
     front = service.front(name)
     best = TrialSummary.model_validate(front[0]) if front else None
-    return StudyDetail.model_validate({**vars(record), "n_trials": record.n_trials, "best": best})
+    return StudyDetail.model_validate({**vars(record), "n_trials": record.n_trials, "best": best,
+                                       "running": service.running_trials(name)})

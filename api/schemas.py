@@ -88,6 +88,7 @@ class TrialSummary(Schema):
 
 class StudyDetail(StudyOut):
     best: TrialSummary | None = Field(description="the fastest trial on the Pareto front")
+    running: int = Field(description="trials in flight now; 0 when no tuner is at work on the study")
 
 
 class TrialOut(TrialSummary):

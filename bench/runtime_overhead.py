@@ -5,7 +5,7 @@ Launch overhead, per shape (a small one where overhead matters, and the headline
   direct   the same cubin through the runtime's launch seam (tensors in, their addresses
            written into the packed arguments), inputs and output prepared once
   direct+alloc  the same with a fresh output tensor each call (what any functional op pays)
-  worker   the same cubin through the measuring worker's launcher (CuPy today; arguments packed once)
+  worker   the same cubin through the measuring worker's launcher (cuLaunchKernelEx; arguments packed once)
   runtime  ``tuner.runtime.attention(q, k, v, causal)``, eager: plan lookup, output, launch
   op       ``torch.ops.tuner.attention``: the same through torch's dispatcher (what compiled
            graphs call)
@@ -42,7 +42,8 @@ from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
 from tuner.runtime.launch import load
 from tuner.workers import backend_for
-from tuner.workers.cuda_runtime import environment, launcher
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_runtime import environment
 
 SHAPES = {"small": (1, 8, 128, 64, True), "headline": (16, 96, 512, 64, False)}  # B, H, S, D, causal
 BLOCKS = {"small": (1, 128), "headline": (16, 512)}  # batch, length; width 512, 8 heads of 64
@@ -93,7 +94,7 @@ def launch_overhead(name: str) -> dict[str, Any]:
     seam = load("cuda", Path(cubin), source, 4, q.device.index)
     buffers = [q, k, v, out]
     stream = torch.cuda.current_stream().cuda_stream
-    worker_launch = launcher(cubin, source, (q, k, v, out))
+    worker_launch = launcher(cubin, source, {"q": q, "k": k, "v": v}, out)
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
     calls = {
         "driver": driver_launch(seam, buffers, stream),

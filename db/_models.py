@@ -61,6 +61,11 @@ class Study(Base):
     kernel_id: Mapped[int] = mapped_column(ForeignKey("tuner_kernels.id", ondelete="CASCADE"))
     problem_id: Mapped[int] = mapped_column(ForeignKey("tuner_problems.id", ondelete="CASCADE"))
     template_path: Mapped[str | None] = mapped_column(String(2000))
+    # What reading needs of the template (KernelSpec.space()) and the problem's FLOP and byte
+    # counts, stored at creation so no reader imports the template (None before schema 0003).
+    space: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    flops: Mapped[float | None] = mapped_column(Double)
+    bytes_moved: Mapped[float | None] = mapped_column(Double)
     arch: Mapped[str] = mapped_column(String(40))
     device_name: Mapped[str] = mapped_column(String(200))
     sampler: Mapped[str] = mapped_column(String(100))

@@ -215,4 +215,15 @@ def _to_study(row: Any, counts: dict[str, int], best_latency_s: float | None) ->
         id=study.id, name=study.name, kernel=kernel, backend=backend,
         template_path=study.template_path, problem=dict(problem), arch=study.arch,
         device_name=study.device_name, sampler=study.sampler, directions=list(study.directions),
-        created_at=utc(study.created_at), counts=counts, best_latency_s=best_latency_s)
+        created_at=utc(study.created_at), counts=counts, best_latency_s=best_latency_s,
+        space=study.space, flops=study.flops, bytes_moved=study.bytes_moved)
+
+
+def kernel_spaces(session: Session) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kernel, backend, space) per kernel with a stored space, from its newest such study."""
+    newest = (select(func.max(Study.id)).where(Study.space.is_not(None))
+              .group_by(Study.kernel_id).scalar_subquery())
+    rows = session.execute(select(Kernel.name, Kernel.backend, Study.space)
+                           .join(Kernel, Kernel.id == Study.kernel_id)
+                           .where(Study.id.in_(newest)).order_by(Kernel.name, Kernel.backend))
+    return [(name, backend, dict(space)) for name, backend, space in rows]

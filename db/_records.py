@@ -27,6 +27,9 @@ class StudyRecord:
     created_at: datetime
     counts: dict[str, int] = field(default_factory=dict)
     best_latency_s: float | None = None
+    space: dict[str, Any] | None = None  # KernelSpec.space() at creation; None before schema 0003
+    flops: float | None = None  # of the study's problem, from its template
+    bytes_moved: float | None = None
 
     @property
     def n_trials(self) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
@@ -130,11 +130,13 @@ class Store:
 
     def ensure_study(self, *, name: str, kernel: str, backend: str, template_path: str | None,
                      problem: dict[str, Any], arch: str, device_name: str, sampler: str,
-                     directions: list[str]) -> StudyRecord:
+                     directions: list[str], space: dict[str, Any] | None = None,
+                     flops: float | None = None, bytes_moved: float | None = None) -> StudyRecord:
         """The study called ``name``, created with its kernel and problem rows if new.
 
         Safe when two processes start the same study at once. A study of that name for another
-        kernel, problem or arch is refused.
+        kernel, problem or arch is refused. ``space``, ``flops`` and ``bytes_moved`` are what
+        reading needs of the template (see ``KernelSpec.space``).
         """
         with self._session() as session:
             kernel_id = _get_or_create(session, Kernel, {"name": kernel, "backend": backend})
@@ -143,7 +145,8 @@ class Store:
                                         params=problem)
             _insert_ignore(session, Study, ["name"], name=name, kernel_id=kernel_id,
                            problem_id=problem_id, template_path=template_path, arch=arch,
-                           device_name=device_name, sampler=sampler, directions=directions)
+                           device_name=device_name, sampler=sampler, directions=directions,
+                           space=space, flops=flops, bytes_moved=bytes_moved)
             study = session.scalars(select(Study).where(Study.name == name)).one()
             if (study.kernel_id, study.problem_id, study.arch) != (kernel_id, problem_id, arch):
                 raise StoreError(f"study {name!r} already exists for another kernel, problem or "
@@ -227,10 +230,10 @@ class Store:
         ``started_before`` (Optuna's local time): asked by a tuner killed before its first beat.
         Optuna's stale check skips trials that never beat, so these would stay RUNNING forever.
 
-        The one place that reads Optuna's own tables (``studies``, ``trials``,
+        One of the two places that read Optuna's own tables (``studies``, ``trials``,
         ``trial_heartbeats``) in SQL, and why: Optuna's public API cannot tell whether a trial
         ever beat (its storage keeps that private to ``fail_stale_trials``). Everything else
-        goes through Optuna's public API (``tuner.proposer``)."""
+        but :meth:`running_trials` goes through Optuna's public API (``tuner.proposer``)."""
         orphans = text("SELECT t.trial_id, t.datetime_start FROM trials t "
                        "JOIN studies s ON s.study_id = t.study_id "
                        "WHERE s.study_name = :name AND t.state = 'RUNNING' AND NOT EXISTS "
@@ -239,6 +242,20 @@ class Store:
             rows = session.execute(orphans, {"name": study_name}).all()
         return [trial_id for trial_id, start in rows
                 if start is not None and _as_datetime(start) < started_before]
+
+    def running_trials(self, study_name: str) -> int:
+        """How many of the study's trials Optuna holds RUNNING: trials in flight, so a tuner is
+        at work on it (or was killed, until the next tuner fails its stale trials).
+
+        The other place that reads Optuna's tables in SQL, and why: the server asks this on
+        every refresh of a study page, and Optuna's public API would have it build an
+        ``RDBStorage``, which creates Optuna's tables in a database it only reads."""
+        running = text("SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                       "WHERE s.study_name = :name AND t.state = 'RUNNING'")
+        with self._session() as session:
+            if not inspect(session.connection()).has_table("trials"):
+                return 0  # no study was ever run here: Optuna's tables are made by the first
+            return session.scalar(running, {"name": study_name}) or 0
 
     # ---- reads for tuner.service ----
 
@@ -251,6 +268,12 @@ class Store:
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
             return queries.study_records(session, queries.study_select())
+
+    def kernel_spaces(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(kernel, backend, space) of every kernel a study stored a space for, the newest
+        study's space of each: a template file's kernels, known by name alone."""
+        with self._session() as session:
+            return queries.kernel_spaces(session)
 
     def study(self, name: str) -> StudyRecord | None:
         with self._session() as session:

@@ -10,11 +10,12 @@ from .spec import (
                    Problem,
                    ProblemParam,
                    Source,
+                   StoredSpace,
                    TensorMap,
                    canonical_json,
 )
 from .target import ARCHS, Target
 
 __all__ = ["ARCHS", "Config", "Device", "KernelSpec", "OutputSpec", "Param", "Problem", "ProblemParam",
-           "Source", "SpecError", "Target", "TensorMap", "builtin_specs", "canonical_json", "find_builtin", "find_spec",
-           "load_spec_file", "problem_spec", "specs_for"]
+           "Source", "SpecError", "StoredSpace", "Target", "TensorMap", "builtin_specs", "canonical_json",
+           "find_builtin", "find_spec", "load_spec_file", "problem_spec", "specs_for"]

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* The score of a masked key. Not -INFINITY: -ffast-math assumes there are no infinities. */
 #define MASKED ((ACC)-1e30)
@@ -89,8 +90,10 @@ static void compute_scores(Tile *t, int rows, int cols, int m0, int n0) {
             }
         for (; d < HEAD_DIM; d++)
             for (int j = 0; j < BLOCK_N; j++) s[j] += q[d] * t->kt[d][j];
-        /* Keys at or past `last` are masked: padding, or (causal) after query m0 + i. */
-        int last = CAUSAL ? MIN(cols, m0 + i - n0 + 1) : cols;
+        /* Keys at or past `last` are masked: padding, or (causal) after query m0 + i. With
+         * BLOCK_N < BLOCK_M a key tile can start after a row's query (m0 + i < n0): every key
+         * of that row is masked, and `last` must not go below 0 (s[-1] is another row's). */
+        int last = CAUSAL ? MAX(0, MIN(cols, m0 + i - n0 + 1)) : cols;
         for (int j = last; j < BLOCK_N; j++) s[j] = MASKED;
     }
 }

@@ -14,6 +14,14 @@ Calling convention of a rendered kernel: ``entry(*tensor_maps, *inputs, output, 
 ``tensor_maps`` are :attr:`Source.tensor_maps` (CUDA only, usually none), ``inputs`` are the
 buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
 :meth:`KernelSpec.output_spec`, and ``scalars`` are :attr:`Source.scalars` in order.
+
+C (``backend = "cpu"``): inputs and the reference are NumPy arrays; the entry is a plain C
+function. CUDA (``backend = "cuda"``): the entry is an ``extern "C" __global__`` function launched
+with :attr:`Source.grid`, :attr:`Source.block` and :attr:`Source.shared_bytes` of dynamic shared
+memory (above 48 KB the launcher opts the kernel in; ``check`` keeps it within the device's
+``max_shared_bytes``); inputs and the reference are torch CUDA tensors. Scalar types and their C
+types: ``int32`` int, ``int64`` long long, ``float32`` float, ``float64`` double. ``check`` reads
+:attr:`Device.limits`. ``examples/`` holds one complete template of each kind.
 """
 
 from __future__ import annotations
@@ -180,7 +188,47 @@ class OutputSpec:
     dtype: str
 
 
-class KernelSpec(ABC):
+class ProblemSpace:
+    """The parameters of a kernel and the parsing of its problems: shared by a :class:`KernelSpec`
+    and a :class:`StoredSpace` (the same, read back from the database)."""
+
+    name: str
+    params: tuple[Param, ...] = ()
+    problem_params: tuple[ProblemParam, ...] = ()
+
+    def default_problem(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.problem_params}
+
+    def parse_problem(self, assignments: Mapping[str, str]) -> dict[str, Any]:
+        """Problem from ``NAME=VALUE`` texts over the defaults; raises ValueError with the reason."""
+        known = {p.name: p for p in self.problem_params}
+        problem = self.default_problem()
+        for key, text in assignments.items():
+            if key not in known:
+                names = ", ".join(known)
+                raise ValueError(f"kernel {self.name!r} has no problem parameter {key!r} (it has: {names})")
+            problem[key] = known[key].parse(text)
+        return problem
+
+    def validate_problem(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """A full problem from a partial mapping of values; raises ValueError with the reason."""
+        known = {p.name: p for p in self.problem_params}
+        unknown = set(problem) - set(known)
+        if unknown:
+            raise ValueError(f"kernel {self.name!r} has no problem parameter {sorted(unknown)[0]!r}")
+        full = self.default_problem() | dict(problem)
+        for key, value in full.items():
+            known[key].validate(value)
+        return full
+
+    def space_size(self) -> int:
+        size = 1
+        for p in self.params:
+            size *= len(p.choices)
+        return size
+
+
+class KernelSpec(ProblemSpace, ABC):
     """A tunable kernel template.
 
     Subclasses set the class attributes and implement the abstract methods. Methods must be
@@ -201,8 +249,6 @@ class KernelSpec(ABC):
     # Several families of one kernel (mma.sync, Hopper wgmma, ...) stand side by side under one
     # name, each with its own knobs and archs; "" for a kernel's only family.
     family: str = ""
-    params: tuple[Param, ...] = ()
-    problem_params: tuple[ProblemParam, ...] = ()
 
     def supports(self, target: Target) -> bool:
         """Whether this template builds for ``target`` (its backend and one of its archs)."""
@@ -237,35 +283,31 @@ class KernelSpec(ABC):
         """Relative L2 error above which a run counts as ``wrong_result``."""
         return 1e-2
 
-    # ---- conveniences shared by every spec ----
+    def space(self) -> dict[str, Any]:
+        """What reading a study needs of this template, as JSON: its description and archs,
+        parameter names, choices and docs, problem parameters. Stored with each study, so what
+        is served of it (``tuner best --kernel``, ``/best``, ``tuner kernels``) needs only its name."""
+        return {"description": self.description, "archs": list(self.archs),
+                "params": [{"name": p.name, "choices": list(p.choices), "doc": p.doc} for p in self.params],
+                "problem_params": [{"name": p.name, "kind": p.kind.__name__, "default": p.default,
+                                    "choices": None if p.choices is None else list(p.choices),
+                                    "minimum": p.minimum, "doc": p.doc} for p in self.problem_params]}
 
-    def default_problem(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.problem_params}
 
-    def parse_problem(self, assignments: Mapping[str, str]) -> dict[str, Any]:
-        """Problem from ``NAME=VALUE`` texts over the defaults; raises ValueError with the reason."""
-        known = {p.name: p for p in self.problem_params}
-        problem = self.default_problem()
-        for key, text in assignments.items():
-            if key not in known:
-                names = ", ".join(known)
-                raise ValueError(f"kernel {self.name!r} has no problem parameter {key!r} (it has: {names})")
-            problem[key] = known[key].parse(text)
-        return problem
+_KINDS = {"int": int, "bool": bool, "str": str}
 
-    def validate_problem(self, problem: Mapping[str, Any]) -> dict[str, Any]:
-        """A full problem from a partial mapping of values; raises ValueError with the reason."""
-        known = {p.name: p for p in self.problem_params}
-        unknown = set(problem) - set(known)
-        if unknown:
-            raise ValueError(f"kernel {self.name!r} has no problem parameter {sorted(unknown)[0]!r}")
-        full = self.default_problem() | dict(problem)
-        for key, value in full.items():
-            known[key].validate(value)
-        return full
 
-    def space_size(self) -> int:
-        size = 1
-        for p in self.params:
-            size *= len(p.choices)
-        return size
+class StoredSpace(ProblemSpace):
+    """A template as a study stored it (:meth:`KernelSpec.space`): enough to parse and complete
+    its problems and list its parameters without the template file."""
+
+    def __init__(self, name: str, backend: str, space: Mapping[str, Any]):
+        self.name, self.backend = name, backend
+        self.description: str = space.get("description", "")
+        self.archs: tuple[str, ...] = tuple(space.get("archs", ()))
+        self.params = tuple(Param(p["name"], tuple(p["choices"]), p.get("doc", ""))
+                            for p in space.get("params", ()))
+        self.problem_params = tuple(
+            ProblemParam(p["name"], _KINDS[p["kind"]], p["default"],
+                         None if p.get("choices") is None else tuple(p["choices"]),
+                         p.get("minimum"), p.get("doc", "")) for p in space.get("problem_params", ()))

@@ -3,6 +3,7 @@ compiled with the real C compiler, run and verified by the real CPU worker."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -112,3 +113,38 @@ def test_render_bakes_the_knobs_and_passes_the_shape():
     assert {"-ffast-math", "-march=native", "-fopenmp"} <= set(source.options)
     assert source.scalars[:3] == (("int32", 1), ("int32", 4), ("int32", 50))
     assert source.scalars[3][1] == pytest.approx(0.25)
+
+
+# Causal shapes where key tiles start inside and past a query tile: ragged (77) and a multiple
+# of every tile (256). D is small so a run is quick; S is a scalar, so both shapes share binaries.
+CAUSAL_SHAPES = [dict(B=1, H=2, S=77, D=16, causal=True), dict(B=1, H=1, S=256, D=16, causal=True)]
+TILING = ("block_m", "block_n", "unroll")
+
+
+def admitted_tilings(shape: dict) -> list[dict]:
+    """Every (block_m, block_n, unroll) the constraints admit for ``shape``, the other knobs at
+    BASE: the masking and the tile loops (what a causal shape exercises) depend on these alone;
+    VARIANTS covers the exp, accumulation and compiler-flag knobs."""
+    choices = [next(p.choices for p in SPEC.params if p.name == name) for name in TILING]
+    configs = [BASE | dict(zip(TILING, values, strict=True)) for values in itertools.product(*choices)]
+    device = Device("cpu", limits={"cores": 1})
+    return [config for config in configs if SPEC.check(config, problem(**shape), device) is None]
+
+
+def test_every_admitted_tiling_is_exact_at_causal_shapes():
+    """With block_n < block_m a causal key tile can start after a query row; the kernel once
+    masked s[-1] (another row's scores) there, and 4 of 50 trials of the README's causal run
+    were wrong_result. Every admitted tiling must verify."""
+    require(shutil.which("cc") is not None, "no C compiler `cc` on PATH")
+    cases = [(config, problem(**shape)) for shape in CAUSAL_SHAPES for config in admitted_tilings(shape)]
+    assert len(cases) == 2 * 4 * 4 * 4  # no tile covers S=77 or 256 more than needed: all admitted
+    sources = [SPEC.render(config, full) for config, full in cases]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        artifacts = list(pool.map(lambda source: BACKEND.compile(source, CPU), sources))
+    wrong = []
+    for index, ((config, full), source, artifact) in enumerate(zip(cases, sources, artifacts, strict=True)):
+        job = Job(index, SpecRef("attention", "cpu"), config, full, CPU, source, seed=index)
+        result = BACKEND.measure(job, artifact, SPEC, QUICK)
+        if result.status is not Status.OK or result.rel_l2 > 1e-5:
+            wrong.append((full["S"], {k: config[k] for k in TILING}, result.status.value, result.rel_l2))
+    assert not wrong, wrong

@@ -53,7 +53,14 @@ def test_cuda_arch_without_a_gpu_is_refused(tmp_path, capsys):
     if local_gpu_capability() is not None:
         pytest.skip("this machine has a GPU")
     code, err = run_cli(["run", "--arch", "sm_90a"], tmp_path, capsys)
-    assert code == 2 and "has none" in err and "--arch cpu" in err
+    assert code == 2 and "has none" in err and "--arch cpu" in err and "tuner check --arch sm_90a" in err
+
+
+def test_a_broken_template_is_named_before_a_missing_gpu(tmp_path, capsys):
+    path = tmp_path / "syntax.py"
+    path.write_text(BROKEN_TEMPLATES["syntax.py"])
+    code, err = run_cli(["run", "--arch", "sm_90a", "--template", str(path)], tmp_path, capsys)
+    assert code == 2 and "syntax error at line 1" in err and err.count("\n") == 1, err
 
 
 def test_unreachable_database_is_refused_quickly(capsys, ray_session):

@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from tests.api.conftest import BIG_PROBLEM, PROBLEM, fill, new_study, record
 from tests.conftest import require
 from tuner.api import Settings, create_app
+from tuner.cli import main
 from tuner.db import Store
 from tuner.enums import Status
-from tuner.export import FORMAT, c_string, identifier, write_exports
+from tuner.export import FORMAT, ErrorBounds, c_string, identifier, write_exports
 from tuner.service import Service
 
 
@@ -88,3 +89,31 @@ int main(void) {{
 def test_identifiers_are_c_names() -> None:
     assert identifier("tuner", "my-kernel", "sm_90a") == "tuner_my_kernel_sm_90a"
     assert identifier("9lives") == "_9lives"
+
+
+@pytest.mark.parametrize(("bounds", "small_trial"), [
+    ([], 1),                                      # no bound: the fastest (poly3, error 1e-4)
+    (["1e-5"], 0),                                # within 1e-5: the exact libm config
+    (["1", "attention=1e-5"], 0),                 # the kernel's own bound over the default
+    (["1e-5", "gemm=1"], 0),                      # another kernel's bound leaves this one alone
+])
+def test_export_keeps_each_kernels_error_bound(bounds, small_trial, service, tmp_path, capsys):
+    json_path = tmp_path / "best.json"
+    argv = ["export", "--db", service._store.url, "--json", str(json_path),
+            "--header", str(tmp_path / "best.h")]
+    assert main([*argv, *(f"--max-error={b}" for b in bounds)]) == 0
+    entries = json.loads(json_path.read_text())["entries"]
+    small = next(e for e in entries if e["provenance"]["study"] == "small")
+    assert small["provenance"]["trial"] == small_trial
+    limit = ErrorBounds.parse(bounds).of("attention")
+    assert all(limit is None or e["rel_l2"] <= limit for e in entries)
+    assert all(e["max_error"] == limit for e in entries)
+
+
+@pytest.mark.parametrize("bound", ["abc", "-1", "=1e-3", "attention=", "nan"])
+def test_a_malformed_bound_is_refused(bound, service, tmp_path, capsys):
+    code = main(["export", "--db", service._store.url, "--json", str(tmp_path / "x.json"),
+                 f"--max-error={bound}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-error" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.json").exists()

@@ -56,6 +56,7 @@ def test_optuna_opens_the_study(tuned_sqlite):
     study = optuna.load_study(study_name=STUDY, storage=tuned_sqlite)
     assert len(study.trials) >= 30
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    assert study.metric_names == ["latency_s", "rel_l2"]  # optuna-dashboard's axis labels
 
 
 def test_best_prints_a_config_within_the_bound(tuned_sqlite, capsys):

@@ -65,7 +65,8 @@ def check_local_gpu(target: Target) -> None:
     capability = local_gpu_capability()
     if capability is None:
         raise UsageError(f"--arch {target.arch} needs a CUDA GPU and this machine has none: use --arch cpu "
-                         "(or auto), or --ray-address to measure on a cluster with GPUs")
+                         "(or auto), --ray-address to measure on a cluster with GPUs, or "
+                         f"`tuner check --arch {target.arch}` to compile a template without one")
     if capability != target.capability_text:
         raise UsageError(f"--arch {target.arch} does not match this machine's GPU (compute capability "
                          f"{capability}): use --arch auto")

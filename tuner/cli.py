@@ -28,8 +28,11 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", default="attention", help="built-in kernel template (see `tuner kernels`)")
-    parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass)")
+    parser.add_argument("--kernel", default="attention",
+                        help="a built-in kernel template (see `tuner kernels`); reading commands also "
+                             "take the name of a template of your own that a study stored")
+    parser.add_argument("--template", metavar="PATH", help="a template file of your own (a KernelSpec subclass: "
+                        "see examples/ and kernel_templates/spec.py; `tuner check` tries one without a GPU)")
     parser.add_argument("--arch", default="auto", help=f"auto, or one of: {', '.join(KNOWN_ARCHS)}")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                         help="problem parameters, e.g. B=16,H=96,S=512,D=64,causal=true (repeatable)")
@@ -70,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(its tuner was killed) is failed and retried once (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "
+                                         "config compiled for an arch with its resources (no GPU needed)")
+    _add_target(check)
+    check.add_argument("--sample", type=int, metavar="N", help="compile N admitted configs drawn at random "
+                       "(default: every admitted config)")
+    check.add_argument("--seed", type=int, help="seed of the --sample draw")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")
     _add_target(best)
     _add_db(best)
@@ -82,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("study")
     _add_db(show)
 
-    sub.add_parser("kernels", help="list the built-in kernel templates and their search spaces")
+    kernels = sub.add_parser("kernels", help="list the built-in kernel templates and those of your own "
+                                             "templates stored in the database, with their search spaces")
+    _add_db(kernels)
 
     serve = sub.add_parser("serve", help="serve the REST API (/api/v1, /docs) and the dashboard")
     _add_db(serve)
@@ -95,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best config of every tuned (kernel, arch, shape) "
                                            "as JSON and as a C/C++ header, for runtimes with no service")
     _add_db(export)
+    export.add_argument("--max-error", action="append", default=[], metavar="[KERNEL=]BOUND",
+                        help="largest relative L2 error of an exported config: BOUND for every kernel, "
+                             "KERNEL=BOUND for one (repeatable, e.g. --max-error 1e-3 --max-error "
+                             "gemm=1e-2); a problem with no config within its bound is left out")
     export.add_argument("--json", help="JSON file to write (default tuner_best.json unless --bundle)")
     export.add_argument("--header", help="C/C++ header to write (default tuner_best.h unless --bundle)")
     export.add_argument("--bundle", metavar="DIR",
@@ -112,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(commands.dispatch(args))
+    except BrokenPipeError:
+        _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
+        return ExitStatus.OK
     except KeyboardInterrupt:
         print("tuner: interrupted; finished trials are stored: run the same command to continue",
               file=sys.stderr)
@@ -124,5 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
 
 
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def run_main() -> None:
-    sys.exit(main())
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.exit(status)

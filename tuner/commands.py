@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tuner.db import Store, StoreError
 from tuner.kernel_templates import KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file, problem_spec
+from tuner.kernel_templates.spec import ProblemSpace
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
 
 from .arch import resolve_target
 from .errors import ExitStatus, UsageError
-from .progress import RunProgress, front_table
+from .progress import RunProgress, check_report_table, front_table
 from .search_space import TemplateError, make_sampler, preflight
 from .service import NotFound, Service, name_values, parse_problem, to_json
 
@@ -50,8 +53,17 @@ def dispatch(args: argparse.Namespace) -> ExitStatus:
     return _COMMANDS[args.command](args)
 
 
-def _console() -> Console:
-    return Console(highlight=False, markup=False)  # names and configs are user text, not markup
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError  # rich would exit 1 itself; `cli.main` ends every command alike
+
+
+def _console(min_width: int = 0) -> Console:
+    """A console for user text (names and configs are not markup), at least ``min_width`` wide."""
+    console = _Console(highlight=False, markup=False)
+    if console.width < min_width:
+        console = _Console(highlight=False, markup=False, width=min_width)
+    return console
 
 
 def _spec_and_ref(args: argparse.Namespace, target: Target) -> tuple[KernelSpec, SpecRef]:
@@ -72,7 +84,18 @@ def _problem_spec(args: argparse.Namespace, target: Target) -> KernelSpec:
     return problem_spec(args.kernel, target.arch)
 
 
-def _problem(spec: KernelSpec, args: argparse.Namespace) -> dict[str, Any]:
+def _readable(url: str) -> bool:
+    """Whether a reader could open ``url``: a SQLite file that exists, or any server URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # a malformed URL: Store.open says what is wrong with it
+        return True
+    return not parsed.get_backend_name() == "sqlite" or Path(parsed.database or "").is_file()
+
+
+def _problem(spec: ProblemSpace, args: argparse.Namespace) -> dict[str, Any]:
     """The problem of ``--shape B=16,H=96 --shape S=512`` (and ``--dtype``), typed by ``spec``."""
     parts = (part.strip() for item in args.shape for part in item.split(","))
     texts = name_values(filter(None, parts), "--shape", "--shape B=16,S=512")
@@ -110,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
+    if args.template:
+        load_spec_file(args.template)  # a broken template is named before a missing GPU is
     target = resolve_target(args.arch, remote_cluster=bool(args.ray_address))
     spec, ref = _spec_and_ref(args, target)
     problem = _problem(spec, args)
@@ -148,15 +173,67 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
     console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
                   f"answered from storage, {summary.invalid} invalid; {summary.ok} ok, {summary.failed} failed; "
                   f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")
+    for reason, count in summary.commonest_failures():
+        console.print(f"  {count} failed with {reason}")
+
+
+def cmd_check(args: argparse.Namespace) -> ExitStatus:
+    from .check import check
+
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
+    target = resolve_target(args.arch, remote_cluster=True)  # compiling needs no GPU of that arch
+    spec, _ = _spec_and_ref(args, target)
+    problem = _problem(spec, args)
+    console = _console()
+    console.print(f"{spec.name} ({spec.backend}) for {target.arch}, problem "
+                  + " ".join(f"{k}={v}" for k, v in problem.items()))
+    console.print(space_table(spec))
+    with Progress(TextColumn("[bold]compiling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("compile", total=None)
+        report = check(spec, target, problem, sample=args.sample, seed=args.seed,
+                       progress=lambda: bar.advance(task))
+    print_check_report(console, report, target.arch)
+    return ExitStatus.ERROR if report.failures or not report.compiled else ExitStatus.OK
+
+
+def print_check_report(console: Console, report, arch: str) -> None:
+    rejected = report.space_size - report.admitted
+    console.print(f"space: {report.space_size} configs; check() admits {report.admitted}, rejects {rejected}")
+    for reason, count in report.rejections.most_common(3):
+        console.print(f"  {count} rejected: {reason}")
+    if report.compiled:
+        console.print(check_report_table(f"compiled for {arch}", report.compiled))
+    failed = len(report.failures)
+    console.print(f"{len(report.compiled) - failed} of {len(report.compiled)} configs compiled for {arch}; "
+                  f"{failed} failed")
+    for reason, count in report.commonest_failures():
+        console.print(f"  {count} failed: {reason}")
+    if not report.compiled:
+        console.print("no config to compile: check() admits none for this problem and device")
 
 
 def cmd_best(args: argparse.Namespace) -> ExitStatus:
     target = resolve_target(args.arch, remote_cluster=True)
-    spec = _problem_spec(args, target)
-    problem = _problem(spec, args)
+    try:
+        spec = _problem_spec(args, target)
+        space: ProblemSpace | None = spec
+        problem = _problem(spec, args)
+    except SpecError as exc:  # not built in: a user template's kernel is known by what is stored
+        if args.template or not _readable(args.db):
+            raise
+        space, unknown = None, exc
     store = Store.open(args.db, create=False)
     try:
-        answer = Service(store).best(kernel=spec.name, arch=target.arch, problem=problem, max_error=args.max_error)
+        service = Service(store)
+        if space is None:
+            space = service.problem_space(args.kernel, target.arch)
+            if space is None:
+                raise UsageError(f"{unknown}; no study in {args.db} tuned a template named "
+                                 f"{args.kernel!r} for {target.arch} either")
+            problem = _problem(space, args)
+        answer = service.best(kernel=space.name, arch=target.arch, problem=problem, max_error=args.max_error)
     finally:
         store.close()
     print(to_json(answer.document(), indent=2))
@@ -171,13 +248,16 @@ def cmd_studies(args: argparse.Namespace) -> ExitStatus:
         store.close()
     table = Table(title="studies")
     for column in ("name", "kernel", "arch", "device", "trials", "ok", "best latency"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "name")  # the name `tuner show` needs, whole
     from .progress import format_seconds
 
     for s in studies:
         table.add_row(s.name, s.kernel, s.arch, s.device_name, str(s.n_trials),
                       str(s.counts.get("ok", 0)), format_seconds(s.best_latency_s))
-    _console().print(table)
+    # Never narrower than the longest name and room for the rest: a terminal of 80 columns or a
+    # pipe must not cut the name `tuner show` needs.
+    longest = max((len(s.name) for s in studies), default=0)
+    _console(min_width=longest + 60).print(table)
     return ExitStatus.OK
 
 
@@ -187,10 +267,9 @@ def cmd_show(args: argparse.Namespace) -> ExitStatus:
         service = Service(store)
         study = service.study(args.study)
         front = service.front(args.study)
+        flops = service.flops(study)
     finally:
         store.close()
-    spec = next((s for s in builtin_specs() if s.name == study.kernel and s.backend == study.backend), None)
-    flops = spec.flops(study.problem) if spec else None
     _console().print(front_table(f"Pareto front of {study.name}", front, flops))
     return ExitStatus.OK
 
@@ -198,18 +277,33 @@ def cmd_show(args: argparse.Namespace) -> ExitStatus:
 def cmd_kernels(args: argparse.Namespace) -> ExitStatus:
     console = _console()
     for spec in builtin_specs():
-        family = f", family {spec.family}" if spec.family else ""
-        table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}")
-        table.add_column("parameter")
-        table.add_column("choices")
-        table.add_column("meaning")
-        for p in spec.params:
-            table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
-        for q in spec.problem_params:
-            choices = ", ".join(map(str, q.choices)) if q.choices else f"{q.kind.__name__} (default {q.default})"
-            table.add_row(f"[problem] {q.name}", choices, q.doc)
-        console.print(table)
+        console.print(space_table(spec))
+    if not _readable(args.db):
+        return ExitStatus.OK  # nothing stored yet: the built-ins are all there is
+    store = Store.open(args.db, create=False)
+    try:
+        stored = Service(store).stored_kernels()
+    finally:
+        store.close()
+    for info in stored:
+        console.print(space_table(info, origin=f"a template file, as tuned in {args.db}"))
     return ExitStatus.OK
+
+
+def space_table(spec, origin: str | None = None) -> Table:
+    """A kernel's parameters and problem parameters: of a template, or as a study stored them."""
+    family = f", family {spec.family}" if getattr(spec, "family", "") else ""
+    where = f" [from {origin}]" if origin else ""
+    table = Table(title=f"{spec.name} ({spec.backend}{family}: {', '.join(spec.archs)}) — {spec.description}{where}")
+    table.add_column("parameter")
+    table.add_column("choices")
+    table.add_column("meaning")
+    for p in spec.params:
+        table.add_row(p.name, ", ".join(map(str, p.choices)), p.doc)
+    for p in spec.problem_params:
+        choices = ", ".join(map(str, p.choices)) if p.choices else f"{p.kind.__name__} (default {p.default})"
+        table.add_row(f"[problem] {p.name}", choices, p.doc)
+    return table
 
 
 def cmd_serve(args: argparse.Namespace) -> ExitStatus:
@@ -222,8 +316,9 @@ def cmd_serve(args: argparse.Namespace) -> ExitStatus:
 
 
 def cmd_export(args: argparse.Namespace) -> ExitStatus:
-    from .export import write_exports
+    from .export import ErrorBounds, write_exports
 
+    bounds = ErrorBounds.parse(args.max_error)
     if args.arch is not None and args.bundle is None:
         raise UsageError("--arch chooses a bundle's arch: pass it with --bundle DIR")
     if args.bundle is None and args.json is None and args.header is None:
@@ -237,7 +332,7 @@ def cmd_export(args: argparse.Namespace) -> ExitStatus:
             entries = write_bundle(service, args.bundle, args.arch)
             print(f"wrote a bundle of {len(entries)} best configs and their binaries to {args.bundle}")
         if args.json is not None or args.header is not None:
-            entries = write_exports(service, args.json, args.header)
+            entries = write_exports(service, args.json, args.header, bounds)
             written = " and ".join(p for p in (args.json, args.header) if p is not None)
             print(f"wrote {len(entries)} best configs to {written}")
     finally:
@@ -245,5 +340,5 @@ def cmd_export(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
-_COMMANDS = {"run": cmd_run, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
+_COMMANDS = {"run": cmd_run, "check": cmd_check, "best": cmd_best, "studies": cmd_studies, "show": cmd_show,
              "kernels": cmd_kernels, "serve": cmd_serve, "export": cmd_export}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,50 @@ FORMAT = "tuner-best-configs/1"
 Entry = dict[str, Any]
 
 
-def collect(service: Service) -> list[Entry]:
-    """One entry per distinct (kernel, arch, problem) that some study tuned with an ok trial."""
+@dataclass(frozen=True)
+class ErrorBounds:
+    """The largest relative L2 error an exported config may have: one for every kernel
+    (``default``, ``None`` for no bound) and any kernel's own (``per_kernel``)."""
+
+    default: float | None = None
+    per_kernel: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, texts: Iterable[str]) -> ErrorBounds:
+        """From ``--max-error`` texts: ``1e-3`` (every kernel) or ``KERNEL=1e-2`` (one kernel)."""
+        default, per_kernel = None, {}
+        for text in texts:
+            kernel, sep, number = text.rpartition("=")
+            try:
+                bound = float(number)
+            except ValueError:
+                bound = math.nan
+            if not math.isfinite(bound) or bound < 0 or (sep and not kernel.strip()):
+                raise UsageError(f"--max-error {text!r}: write a bound such as 1e-3, or "
+                                 f"KERNEL=BOUND such as attention=1e-3")
+            if sep:
+                per_kernel[kernel.strip()] = bound
+            else:
+                default = bound
+        return cls(default, per_kernel)
+
+    def of(self, kernel: str) -> float | None:
+        return self.per_kernel.get(kernel, self.default)
+
+
+def collect(service: Service, bounds: ErrorBounds = ErrorBounds()) -> list[Entry]:
+    """One entry per distinct (kernel, arch, problem) that some study tuned with an ok trial
+    within the kernel's error bound."""
     entries: dict[tuple[str, str, str], Entry] = {}
     for study in service.studies():
         key = (study.kernel, study.arch, canonical_json(study.problem))
         if key in entries:
             continue
         try:
-            answer = service.best(kernel=study.kernel, arch=study.arch, problem=study.problem)
+            answer = service.best(kernel=study.kernel, arch=study.arch, problem=study.problem,
+                                  max_error=bounds.of(study.kernel))
         except NotFound:
-            continue  # no ok trial yet: nothing to export for this problem
+            continue  # no ok trial (within the bound) yet: nothing to export for this problem
         if answer.exact:
             entries[key] = answer.document()
     return [entries[key] for key in sorted(entries)]
@@ -66,9 +100,9 @@ def export_json(entries: Iterable[Entry]) -> str:
 
 
 def write_exports(service: Service, json_path: str | Path | None,
-                  header_path: str | Path | None) -> list[Entry]:
+                  header_path: str | Path | None, bounds: ErrorBounds = ErrorBounds()) -> list[Entry]:
     """Writes the JSON file and the C header (either may be ``None``); returns the entries."""
-    entries = collect(service)
+    entries = collect(service, bounds)
     if json_path is not None:
         Path(json_path).write_text(export_json(entries))
     if header_path is not None:

@@ -54,7 +54,10 @@ def format_rate(flops: float | None, seconds: float | None) -> str:
     if not flops or not seconds:
         return "-"
     rate = flops / seconds
-    return f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.1f} GFLOP/s"
+    for unit, scale in (("TFLOP/s", 1e12), ("GFLOP/s", 1e9)):
+        if rate >= scale:
+            return f"{rate / scale:.1f} {unit}"
+    return f"{rate / 1e6:.1f} MFLOP/s"  # a small problem's rate still reads as a number
 
 
 def front_table(title: str, rows: Iterable, flops: float | None) -> Table:
@@ -68,4 +71,26 @@ def front_table(title: str, rows: Iterable, flops: float | None) -> Table:
         config = " ".join(f"{k}={v}" for k, v in row.config.items())
         table.add_row(str(row.number), format_seconds(row.median_s), format_seconds(iqr),
                       format_rate(flops, row.median_s), f"{row.rel_l2:.2e}", config)
+    return table
+
+
+def check_report_table(title: str, compiled: list) -> Table:
+    """`tuner check`'s compiled configs with the compiler's resource report (ptxas's registers,
+    spills and shared memory for CUDA; the shared object's size for C), or why they failed."""
+    table = Table(title=title)
+    table.add_column("config", overflow="fold")
+    gpu = any("registers" in item.resources for item in compiled)
+    for column in ("registers", "spill bytes", "shared bytes") if gpu else ("binary bytes",):
+        table.add_column(column, justify="right")
+    table.add_column("result", overflow="fold")
+    for item in compiled:
+        r = item.resources
+        if gpu:
+            spills = f"{r['spill_store_bytes']}/{r['spill_load_bytes']}" if "spill_store_bytes" in r else "-"
+            shared = r.get("static_shared_bytes", 0) + r.get("dynamic_shared_bytes", 0)
+            numbers = [str(r.get("registers", "-")), spills, str(shared) if "registers" in r else "-"]
+        else:
+            numbers = [str(r.get("so_bytes", "-"))]
+        table.add_row(" ".join(f"{k}={v}" for k, v in item.config.items()), *numbers,
+                      "ok" if item.error is None else item.error)
     return table

@@ -23,6 +23,7 @@ from tuner.kernel_templates import KernelSpec
 from .search_space import distributions, grid
 
 REASON_ATTR = "tuner_reason"
+METRIC_NAMES = ("latency_s", "rel_l2")  # the two objectives, in the order they are told
 
 # We keep heartbeats ourselves (see the module docstring), which Optuna warns about, and use its
 # heartbeat API, which it still labels experimental.
@@ -39,8 +40,11 @@ class Proposal:
 def open_study(storage: optuna.storages.RDBStorage, name: str,
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                               directions=["minimize", "minimize"], load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                directions=["minimize", "minimize"], load_if_exists=True)
+    if study.metric_names != list(METRIC_NAMES):  # optuna-dashboard labels its axes with these
+        study.set_metric_names(list(METRIC_NAMES))
+    return study
 
 
 def heartbeat_options(interval_s: float) -> dict[str, Any]:

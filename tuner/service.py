@@ -16,8 +16,17 @@ from typing import Any
 
 from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
 from tuner.errors import UsageError
-from tuner.kernel_templates import KernelSpec, SpecError, builtin_specs, find_builtin, load_spec_file, problem_spec
-from tuner.kernel_templates.spec import canonical_json
+from tuner.kernel_templates import (
+    ARCHS,
+    KernelSpec,
+    SpecError,
+    StoredSpace,
+    builtin_specs,
+    find_builtin,
+    load_spec_file,
+    problem_spec,
+)
+from tuner.kernel_templates.spec import ProblemSpace, canonical_json
 from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
 
 
@@ -154,7 +163,7 @@ def name_values(texts: Iterable[str], what: str, example: str) -> dict[str, str]
     return parsed
 
 
-def parse_problem(spec: KernelSpec | None, texts: Mapping[str, str]) -> dict[str, Any]:
+def parse_problem(spec: ProblemSpace | None, texts: Mapping[str, str]) -> dict[str, Any]:
     """A problem from ``NAME=VALUE`` texts, typed and completed by ``spec``'s defaults; with no
     spec (a user's template this process has not loaded), each value read as a JSON scalar
     (``128`` -> 128, ``true`` -> True, anything else the text itself)."""
@@ -174,7 +183,7 @@ def _json_scalar(text: str) -> Any:
     return value if isinstance(value, (int, bool, str)) else text
 
 
-def kernel_info(spec: KernelSpec) -> KernelInfo:
+def kernel_info(spec: KernelSpec | StoredSpace) -> KernelInfo:
     return KernelInfo(
         name=spec.name, backend=spec.backend, description=spec.description,
         archs=list(spec.archs),
@@ -192,12 +201,38 @@ class Service:
         self._store = store
 
     def kernels(self) -> list[KernelInfo]:
-        return [kernel_info(spec) for spec in builtin_specs()]
+        """The built-in templates, then the kernels of users' templates that studies stored."""
+        return [kernel_info(spec) for spec in builtin_specs()] + [kernel_info(s) for s in self.stored_kernels()]
+
+    def stored_kernels(self) -> list[StoredSpace]:
+        """The kernels of users' templates, as their newest studies stored them."""
+        builtin = {(spec.name, spec.backend) for spec in builtin_specs()}
+        return [StoredSpace(name, backend, space) for name, backend, space in self._store.kernel_spaces()
+                if (name, backend) not in builtin]
+
+    def problem_space(self, kernel: str, arch: str) -> ProblemSpace | None:
+        """The problem parameters of ``kernel`` on ``arch``'s backend: the built-in template's, or
+        those a study of a user's template stored; ``None`` when neither knows the kernel."""
+        builtin = _builtin(kernel, arch)
+        if builtin is not None:
+            return builtin
+        backend = ARCHS[arch].backend if arch in ARCHS else None
+        return next((s for s in self.stored_kernels() if s.name == kernel and s.backend == backend), None)
+
+    def flops(self, study: StudyRecord) -> float | None:
+        """The FLOP count of a study's problem: stored with it, or its built-in template's."""
+        if study.flops is not None:
+            return study.flops
+        try:
+            return find_builtin(study.kernel, study.backend).flops(study.problem)
+        except SpecError:
+            return None
 
     def problem(self, kernel: str, arch: str, texts: Mapping[str, str]) -> dict[str, Any]:
         """The problem ``texts`` (``NAME=VALUE`` values) ask of ``kernel`` on ``arch``, typed by
-        its built-in spec (see :func:`parse_problem`)."""
-        return parse_problem(_builtin(kernel, arch), texts)
+        its built-in spec or the space a study of a user's template stored (see
+        :func:`parse_problem`)."""
+        return parse_problem(self.problem_space(kernel, arch), texts)
 
     def write_marker(self) -> int:
         """Changes whenever a trial is stored, so a cache of :meth:`best` answers compares it to
@@ -214,6 +249,10 @@ class Service:
             raise NotFound(f"no study named {name!r} in this database: list the studies "
                            f"to find its name, or run it with `tuner run`")
         return found
+
+    def running_trials(self, name: str) -> int:
+        """Trials of the study in flight now (0: no tuner is at work on it)."""
+        return self._store.running_trials(self.study(name).name)
 
     def trials(self, name: str, *, status: str | None = None, max_error: float | None = None,
                params: dict[str, Any] | None = None, sort: str = "number",
@@ -250,7 +289,7 @@ class Service:
              max_error: float | None = None) -> BestAnswer:
         """The fastest ok config of ``kernel`` on ``arch`` for ``problem`` within ``max_error``
         (relative L2), from the nearest tuned problem when this one was never tuned."""
-        full = _full_problem(kernel, arch, problem)
+        full = _full_problem(self.problem_space(kernel, arch), problem)
         tuned, distance = full, 0.0
         trial = self._store.best_trial(kernel=kernel, arch=arch, problem=full, max_error=max_error)
         if trial is None:
@@ -274,14 +313,13 @@ class Service:
         return nearest_problem(problem, ((t.problem, t.best_latency_s, t.problem) for t in tuned))
 
 
-def _full_problem(kernel: str, arch: str, problem: dict[str, Any]) -> dict[str, Any]:
-    """A built-in kernel's problem with defaults filled in, as studies store it; a kernel from
-    a user's template (not known here) is taken as given."""
-    spec = _builtin(kernel, arch)
-    if spec is None:
+def _full_problem(space: ProblemSpace | None, problem: dict[str, Any]) -> dict[str, Any]:
+    """A problem with the kernel's defaults filled in, as studies store it; a kernel known
+    nowhere (a template's study stored before schema 0003) is taken as given."""
+    if space is None:
         return dict(problem)
     try:
-        return spec.validate_problem(problem)
+        return space.validate_problem(problem)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -7,8 +7,8 @@ Data flows one way through here: spec -> proposal -> executor -> store. The loop
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -48,6 +48,10 @@ class RunSummary:
     failed: int = 0
     wall_s: float = 0.0
     measure_s: float = 0.0  # device time spent inside timed measurement, as reported by workers
+    reasons: Counter[str] = field(default_factory=Counter)  # "status: reason" of failed trials
+
+    def commonest_failures(self, n: int = 3) -> list[tuple[str, int]]:
+        return self.reasons.most_common(n)
 
 
 class StudyRunner:
@@ -61,7 +65,9 @@ class StudyRunner:
         self._study = store.ensure_study(
             name=settings.study_name, kernel=spec.name, backend=spec.backend,
             template_path=spec_ref.path, problem=settings.problem, arch=self._arch,
-            device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"])
+            device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"],
+            space=spec.space(), flops=spec.flops(settings.problem),
+            bytes_moved=spec.bytes_moved(settings.problem))
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
         optuna_study = open_study(storage, settings.study_name, sampler)
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
@@ -186,6 +192,7 @@ class StudyRunner:
             self._store.offer_to_front(self._study.id, record)
         else:
             self.summary.failed += 1
+            self.summary.reasons[f"{measurement.status.value}: {measurement.reason or 'no reason given'}"] += 1
             self._proposer.tell_failed(number, measurement.reason or measurement.status.value)
         self._progress.done(ok, latency_s)
         return record

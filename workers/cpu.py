@@ -22,7 +22,7 @@ from tuner.kernel_templates.target import Target
 
 from .backend import Backend, TimingPolicy
 from .cache import cache_key, cached_path, store_atomically
-from .measurement import Artifact, Job, Measurement, Status, Timing, tail, verdict
+from .measurement import Artifact, Job, Measurement, Status, Timing, error_line, tail, verdict
 from .stats import error_metrics, summarize
 
 COMPILE_TIMEOUT_S = 120.0
@@ -54,7 +54,8 @@ class CpuBackend(Backend):
         binary, log = self._build(source)
         elapsed = time.perf_counter() - start
         if binary is None:
-            return Artifact(digest, None, elapsed, cached=False, log=log, error=log)
+            return Artifact(digest, None, elapsed, cached=False, log=log,
+                            error=f"compile failed: {error_line(log, _last_line(log))}")
         store_atomically(binary, path)
         return Artifact(digest, str(path), elapsed, cached=False, resources=_resources(path), log=log)
 
@@ -95,7 +96,7 @@ class CpuBackend(Backend):
                                environment=self.environment(), reason=reason, log=artifact.log, **values)
 
         if artifact.error is not None or artifact.path is None:
-            return result(Status.COMPILE_ERROR, f"compile failed: {_last_line(artifact.error)}")
+            return result(Status.COMPILE_ERROR, artifact.error or "compile failed")
         try:
             function = self._function(artifact.path, job.source.entry)
         except (OSError, AttributeError) as exc:

@@ -26,7 +26,7 @@ from tuner.kernel_templates.spec import Source
 
 from . import nvrtc
 from .cache import cache_key, cached_path, store_atomically
-from .measurement import Artifact, tail
+from .measurement import Artifact, error_line, tail
 
 COMPILE_TIMEOUT_S = 300
 COMPILER_ENV = "TUNER_CUDA_COMPILER"  # nvrtc, nvcc or auto (NVRTC where installed, else nvcc)
@@ -157,7 +157,7 @@ def _run_nvrtc(source: Source, arch: str, destination: Path) -> Build:
         return Build({}, "", str(exc))
     log = tail(out.log)
     if out.cubin is None:
-        return Build({}, log, out.error)
+        return Build({}, log, error_line(log, out.error or "NVRTC failed"))
     store_atomically(out.cubin, destination)
     return Build(parse_resources(out.log), log, None)
 
@@ -176,6 +176,6 @@ def _run_nvcc(source: Source, arch: str, destination: Path) -> Build:
             return Build({}, "", f"nvcc ran over {COMPILE_TIMEOUT_S} s")
         log = tail(done.stdout + done.stderr)
         if done.returncode != 0 or not out.is_file():
-            return Build({}, log, f"nvcc exited with status {done.returncode}")
+            return Build({}, log, error_line(log, f"nvcc exited with status {done.returncode}"))
         store_atomically(out.read_bytes(), destination)
         return Build(parse_resources(done.stdout + done.stderr), log, None)

@@ -71,7 +71,7 @@ def failed(job: Job, status: Status, reason: str, artifact: Artifact | None = No
     return Measurement(trial_id=job.trial_id, status=status, source_hash=job.source.digest(),
                        compile_time_s=artifact.compile_time_s if artifact else None,
                        resources=dict(artifact.resources) if artifact else {},
-                       reason=first_line[:300], log=tail(reason))
+                       reason=first_line[:300], log=artifact.log if artifact and artifact.log else tail(reason))
 
 
 class ExecutorError(Exception):

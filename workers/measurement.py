@@ -7,6 +7,7 @@ a worker raises only for its own bugs.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -144,3 +145,18 @@ def verdict(rel_l2: float, bound: float) -> tuple[Status, str | None]:
 def tail(text: str, limit: int = 4000) -> str:
     """The end of a long log, which is where compilers and crashes say what went wrong."""
     return text if len(text) <= limit else "…" + text[-limit:]
+
+
+# A compiler's diagnostic line: gcc/clang `kernel.c:3:5: error: ...`, nvcc `kernel.cu(3): error: ...`,
+# `fatal error:`, the linker's `collect2: error:`.
+_ERROR_LINE = re.compile(r"\berror\b\s*:", re.IGNORECASE)
+# The temporary directory a compile ran in: noise in a reason, and different every time.
+_TEMP_DIR = re.compile(r"(?:/[^\s/:]+)*/tuner-(?:cc|nvcc)-[^/\s]+/")
+
+
+def error_line(log: str, fallback: str) -> str:
+    """A compile failure in one line: the compiler's first ``error:`` line (not its first line,
+    ``kernel.c: In function 'f':``), without the build directory; ``fallback`` if it has none."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    found = next((line for line in lines if _ERROR_LINE.search(line)), None)
+    return _TEMP_DIR.sub("", found) if found else fallback

@@ -272,8 +272,12 @@ function showSummary(study) {
   document.getElementById("counts").textContent =
     Object.keys(study.counts).sort().map(k => `${k}=${study.counts[k]}`).join(" ");
   document.getElementById("best-latency").textContent = fmtSeconds(study.best_latency_s);
+  // A finished study is still watched (a new `tuner run` may resume it), but it does not say so.
+  const state = study.running
+    ? `${study.running} running · refreshing every ${cfg.pollSeconds} s`
+    : "no trial running";
   document.getElementById("live-status").textContent =
-    `${study.n_trials} trials · updated ${new Date().toLocaleTimeString()} · refreshing every ${cfg.pollSeconds} s`;
+    `${study.n_trials} trials · ${state} · updated ${new Date().toLocaleTimeString()}`;
 }
 
 async function poll() {

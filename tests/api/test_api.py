@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -152,7 +154,22 @@ def test_best_cache_serves_without_asking_between_rechecks(store: Store) -> None
 def test_garbage_is_a_4xx_with_a_message(client: TestClient, query: str) -> None:
     response = client.get(API + query)
     assert response.status_code == 422, response.text
-    assert response.json()["detail"]
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail and "\n" not in detail  # one line, as documented
+
+
+def test_the_schema_documents_422s_and_the_name_value_form(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            invalid = operation["responses"].get("422")
+            if invalid is not None:
+                assert invalid["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut"), path
+    assert schema["components"]["schemas"]["ErrorOut"]["properties"]["detail"]["type"] == "string"
+    for path, name in ((f"{API}/best", "shape"), (f"{API}/studies/{{name}}/trials", "param")):
+        parameter = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == name)
+        pattern = parameter["schema"]["items"]["pattern"]
+        assert re.fullmatch(pattern, "S=256") and not re.fullmatch(pattern, "S") and not re.fullmatch(pattern, "=1")
 
 
 def test_token_guards_everything_but_health(store: Store) -> None:

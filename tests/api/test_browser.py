@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -62,6 +63,15 @@ def test_dashboard_draws_navigates_and_updates_live(live_server: str, store: Sto
         wait_for(driver, lambda d: d.execute_script(browser.COUNT_POINTS, "pareto-plot") == 4)
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#trial-table tbody tr")) == 7)
         assert driver.execute_script("return window.notReloaded === true")
+
+        # No tuner at work: the page must not claim to refresh; a trial in flight, and it does.
+        status = lambda d: d.find_element(By.ID, "live-status").text  # noqa: E731
+        wait_for(driver, lambda d: "no trial running" in status(d))
+        assert "refreshing" not in status(driver)
+        tuner = optuna.create_study(storage=store.url, study_name="small", load_if_exists=True,
+                                    directions=["minimize", "minimize"])
+        tuner.ask()
+        wait_for(driver, lambda d: "1 running · refreshing every" in status(d))
 
         driver.find_element(By.CSS_SELECTOR, '#trial-table tbody tr[data-number="1"] td.mono').click()
         wait_for(driver, lambda d: d.current_url.endswith("/studies/small/trials/1"))
