@@ -1,0 +1,92 @@
+"""The valid configs of a template, enumerated once, and their encoding for a surrogate model.
+
+Sampling inside the constraints rather than proposing and rejecting: the product of the choices
+is walked through the template's own ``check`` (the same gate as the study loop's), so a sampler
+that picks from here never proposes an invalid config. A product too large to walk is sampled
+instead (a seeded, uniform pool of valid configs).
+
+The encoding knows that numbers are ordered: each numeric parameter gives its value, its log2
+and its alignment (the largest power of two dividing it: what coalescing and bank conflicts see),
+and numeric pairs their products (threads per block, a tile's area); booleans are 0/1 and other
+choices one-hot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from tuner.kernel_templates import Device, KernelSpec, Problem
+
+from ..search_space import rejection
+
+WALK_LIMIT = 200_000  # product sizes up to this are walked whole
+POOL_SIZE = 20_000  # otherwise: this many valid configs drawn at random
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    names: tuple[str, ...]
+    configs: tuple[tuple[Any, ...], ...]  # valid configs, values in ``names`` order
+    features: np.ndarray  # one row per config
+    ranks: np.ndarray  # each value's position among its parameter's choices: for neighbourhoods
+    complete: bool  # every valid config is here (the product was walked whole)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def index(self) -> dict[tuple[Any, ...], int]:
+        return {c: i for i, c in enumerate(self.configs)}
+
+    def neighbours(self, i: int) -> np.ndarray:
+        """Configs one step from config ``i``: one parameter moved to an adjacent choice."""
+        step = np.abs(self.ranks - self.ranks[i])
+        return np.nonzero((step.sum(axis=1) == 1))[0]
+
+
+def valid_configs(spec: KernelSpec, problem: Problem, device: Device, seed: int | None = None) -> CandidateSet:
+    names = tuple(p.name for p in spec.params)
+    choices = [tuple(p.choices) for p in spec.params]
+    size = math.prod(len(c) for c in choices)
+    complete = size <= WALK_LIMIT
+    if complete:
+        pool: Sequence[tuple[Any, ...]] = list(itertools.product(*choices))
+    else:
+        rng = np.random.default_rng(seed)
+        pool = list({tuple(c[rng.integers(len(c))] for c in choices) for _ in range(5 * POOL_SIZE)})
+    configs = tuple(v for v in pool if rejection(spec, dict(zip(names, v)), problem, device) is None)
+    if not complete:
+        configs = configs[:POOL_SIZE]
+    ranks = np.array([[c.index(v) for c, v in zip(choices, config)] for config in configs],
+                     dtype=np.int64).reshape(len(configs), len(names))
+    return CandidateSet(names, configs, encode(choices, configs), ranks, complete)
+
+
+def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]]) -> np.ndarray:
+    columns: list[np.ndarray] = []
+    numeric: list[np.ndarray] = []
+    for j, options in enumerate(choices):
+        if len(options) < 2:
+            continue  # a fixed parameter says nothing
+        values = [config[j] for config in configs]
+        if all(isinstance(o, bool) for o in options):
+            columns.append(np.array(values, dtype=np.float64))
+        elif all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in options):
+            x = np.array(values, dtype=np.float64)
+            numeric.append(x)
+            columns.append(x)
+            if min(options) > 0:
+                columns.append(np.log2(x))
+            if all(isinstance(o, int) and o > 0 for o in options):
+                ints = x.astype(np.int64)
+                columns.append(np.log2(ints & -ints).astype(np.float64))
+        else:
+            columns.extend(np.array([v == o for v in values], dtype=np.float64) for o in options)
+    columns.extend(a * b for a, b in itertools.combinations(numeric, 2))
+    if not columns:
+        return np.zeros((len(configs), 1))
+    return np.stack(columns, axis=1)
