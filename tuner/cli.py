@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tune a recorded space instead of measuring: a Kernel Tuner cache file (.json, .json.gz) "
                           "or a tuner database (.db, .db.gz); each config is answered with its recorded time")
     run.add_argument("--replay-study", metavar="NAME", help="with --replay of a database: the study to replay")
+    run.add_argument("--no-warm-start", action="store_true",
+                     help="a new study starts cold (by default its first trials are the stored best configs "
+                          "of the nearest tuned shapes of the same kernel and arch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "

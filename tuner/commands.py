@@ -150,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     trials = args.trials if args.trials is not None or args.timeout or args.sampler == "grid" else DEFAULT_TRIALS
     name = args.study or default_study_name(spec, target.arch, problem, getattr(args, "family", None))
     settings = RunSettings(study_name=name, problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
-                           timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
+                           timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat,
+                           warm_start=not args.no_warm_start)
     store = None
     try:
         measuring = executor.start(target)
@@ -177,6 +178,8 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
     flops = spec.flops(settings.problem)
     console.print(front_table(f"Pareto front of {settings.study_name}", front, flops))
     gpu_share = summary.measure_s / summary.wall_s if summary.wall_s else 0.0
+    if summary.warm:
+        console.print(f"warm start: the first {summary.warm} trials were the best configs of the nearest tuned shapes")
     console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
                   f"answered from storage, {summary.invalid} invalid; {summary.ok} ok, {summary.failed} failed; "
                   f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")

@@ -170,6 +170,15 @@ def t1_conditions(file: Path) -> tuple[str, ...]:
 
 def load_tuner_study(file: Path, study: str | None) -> RecordedSpace:
     """An exhaustive study from a tuner database; a gzipped one is unpacked to a temporary file."""
+    return _with_store(file, lambda store: _study_space(store, file, study))
+
+
+def load_tuner_studies(file: Path) -> list[RecordedSpace]:
+    """Every study of a tuner database, as recorded spaces."""
+    return _with_store(file, lambda store: [_study_space(store, file, s.name) for s in store.studies()])
+
+
+def _with_store(file: Path, read):
     from tuner.db import Store, StoreError
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +192,7 @@ def load_tuner_study(file: Path, study: str | None) -> RecordedSpace:
         except StoreError as exc:
             raise RecordingError(f"{file} is not a tuner database ({exc})") from None
         try:
-            return _study_space(store, file, study)
+            return read(store)
         finally:
             store.close()
 

@@ -6,9 +6,8 @@ that picks from here never proposes an invalid config. A product too large to wa
 instead (a seeded, uniform pool of valid configs).
 
 The encoding knows that numbers are ordered: each numeric parameter gives its value, its log2
-and its alignment (the largest power of two dividing it: what coalescing and bank conflicts see),
-and numeric pairs their products (threads per block, a tile's area); booleans are 0/1 and other
-choices one-hot.
+and its alignment (the largest power of two dividing it: what coalescing and bank conflicts see);
+booleans are 0/1 and other choices one-hot.
 """
 
 from __future__ import annotations
@@ -43,9 +42,8 @@ class CandidateSet:
         return {c: i for i, c in enumerate(self.configs)}
 
     def neighbours(self, i: int) -> np.ndarray:
-        """Configs one step from config ``i``: one parameter moved to an adjacent choice."""
-        step = np.abs(self.ranks - self.ranks[i])
-        return np.nonzero((step.sum(axis=1) == 1))[0]
+        """Configs one move from config ``i``: one parameter set to another of its choices."""
+        return np.flatnonzero((self.ranks != self.ranks[i]).sum(axis=1) == 1)
 
 
 def valid_configs(spec: KernelSpec, problem: Problem, device: Device, seed: int | None = None) -> CandidateSet:
@@ -68,7 +66,6 @@ def valid_configs(spec: KernelSpec, problem: Problem, device: Device, seed: int 
 
 def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]]) -> np.ndarray:
     columns: list[np.ndarray] = []
-    numeric: list[np.ndarray] = []
     for j, options in enumerate(choices):
         if len(options) < 2:
             continue  # a fixed parameter says nothing
@@ -77,7 +74,6 @@ def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]
             columns.append(np.array(values, dtype=np.float64))
         elif all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in options):
             x = np.array(values, dtype=np.float64)
-            numeric.append(x)
             columns.append(x)
             if min(options) > 0:
                 columns.append(np.log2(x))
@@ -86,7 +82,6 @@ def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]
                 columns.append(np.log2(ints & -ints).astype(np.float64))
         else:
             columns.extend(np.array([v == o for v in values], dtype=np.float64) for o in options)
-    columns.extend(a * b for a, b in itertools.combinations(numeric, 2))
     if not columns:
         return np.zeros((len(configs), 1))
     return np.stack(columns, axis=1)

@@ -5,11 +5,13 @@ sampler scores every one of them rather than searching a continuous relaxation:
 
 - it picks only from the enumerated valid configs (``candidates.valid_configs``), never one
   already measured or in flight, so no measurement is spent on a rejection or a repeat;
-- the first ``n_startup`` picks are uniform over the valid configs;
+- the first ``n_startup`` picks are uniform over the valid configs, and so is one pick in ten
+  after them (``explore``), so that a second basin is not missed for the first one found;
 - then an extra-trees forest is fitted to what was measured (log latency; a failed config gets a
   value worse than any measured, so its neighbourhood is avoided), the spread of its trees is the
-  uncertainty, and the config of largest expected improvement is proposed; every
-  ``local_every``-th pick looks only at the neighbours (one parameter one choice away) of the
+  uncertainty, and the config of largest expected improvement is proposed (refitted after each
+  measurement early on, after every n/25 new ones later); every
+  ``local_every``-th pick looks only at the neighbours (one parameter set to another choice) of the
   ``top_k`` best configs so far, which finishes a basin the global model has found;
 - configs in flight count as measured at the mean so far (a constant liar), so a batch of
   proposals spreads out;
@@ -38,7 +40,7 @@ _STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.
 class ForestSampler(BaseSampler):
     def __init__(self, candidates: CandidateSet, space: dict[str, BaseDistribution], seed: int | None = None,
                  n_startup: int = 10, trees: int = 16, local_every: int = 2, local_after: int = 30,
-                 top_k: int = 3):
+                 top_k: int = 3, explore: float = 0.1):
         self._candidates = candidates
         self._index = candidates.index()
         self._space = {name: space[name] for name in candidates.names}
@@ -46,6 +48,10 @@ class ForestSampler(BaseSampler):
         self._random = RandomSampler(seed=seed)
         self._n_startup, self._trees = n_startup, trees
         self._local_every, self._local_after, self._top_k = local_every, local_after, top_k
+        self._explore = explore
+        self._features = np.ascontiguousarray(candidates.features, dtype=np.float32)
+        self._fit: tuple[int, np.ndarray, np.ndarray] | None = None  # (measured when fitted, mean, spread)
+        self._weights: np.ndarray | None = None  # of the objectives, in the last fit
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -76,7 +82,7 @@ class ForestSampler(BaseSampler):
         if not free.any():
             free[:] = True  # everything is taken: a repeat, which the study loop answers from storage
         ok = [v is not None for v in values]
-        if sum(ok) < self._n_startup:
+        if sum(ok) < self._n_startup or self._rng.random() < self._explore:
             choice = int(self._rng.choice(np.flatnonzero(free)))
         else:
             choice = self._expected_improvement(study, measured, values, pending, free)
@@ -108,24 +114,36 @@ class ForestSampler(BaseSampler):
 
     def _expected_improvement(self, study: Study, measured: list[int], values: list, pending: list[int],
                               free: np.ndarray) -> int:
-        from scipy.stats import norm
-        from sklearn.ensemble import ExtraTreesRegressor
+        from scipy.special import ndtr
 
+        refit = self._fit is None or len(measured) - self._fit[0] >= max(1, len(measured) // 25)
+        if refit:
+            self._weights = None  # new random weights for the two objectives with each fit
         target = self._scalarize(study, values)
-        rows = measured + pending
-        y = np.concatenate([target, np.full(len(pending), target.mean())])
-        forest = ExtraTreesRegressor(n_estimators=self._trees, max_features=1.0,
-                                     random_state=int(self._rng.integers(2**31)))
-        forest.fit(self._candidates.features[rows], y)
+        mean, spread = self._predict(measured, target, pending) if refit else self._fit[1:]
         pool = np.flatnonzero(free)
         if len(measured) >= self._local_after and len(measured) % self._local_every == 0:
             near = self._near_best(measured, target, free)
             pool = near if len(near) else pool
-        per_tree = np.stack([tree.predict(self._candidates.features[pool]) for tree in forest.estimators_])
-        mean, spread = per_tree.mean(axis=0), per_tree.std(axis=0) + 1e-12
-        gain = target.min() - mean
-        ei = gain * norm.cdf(gain / spread) + spread * norm.pdf(gain / spread)
+        gain, spread = target.min() - mean[pool], spread[pool]
+        z = gain / spread
+        ei = gain * ndtr(z) + spread * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
         return int(pool[np.argmax(ei)])
+
+    def _predict(self, measured: list[int], target: np.ndarray, pending: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The forest's mean and spread over every candidate, fitted now. A fit happens after every
+        measurement early on and after every n/25 later (it costs more than one new point changes)."""
+        from sklearn.tree import ExtraTreeRegressor
+
+        rows = measured + pending
+        y = np.concatenate([target, np.full(len(pending), target.mean())])
+        x = np.ascontiguousarray(self._candidates.features[rows], dtype=np.float32)
+        seeds = self._rng.integers(2**31, size=self._trees)
+        trees = [ExtraTreeRegressor(max_features=None, random_state=int(seed)).fit(x, y, check_input=False)
+                 for seed in seeds]
+        per_tree = np.stack([tree.predict(self._features, check_input=False) for tree in trees])
+        self._fit = (len(measured), per_tree.mean(axis=0), per_tree.std(axis=0) + 1e-12)
+        return self._fit[1], self._fit[2]
 
     def _near_best(self, measured: list[int], target: np.ndarray, free: np.ndarray) -> np.ndarray:
         best = [measured[j] for j in np.argsort(target)[:self._top_k]]
@@ -142,11 +160,13 @@ class ForestSampler(BaseSampler):
             objectives = np.stack([_log_if_positive(c) for c in objectives.T], axis=1)
             span = objectives.max(axis=0) - objectives.min(axis=0)
             varying = span > 1e-12 * np.maximum(1.0, np.abs(objectives).max(axis=0))
-            scaled = (objectives[:, varying] - objectives.min(axis=0)[varying]) / np.where(span[varying] > 0, span[varying], 1)
+            scaled = (objectives[:, varying] - objectives.min(axis=0)[varying]) / span[varying]
             if scaled.shape[1] <= 1:
                 score = scaled[:, 0] if scaled.shape[1] else np.zeros(len(done))
             else:
-                weights = self._rng.dirichlet(np.ones(scaled.shape[1]))
+                if self._weights is None or len(self._weights) != scaled.shape[1]:
+                    self._weights = self._rng.dirichlet(np.ones(scaled.shape[1]))
+                weights = self._weights
                 score = (weights * scaled).max(axis=1) + 0.05 * (weights * scaled).sum(axis=1)
             target[[i for i, v in enumerate(values) if v is not None]] = score
         finite = target[np.isfinite(target)]
