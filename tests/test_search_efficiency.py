@@ -54,3 +54,18 @@ def test_a_warm_start_from_the_nearest_shapes_begins_with_their_fronts():
     assert front and fastest[0] in front
     row = compare(target, others, seeds=2, label="nearest tuned shapes")
     assert row["warm_configs"] > 0 and row["warm_median"] <= row["cold_median"]
+
+
+def test_kernel_tuner_drives_our_attention_source_with_our_constraints():
+    """What the GPU pipeline benchmark hands Kernel Tuner, checked without a GPU: the same valid configs."""
+    from bench.search_gpu_pipeline import ARCH, H100_LIMITS, count_valid, kt_arguments, problem_of
+    from tuner.kernel_templates import Device, find_spec
+    from tuner.samplers.candidates import valid_configs
+
+    problem = problem_of("B=16,H=96,S=512,D=64,causal=false,dtype=fp16")
+    options = kt_arguments(problem)
+    ours = valid_configs(find_spec("attention", ARCH), problem, Device(ARCH, limits=H100_LIMITS))
+    assert count_valid(options) == len(ours) == 146
+    config = dict(zip(ours.names, ours.configs[0]), block_size_x=32 * ours.configs[0][ours.names.index("warps")])
+    assert options["kernel_source"](config).startswith("#define BLOCK_M")
+    assert options["problem_size"](config)[1] == 16 * 96
