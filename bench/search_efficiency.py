@@ -42,6 +42,7 @@ KT_STRATEGIES = ("random_sample", "genetic_algorithm", "bayes_opt", "pso", "diff
                  "simulated_annealing")
 BUDGET_SCALED = {"simulated_annealing"}  # scales its annealing schedule to max_fevals
 BAND = 1.02
+PIPELINED = f"{DEFAULT}-pipelined"  # the default with as many trials in flight as compile slots
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         per_budget: dict[tuple[str, str], dict[int, list[Trace]]] = {}
         for name in ours:
             traces = [runs.get_or_run(run_key("tuner", name, space.name, s, top, 1),
-                                      lambda s=s: run_ours(space, name, s, top)) for s in range(args.seeds)]
+                                      lambda s=s: run_ours(space, name, s, top))
+                      for s in range(args.seeds_for.get(name, args.seeds))]
             per_budget[("tuner", name)] = {b: traces for b in budgets}
         for strategy in args.kt if args.kt != ["none"] else []:
             cache = unpacked_cache(space, scratch)
@@ -75,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
                          if tool == "kernel_tuner" else [])
         if DEFAULT in ours:
             for devices in args.devices:
-                traces = [runs.get_or_run(run_key("tuner", f"{DEFAULT}-pipelined", space.name, s, top, devices),
+                traces = [runs.get_or_run(run_key("tuner", PIPELINED, space.name, s, top, devices),
                                           lambda s=s: run_ours(space, DEFAULT, s, top, devices,
                                                                in_flight=CPUS_PER_DEVICE * devices,
-                                                               until_s=BAND * space.optimum_s))
-                          for s in range(args.seeds)]
+                                                               until_s=BAND * space.optimum_s, label=PIPELINED))
+                          for s in range(args.seeds_for.get(PIPELINED, args.seeds))]
                 walls.append(wall_row(space, "tuner", "default", devices, traces))
     result = {"device": f"replayed on {platform.processor() or platform.machine()} ({platform.node()}), "
                         f"Python {platform.python_version()}",
@@ -102,6 +104,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spaces", type=Path, nargs="+", default=[here.parent / "shared/data/benchmark_hub/convolution_milo"],
                         help="folders of Kernel Tuner cache files, or recordings (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds-for", type=lambda t: {k: int(v) for k, v in (p.split("=") for p in t.split(","))},
+                        default={}, metavar="NAME=N,...",
+                        help=f"fewer seeds for a slow strategy (e.g. tpe=3; {PIPELINED}: the wall-clock runs)")
     parser.add_argument("--budgets", type=lambda t: [int(v) for v in t.split(",")], default=[20, 50, 100, 200])
     parser.add_argument("--samplers", type=lambda t: t.split(","), default=list(REGISTRY),
                         help="our samplers, or none (default: every registered one)")
@@ -147,7 +152,7 @@ def row(space: RecordedSpace, tool: str, strategy: str, budget: int, traces: lis
     found = ratios(space, traces, budget)
     return {"space": space.name, "tool": tool, "strategy": strategy, "budget": budget,
             "median_ratio": _finite(median(found)), "worst_ratio": _finite(max(found)),
-            "within2pct": sum(r <= BAND for r in found) / len(found)}
+            "within2pct": sum(r <= BAND for r in found) / len(found), "seeds": len(found)}
 
 
 def time_to_band(space: RecordedSpace, trace: Trace) -> float:

@@ -63,10 +63,11 @@ def run_key(tool: str, strategy: str, space: str, seed: int, budget: int, device
 
 def run_ours(space: RecordedSpace, sampler_name: str, seed: int, budget: int, devices: int = 1,
              in_flight: int | None = None, until_s: float | None = None,
-             warm: list[dict[str, Any]] = ()) -> Trace:
+             warm: list[dict[str, Any]] = (), label: str | None = None) -> Trace:
     """``in_flight`` trials at once (default: one, the sampler's own sample efficiency); the
     clock counts the sampler's real time too. ``until_s``: stop once a config this fast is found.
-    ``warm``: configs enqueued as the first trials (a warm start)."""
+    ``warm``: configs enqueued as the first trials (a warm start); ``label``: the trace's strategy
+    name, when it is not the sampler's."""
     spec = ReplaySpec(space)
     ref = SpecRef(spec.name, spec.backend)
     executor = ReplayExecutor(space, devices=devices, compile_slots=CPUS_PER_DEVICE * devices, charge_driver=True)
@@ -78,7 +79,7 @@ def run_ours(space: RecordedSpace, sampler_name: str, seed: int, budget: int, de
     capacity = in_flight or 1
     seen: dict[tuple, Any] = {}  # config key -> its measurement (None while in flight)
     pending: dict[int, tuple[optuna.Trial, tuple]] = {}
-    trace = Trace("tuner", sampler_name, space.name, seed, budget, devices, [], [])
+    trace = Trace("tuner", label or sampler_name, space.name, seed, budget, devices, [], [])
     exhausted = getattr(sampler, "exhausted", lambda s: False)
     while len(seen) < budget or pending:
         while (len(seen) < budget and len(pending) < capacity

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.search_runs import run_ours  # noqa: E402
+from bench.search_runs import TraceFile, run_key, run_ours  # noqa: E402
 from tuner.pareto import non_dominated  # noqa: E402
 from tuner.samplers import DEFAULT  # noqa: E402
 from tuner.warm_start import LIMIT, nearest_first  # noqa: E402
@@ -58,22 +58,29 @@ def configs_of(space: RecordedSpace) -> tuple[list[dict], list[dict]]:
     return front, [space.config(k) for k, _ in ok[:LIMIT]]
 
 
-def evaluations_to_band(space: RecordedSpace, seed: int, warm: list[dict]) -> float:
+def evaluations_to_band(space: RecordedSpace, seed: int, warm: list[dict], runs: TraceFile | None = None) -> float:
+    """``runs``: finished runs of bench/search_efficiency.py; a cold run there is the same run
+    (the same sampler, seed and budget; stopping at the band changes nothing before it)."""
     budget = min(200, len(space.records))
-    trace = run_ours(space, DEFAULT, seed, budget, until_s=BAND * space.optimum_s, warm=warm)
+    key = run_key("tuner", DEFAULT, space.name, seed, budget, 1)
+    if not warm and runs is not None and key in runs.traces:
+        trace = runs.traces[key]
+    else:
+        trace = run_ours(space, DEFAULT, seed, budget, until_s=BAND * space.optimum_s, warm=warm)
     for n, value in enumerate(trace.times_s, start=1):
         if value is not None and value <= BAND * space.optimum_s:
             return n
     return float("inf")
 
 
-def compare(target: RecordedSpace, sources: list[RecordedSpace], seeds: int, label: str) -> dict:
+def compare(target: RecordedSpace, sources: list[RecordedSpace], seeds: int, label: str,
+            runs: TraceFile | None = None) -> dict:
     by_key = {id(s): s for s in sources}
     tuned = [(s.problem, s.optimum_s, id(s)) for s in sources]
     warm = nearest_first(target.problem, tuned, lambda key: configs_of(by_key[key]))
     valid = set(target.records)
     warm = [c for c in warm if target.key(c) in valid]
-    cold_runs = [evaluations_to_band(target, s, []) for s in range(seeds)]
+    cold_runs = [evaluations_to_band(target, s, [], runs) for s in range(seeds)]
     warm_runs = [evaluations_to_band(target, s, warm) for s in range(seeds)]
     row = {"target": target.name, "from": label, "valid": len(target.records), "warm_configs": len(warm),
            "cold_median": _finite(median(cold_runs)), "warm_median": _finite(median(warm_runs)),
@@ -87,8 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spaces", type=Path, default=HERE.parent / "shared/data/benchmark_hub/convolution_milo")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--targets", type=lambda t: t.split(","), default=list(ATTENTION_TARGETS))
+    parser.add_argument("--runs", type=Path, help="finished runs of bench/search_efficiency.py, for the cold starts")
     parser.add_argument("--out", default=str(HERE / "bench/results/warm_start"))
     args = parser.parse_args(argv)
+    runs = TraceFile(args.runs) if args.runs else None
     rows = []
     studies = load_tuner_studies(ATTENTION)
     for target in (s for s in studies if s.name in args.targets):
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         for gpu, partner in PARTNERS.items():
             if gpu in gpus and partner in gpus:
                 rows.append(compare(open_recording(gpus[gpu]), [open_recording(gpus[partner])], args.seeds,
-                                    f"{partner} (another GPU)"))
+                                    f"{partner} (another GPU)", runs))
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "seeds": args.seeds, "band": BAND, "rows": rows}
     out = Path(args.out)

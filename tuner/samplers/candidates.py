@@ -5,8 +5,9 @@ is walked through the template's own ``check`` (the same gate as the study loop'
 that picks from here never proposes an invalid config. A product too large to walk is sampled
 instead (a seeded, uniform pool of valid configs).
 
-The encoding knows that numbers are ordered: each numeric parameter gives its value, its log2
-and its alignment (the largest power of two dividing it: what coalescing and bank conflicts see);
+The encoding knows that numbers are ordered: each numeric parameter gives its value, its log2,
+its alignment (the largest power of two dividing it: what coalescing and bank conflicts see) and
+its odd part (1 for a power of two: a wavefront-sized block, a tile that divides evenly);
 booleans are 0/1 and other choices one-hot.
 """
 
@@ -79,7 +80,9 @@ def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]
                 columns.append(np.log2(x))
             if all(isinstance(o, int) and o > 0 for o in options):
                 ints = x.astype(np.int64)
-                columns.append(np.log2(ints & -ints).astype(np.float64))
+                alignment = ints & -ints
+                columns.append(np.log2(alignment).astype(np.float64))
+                columns.append((ints // alignment).astype(np.float64))  # 1 for a power of two
         else:
             columns.extend(np.array([v == o for v in values], dtype=np.float64) for o in options)
     if not columns:
