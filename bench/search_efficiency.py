@@ -156,8 +156,9 @@ def row(space: RecordedSpace, tool: str, strategy: str, budget: int, traces: lis
 
 
 def time_to_band(space: RecordedSpace, trace: Trace) -> float:
+    band = BAND * space.optimum_s
     for value, at in zip(trace.times_s, trace.finish_s):
-        if value is not None and value <= BAND * space.optimum_s:
+        if value is not None and value <= band:
             return at
     return float("inf")
 

@@ -58,30 +58,28 @@ def configs_of(space: RecordedSpace) -> tuple[list[dict], list[dict]]:
     return front, [space.config(k) for k, _ in ok[:LIMIT]]
 
 
-def evaluations_to_band(space: RecordedSpace, seed: int, warm: list[dict], runs: TraceFile | None = None) -> float:
-    """``runs``: finished runs of bench/search_efficiency.py; a cold run there is the same run
-    (the same sampler, seed and budget; stopping at the band changes nothing before it)."""
+def evaluations_to_band(space: RecordedSpace, seed: int, warm: list[dict], runs: TraceFile) -> float:
+    """``runs``: finished runs, these and bench/search_efficiency.py's; a cold run there is the same
+    run (the same sampler, seed and budget; stopping at the band changes nothing before it)."""
     budget = min(200, len(space.records))
-    key = run_key("tuner", DEFAULT, space.name, seed, budget, 1)
-    if not warm and runs is not None and key in runs.traces:
-        trace = runs.traces[key]
-    else:
-        trace = run_ours(space, DEFAULT, seed, budget, until_s=BAND * space.optimum_s, warm=warm)
+    label = f"{DEFAULT}-warm" if warm else DEFAULT
+    trace = runs.get_or_run(run_key("tuner", label, space.name, seed, budget, 1),
+                            lambda: run_ours(space, DEFAULT, seed, budget, until_s=BAND * space.optimum_s,
+                                             warm=warm, label=label))
     for n, value in enumerate(trace.times_s, start=1):
         if value is not None and value <= BAND * space.optimum_s:
             return n
     return float("inf")
 
 
-def compare(target: RecordedSpace, sources: list[RecordedSpace], seeds: int, label: str,
-            runs: TraceFile | None = None) -> dict:
+def compare(target: RecordedSpace, sources: list[RecordedSpace], seeds: int, label: str, runs: TraceFile) -> dict:
     by_key = {id(s): s for s in sources}
     tuned = [(s.problem, s.optimum_s, id(s)) for s in sources]
     warm = nearest_first(target.problem, tuned, lambda key: configs_of(by_key[key]))
     valid = set(target.records)
     warm = [c for c in warm if target.key(c) in valid]
     cold_runs = [evaluations_to_band(target, s, [], runs) for s in range(seeds)]
-    warm_runs = [evaluations_to_band(target, s, warm) for s in range(seeds)]
+    warm_runs = [evaluations_to_band(target, s, warm, runs) for s in range(seeds)]
     row = {"target": target.name, "from": label, "valid": len(target.records), "warm_configs": len(warm),
            "cold_median": _finite(median(cold_runs)), "warm_median": _finite(median(warm_runs)),
            "cold": [_finite(v) for v in cold_runs], "warm": [_finite(v) for v in warm_runs]}
@@ -94,15 +92,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spaces", type=Path, default=HERE.parent / "shared/data/benchmark_hub/convolution_milo")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--targets", type=lambda t: t.split(","), default=list(ATTENTION_TARGETS))
-    parser.add_argument("--runs", type=Path, help="finished runs of bench/search_efficiency.py, for the cold starts")
+    parser.add_argument("--runs", type=Path, help="finished runs (default: --out + .runs.jsonl); bench/search_efficiency.py's "
+                        "serve as the cold starts of the convolution spaces")
     parser.add_argument("--out", default=str(HERE / "bench/results/warm_start"))
     args = parser.parse_args(argv)
-    runs = TraceFile(args.runs) if args.runs else None
+    runs = TraceFile(args.runs or Path(f"{args.out}.runs.jsonl"))
     rows = []
     studies = load_tuner_studies(ATTENTION)
     for target in (s for s in studies if s.name in args.targets):
         others = [s for s in studies if s.name != target.name]
-        rows.append(compare(target, others, args.seeds, "nearest tuned shapes"))
+        rows.append(compare(target, others, args.seeds, "nearest tuned shapes", runs))
     if args.spaces.is_dir():
         gpus = {p.name.split(".")[0]: p for p in args.spaces.glob("*.json.gz")}
         for gpu, partner in PARTNERS.items():

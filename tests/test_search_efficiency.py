@@ -11,6 +11,7 @@ import json
 import pytest
 
 from bench.search_efficiency import main
+from bench.search_runs import TraceFile
 from bench.warm_start import compare, configs_of
 from tests.test_replay import ATTENTION_DB, SMALL_STUDY
 from tuner.workers.replay_space import load_tuner_studies, open_recording, write_kernel_tuner_cache
@@ -46,13 +47,13 @@ def test_the_default_finds_the_recorded_optimum_within_its_budget_as_kernel_tune
     assert "Kernel Tuner's best" in out.with_suffix(".md").read_text()
 
 
-def test_a_warm_start_from_the_nearest_shapes_begins_with_their_fronts():
+def test_a_warm_start_from_the_nearest_shapes_begins_with_their_fronts(tmp_path):
     studies = load_tuner_studies(ATTENTION_DB)
     target = next(s for s in studies if s.name == SMALL_STUDY)
     others = [s for s in studies if s.name != SMALL_STUDY]
     front, fastest = configs_of(next(s for s in others if s.name == SMALL_STUDY.replace("causal0", "causal1")))
     assert front and fastest[0] in front
-    row = compare(target, others, seeds=2, label="nearest tuned shapes")
+    row = compare(target, others, seeds=2, label="nearest tuned shapes", runs=TraceFile(tmp_path / "runs.jsonl"))
     assert row["warm_configs"] > 0 and row["warm_median"] <= row["cold_median"]
 
 

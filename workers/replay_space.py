@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -78,7 +79,7 @@ class RecordedSpace:
     def ok(self) -> dict[tuple, float]:
         return {k: r.time_s for k, r in self.records.items() if r.status is Status.OK and r.time_s is not None}
 
-    @property
+    @cached_property
     def optimum_s(self) -> float:
         return min(self.ok().values())
 
