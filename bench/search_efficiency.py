@@ -33,8 +33,16 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.search_report import markdown, plot  # noqa: E402
-from bench.search_runs import (CPUS_PER_DEVICE, Trace, TraceFile, run_kernel_tuner, run_key, run_ours,  # noqa: E402
-                               scratch_folder, unpacked_cache)
+from bench.search_runs import (  # noqa: E402
+    CPUS_PER_DEVICE,
+    Trace,
+    TraceFile,
+    run_kernel_tuner,
+    run_key,
+    run_ours,
+    scratch_folder,
+    unpacked_cache,
+)
 from tuner.samplers import DEFAULT, REGISTRY  # noqa: E402
 from tuner.workers.replay_space import RecordedSpace, open_recording  # noqa: E402
 
@@ -59,14 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
         per_budget: dict[tuple[str, str], dict[int, list[Trace]]] = {}
         for name in ours:
             traces = [runs.get_or_run(run_key("tuner", name, space.name, s, top, 1),
-                                      lambda s=s: run_ours(space, name, s, top))
+                                      lambda s=s, space=space, name=name: run_ours(space, name, s, top))
                       for s in range(args.seeds_for.get(name, args.seeds))]
             per_budget[("tuner", name)] = {b: traces for b in budgets}
         for strategy in args.kt if args.kt != ["none"] else []:
             cache = unpacked_cache(space, scratch)
             own = budgets if strategy in BUDGET_SCALED else [top]
             traced = {b: [runs.get_or_run(run_key("kernel_tuner", strategy, space.name, s, b, 1),
-                                          lambda s=s, b=b: run_kernel_tuner(space, cache, strategy, s, b))
+                                          lambda s=s, b=b, space=space, cache=cache, strategy=strategy:
+                                          run_kernel_tuner(space, cache, strategy, s, b))
                           for s in range(args.seeds)] for b in own}
             per_budget[("kernel_tuner", strategy)] = {b: traced[b if b in traced else top] for b in budgets}
         for (tool, strategy), by_budget in per_budget.items():
@@ -78,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
         if DEFAULT in ours:
             for devices in args.devices:
                 traces = [runs.get_or_run(run_key("tuner", PIPELINED, space.name, s, top, devices),
-                                          lambda s=s: run_ours(space, DEFAULT, s, top, devices,
-                                                               in_flight=CPUS_PER_DEVICE * devices,
-                                                               until_s=BAND * space.optimum_s, label=PIPELINED))
+                                          lambda s=s, space=space, devices=devices: run_ours(
+                                              space, DEFAULT, s, top, devices, in_flight=CPUS_PER_DEVICE * devices,
+                                              until_s=BAND * space.optimum_s, label=PIPELINED))
                           for s in range(args.seeds_for.get(PIPELINED, args.seeds))]
                 walls.append(wall_row(space, "tuner", "default", devices, traces))
     result = {"device": f"replayed on {platform.processor() or platform.machine()} ({platform.node()}), "
@@ -101,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spaces", type=Path, nargs="+", default=[here.parent / "shared/data/benchmark_hub/convolution_milo"],
+    parser.add_argument("--spaces", type=Path, nargs="+",
+                        default=[here.parent / "shared/data/benchmark_hub/convolution_milo"],
                         help="folders of Kernel Tuner cache files, or recordings (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--seeds-for", type=lambda t: {k: int(v) for k, v in (p.split("=") for p in t.split(","))},
@@ -157,7 +167,7 @@ def row(space: RecordedSpace, tool: str, strategy: str, budget: int, traces: lis
 
 def time_to_band(space: RecordedSpace, trace: Trace) -> float:
     band = BAND * space.optimum_s
-    for value, at in zip(trace.times_s, trace.finish_s):
+    for value, at in zip(trace.times_s, trace.finish_s, strict=True):
         if value is not None and value <= band:
             return at
     return float("inf")

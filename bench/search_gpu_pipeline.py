@@ -154,7 +154,7 @@ def count_valid(options: dict) -> int:
     import itertools
 
     names = list(options["tune_params"])
-    return sum(options["restrictions"](dict(zip(names, values)))
+    return sum(options["restrictions"](dict(zip(names, values, strict=True)))
                for values in itertools.product(*options["tune_params"].values()))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, median
+from statistics import mean
 
 import numpy as np
 
@@ -111,8 +111,9 @@ def plot(result: dict, traces: dict, spaces: list, path: Path, budget: int) -> N
     columns = min(3, len(spaces))
     rows = -(-len(spaces) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    for ax, space in zip(axes.flat, spaces):
-        for tool, name, label in (("tuner", "forest", "tuner (default)"), ("kernel_tuner", strategy, f"Kernel Tuner {strategy}")):
+    for ax, space in zip(axes.flat, spaces, strict=False):
+        curves = (("tuner", "forest", "tuner (default)"), ("kernel_tuner", strategy, f"Kernel Tuner {strategy}"))
+        for tool, name, label in curves:
             runs = [t for t in traces.values() if t.tool == tool and t.strategy == name and t.space == space.name
                     and t.budget == budget and t.devices == 1]
             if runs:

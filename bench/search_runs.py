@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 from optuna.trial import TrialState
 
 from tuner.kernel_templates.replay import ReplaySpec
@@ -34,8 +32,10 @@ from tuner.samplers import SamplerContext, make_sampler
 from tuner.search_space import distributions, rejection
 from tuner.warm_start import enqueue
 from tuner.workers import Job, SpecRef, Status
-from tuner.workers.replay_executor import ReplayExecutor
+from tuner.workers.replay_executor import ReplayExecutor, replay_target
 from tuner.workers.replay_space import RecordedSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 CPUS_PER_DEVICE = 4  # compile slots the simulated study has per measuring device
 PROPOSALS_PER_CONFIG = 30  # a sampler that keeps proposing invalid configs or repeats gives up here
@@ -71,7 +71,7 @@ def run_ours(space: RecordedSpace, sampler_name: str, seed: int, budget: int, de
     spec = ReplaySpec(space)
     ref = SpecRef(spec.name, spec.backend)
     executor = ReplayExecutor(space, devices=devices, compile_slots=CPUS_PER_DEVICE * devices, charge_driver=True)
-    target = executor.start("replay", space.arch)
+    target = executor.start(replay_target(space))
     sampler = make_sampler(sampler_name, SamplerContext(spec, space.problem, target.device, seed))
     study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
     enqueue(study, list(warm))
@@ -94,7 +94,8 @@ def run_ours(space: RecordedSpace, sampler_name: str, seed: int, budget: int, de
                 _tell(study, trial, seen[key])  # a repeat, answered from what was measured
             elif key not in seen:
                 seen[key] = None
-                executor.submit(Job(trial.number, ref, config, space.problem, space.arch, spec.render(config, space.problem), seed))
+                executor.submit(Job(trial.number, ref, config, space.problem, target.device,
+                                    spec.render(config, space.problem), seed))
                 pending[trial.number] = (trial, key)
             else:
                 study.tell(trial, state=TrialState.FAIL)  # twin of one in flight: no sampler here does it

@@ -54,7 +54,7 @@ def configs_of(space: RecordedSpace) -> tuple[list[dict], list[dict]]:
     """A fully tuned space's stored front (latency against error) and its fastest configs."""
     ok = sorted(((k, r) for k, r in space.records.items() if r.status is Status.OK), key=lambda kr: kr[1].time_s)
     points = np.array([[r.time_s, r.rel_l2 or 0.0] for _, r in ok]).reshape(-1, 2)
-    front = [space.config(k) for (k, _), on in zip(ok, non_dominated(points)) if on]
+    front = [space.config(k) for (k, _), on in zip(ok, non_dominated(points), strict=True) if on]
     return front, [space.config(k) for k, _ in ok[:LIMIT]]
 
 
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--spaces", type=Path, default=HERE.parent / "shared/data/benchmark_hub/convolution_milo")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--targets", type=lambda t: t.split(","), default=list(ATTENTION_TARGETS))
-    parser.add_argument("--runs", type=Path, help="finished runs (default: --out + .runs.jsonl); bench/search_efficiency.py's "
+    parser.add_argument("--runs", type=Path,
+                        help="finished runs (default: --out + .runs.jsonl); bench/search_efficiency.py's "
                         "serve as the cold starts of the convolution spaces")
     parser.add_argument("--out", default=str(HERE / "bench/results/warm_start"))
     args = parser.parse_args(argv)

@@ -9,7 +9,8 @@ logic see one source per config; the replay executor answers it and nothing is c
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

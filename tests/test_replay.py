@@ -11,7 +11,7 @@ import pytest
 
 from tuner.cli import main
 from tuner.db import Store
-from tuner.kernel_templates import Source
+from tuner.kernel_templates import Source, Target
 from tuner.kernel_templates.replay import ReplaySpec
 from tuner.workers import Job, SpecRef, Status
 from tuner.workers.replay_executor import ReplayExecutor
@@ -61,13 +61,14 @@ def test_a_kernel_tuner_cache_reads_as_seconds_with_its_failures_and_restriction
 
 
 def job(number: int, config: dict) -> Job:
-    return Job(number, SpecRef("toy", "replay"), config, {}, "toy_gpu", Source("replay", json.dumps(config), "toy"), 0)
+    return Job(number, SpecRef("toy", "replay"), config, {}, Target("toy_gpu", backend="replay"),
+               Source("replay", json.dumps(config), "toy"), 0)
 
 
 def test_the_replay_clock_pipelines_compiles_and_returns_results_as_they_would_finish(kt_cache):
     space = open_recording(kt_cache)
     executor = ReplayExecutor(space, devices=1, compile_slots=2)
-    executor.start("replay", space.arch)
+    executor.start(Target(space.arch, backend="replay"))
     executor.submit(job(0, {"block_size_x": 32, "tile": 1}))  # compiles 0.0-0.8, measures 0.8-0.902
     executor.submit(job(1, {"block_size_x": 128, "tile": 1}))  # compile fails at 0.8: never measured
     executor.submit(job(2, {"block_size_x": 64, "tile": 2}))  # compiles 0.8-1.6, measures 1.6-1.702

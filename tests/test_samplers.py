@@ -4,7 +4,8 @@ declares it supports (constraints, no repeats, ordered parameters, two objective
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import optuna

@@ -26,7 +26,7 @@ def attention_cache(tmp_path_factory):
     return path
 
 
-def test_the_default_finds_the_recorded_optimum_within_its_budget_as_kernel_tuner_runs_beside_it(attention_cache, tmp_path):
+def test_the_default_finds_the_recorded_optimum_within_its_budget_beside_kernel_tuner(attention_cache, tmp_path):
     space = open_recording(attention_cache)
     assert len(space.records) == 58 and len(space.rejected) == 230
     out = tmp_path / "search"
@@ -67,6 +67,7 @@ def test_kernel_tuner_drives_our_attention_source_with_our_constraints():
     options = kt_arguments(problem)
     ours = valid_configs(find_spec("attention", ARCH), problem, Device(ARCH, limits=H100_LIMITS))
     assert count_valid(options) == len(ours) == 146
-    config = dict(zip(ours.names, ours.configs[0]), block_size_x=32 * ours.configs[0][ours.names.index("warps")])
+    first = dict(zip(ours.names, ours.configs[0], strict=True))
+    config = {**first, "block_size_x": 32 * first["warps"]}
     assert options["kernel_source"](config).startswith("#define BLOCK_M")
     assert options["problem_size"](config)[1] == 16 * 96

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from .arch import KNOWN_ARCHS
 from .errors import ExitStatus, UsageError
-from .samplers import DEFAULT as DEFAULT_SAMPLER, SAMPLERS
+from .samplers import DEFAULT as DEFAULT_SAMPLER
+from .samplers import SAMPLERS
 
 DEFAULT_DB = "sqlite:///tuner.db"
 

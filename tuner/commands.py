@@ -134,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
+    spec: KernelSpec
     if args.replay:
         from .replay import replay_setup
 

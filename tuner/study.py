@@ -78,7 +78,7 @@ class StudyRunner:
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
         self.summary = RunSummary(study=self._study)
         if settings.warm_start:
-            configs = nearest_configs(store, kernel=spec.name, arch=settings.arch, problem=settings.problem,
+            configs = nearest_configs(store, kernel=spec.name, arch=self._arch, problem=settings.problem,
                                       study=settings.study_name)
             self.summary.warm = enqueue(optuna_study, admissible(configs, spec, settings.problem, target.device))
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}

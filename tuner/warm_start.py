@@ -10,7 +10,8 @@ measured (on the new shape) like any other trial.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import optuna
 

@@ -111,6 +111,7 @@ def replayed(job: Job, recorded: Recorded | None) -> Measurement:
 
 
 def timing_of(recorded: Recorded) -> Timing:
+    assert recorded.time_s is not None  # an ok recording has its time
     times = sorted(recorded.times_s) or [recorded.time_s]
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     return Timing(median_s=recorded.time_s, q1_s=q1, q3_s=q3, min_s=times[0], max_s=times[-1],

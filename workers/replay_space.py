@@ -18,10 +18,11 @@ import math
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .measurement import Status
 
@@ -71,7 +72,7 @@ class RecordedSpace:
         return tuple(config[name] for name in self.params)
 
     def config(self, key: tuple) -> dict[str, Any]:
-        return dict(zip(self.params, key))
+        return dict(zip(self.params, key, strict=True))
 
     def lookup(self, config: Mapping[str, Any]) -> Recorded | None:
         return self.records.get(self.key(config))
@@ -145,9 +146,9 @@ def load_kernel_tuner_cache(file: Path, restrictions: tuple[str, ...] | None = N
 
 def _kt_record(entry: Mapping[str, Any]) -> Recorded:
     ms = 1e-3
-    costs = dict(compile_s=float(entry.get("compile_time", 0) or 0) * ms,
-                 benchmark_s=float(entry.get("benchmark_time", 0) or 0) * ms,
-                 overhead_s=float(entry.get("framework_time", 0) or 0) * ms)
+    costs: dict[str, Any] = dict(compile_s=float(entry.get("compile_time", 0) or 0) * ms,
+                                 benchmark_s=float(entry.get("benchmark_time", 0) or 0) * ms,
+                                 overhead_s=float(entry.get("framework_time", 0) or 0) * ms)
     time = entry.get("time")
     if isinstance(time, str) or time is None or not math.isfinite(float(time)):
         status = _KT_FAILURES.get(str(time), Status.LAUNCH_ERROR)
@@ -252,12 +253,13 @@ def write_kernel_tuner_cache(space: RecordedSpace, path: Path) -> None:
     keys = list(space.params)
     ms = 1e3
     cache = {}
-    for key, reason in space.rejected.items():
+    for key in space.rejected:
         cache[",".join(map(str, key))] = {**space.config(key), "time": "InvalidConfig", "compile_time": 0,
                                           "benchmark_time": 0, "framework_time": 0, "verification_time": 0}
     failures = {Status.COMPILE_ERROR: "CompilationFailedConfig"}
     for key, r in space.records.items():
-        time = r.time_s * ms if r.status is Status.OK else failures.get(r.status, "RuntimeFailedConfig")
+        failure = failures.get(r.status, "RuntimeFailedConfig")
+        time = r.time_s * ms if r.status is Status.OK and r.time_s is not None else failure
         cache[",".join(map(str, key))] = {**space.config(key), "time": time, "times": [t * ms for t in r.times_s],
                                           "compile_time": r.compile_s * ms, "benchmark_time": r.benchmark_s * ms,
                                           "framework_time": r.overhead_s * ms, "verification_time": 0}

@@ -8,8 +8,8 @@ a sampler supports is declared here and checked for every sampler by one contrac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import optuna
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,10 +58,10 @@ def valid_configs(spec: KernelSpec, problem: Problem, device: Device, seed: int 
     else:
         rng = np.random.default_rng(seed)
         pool = list({tuple(c[rng.integers(len(c))] for c in choices) for _ in range(5 * POOL_SIZE)})
-    configs = tuple(v for v in pool if rejection(spec, dict(zip(names, v)), problem, device) is None)
+    configs = tuple(v for v in pool if rejection(spec, dict(zip(names, v, strict=True)), problem, device) is None)
     if not complete:
         configs = configs[:POOL_SIZE]
-    ranks = np.array([[c.index(v) for c, v in zip(choices, config)] for config in configs],
+    ranks = np.array([[c.index(v) for c, v in zip(choices, config, strict=True)] for config in configs],
                      dtype=np.int64).reshape(len(configs), len(names))
     return CandidateSet(names, configs, encode(choices, configs), ranks, complete)
 

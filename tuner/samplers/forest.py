@@ -24,7 +24,8 @@ Enqueued trials (a warm start) are answered as enqueued.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from optuna.distributions import BaseDistribution
@@ -86,7 +87,7 @@ class ForestSampler(BaseSampler):
             choice = int(self._rng.choice(np.flatnonzero(free)))
         else:
             choice = self._expected_improvement(study, measured, values, pending, free)
-        return dict(zip(self._candidates.names, self._candidates.configs[choice]))
+        return dict(zip(self._candidates.names, self._candidates.configs[choice], strict=True))
 
     # ---- the model ----
 
@@ -120,7 +121,10 @@ class ForestSampler(BaseSampler):
         if refit:
             self._weights = None  # new random weights for the two objectives with each fit
         target = self._scalarize(study, values)
-        mean, spread = self._predict(measured, target, pending) if refit else self._fit[1:]
+        if refit or self._fit is None:
+            mean, spread = self._predict(measured, target, pending)
+        else:
+            mean, spread = self._fit[1], self._fit[2]
         pool = np.flatnonzero(free)
         if len(measured) >= self._local_after and len(measured) % self._local_every == 0:
             near = self._near_best(measured, target, free)
