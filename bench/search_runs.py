@@ -142,10 +142,10 @@ def run_kernel_tuner(space: RecordedSpace, cache_json: Path, strategy: str, seed
     for result in results:
         clock += float(result.get("strategy_time", 0) or 0) / 1e3
         key = tuple(result[k] for k in keys)
-        if key in done:
-            continue  # a repeat: Kernel Tuner serves it from its cache, at no cost
+        recorded = space.records.get(key)
+        if key in done or recorded is None:
+            continue  # a repeat, served from Kernel Tuner's cache, or a config its restrictions would reject
         done.add(key)
-        recorded = space.records[key]
         clock += recorded.cost_s
         trace.times_s.append(recorded.time_s if recorded.status is Status.OK else None)
         trace.finish_s.append(clock)
