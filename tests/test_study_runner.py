@@ -79,7 +79,7 @@ def run(store: Store, template: str, study: str = "s", sampler: str = "grid", **
     target = executor.start(CPU)
     runner = StudyRunner(spec, SpecRef(spec.name, "cpu", template),
                          RunSettings(study_name=study, problem=PROBLEM, sampler=sampler,
-                                     seed=1, **settings),
+                                     seed=1, **{"warm_start": False, **settings}),  # cold: reuse is the point
                          store, executor, target, RunProgress(None, Console(quiet=True), enabled=False),
                          make_sampler(sampler, SamplerContext(spec, PROBLEM, target.device, 1)))
     return runner.run(), target
