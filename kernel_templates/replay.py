@@ -21,7 +21,7 @@ class ReplaySpec(KernelSpec):
     backend = "replay"
 
     def __init__(self, space):
-        self.space = space
+        self.recording = space
         self.name = space.kernel
         self.description = f"replay of {space.name} ({space.device_name}) from {space.source}"
         self.archs = (space.arch,)
@@ -34,15 +34,15 @@ class ReplaySpec(KernelSpec):
         for text, code in self._restrictions:
             if not eval(code, {"__builtins__": {}}, names):  # the recording's own expressions
                 return f"breaks the restriction {text}"
-        key = self.space.key(config)
-        if key in self.space.rejected:
-            return self.space.rejected[key]
-        if key not in self.space.records:
+        key = self.recording.key(config)
+        if key in self.recording.rejected:
+            return self.recording.rejected[key]
+        if key not in self.recording.records:
             return "not in the recorded space"
         return None
 
     def render(self, config: Config, problem: Problem) -> Source:
-        return Source(language="replay", code=canonical_json(config), entry=self.space.name)
+        return Source(language="replay", code=canonical_json(config), entry=self.recording.name)
 
     # Nothing runs: the recording holds the answers. These describe an empty run.
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
