@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.db import Store
-from tuner.kernel_templates import load_spec_file
+from tuner.kernel_templates import Target, load_spec_file
 from tuner.proposer import REASON_ATTR, Proposer, heartbeat_options, open_study
-from tuner.search_space import make_sampler
+from tuner.samplers import SamplerContext, make_sampler
 
 SPEC = load_spec_file(str(Path(__file__).resolve().parents[1] / "examples" / "softmax_spec.py"))
 BEAT_S = 1.0  # stale after three missed beats
@@ -26,7 +26,7 @@ def store(tmp_path: Path):
 
 def proposer(store: Store, sampler: str = "random", name: str = "s") -> Proposer:
     storage = store.optuna_storage(**heartbeat_options(BEAT_S))
-    study = open_study(storage, name, make_sampler(sampler, SPEC, seed=3))
+    study = open_study(storage, name, make_sampler(sampler, SamplerContext(SPEC, {}, Target("cpu"), seed=3)))
     return Proposer(study, storage, SPEC, BEAT_S,
                     unbeaten=lambda before: store.unbeaten_running_trials(name, before))
 

@@ -19,7 +19,7 @@ from tuner.cli import main
 from tuner.db import Store, StoreError
 from tuner.kernel_templates import Target, load_spec_file
 from tuner.kernel_templates.testing import faulty_cpu, faulty_cuda
-from tuner.search_space import distributions, make_sampler
+from tuner.search_space import distributions
 from tuner.service import NotFound, Service
 from tuner.workers import Job, SpecRef, Status, TimingPolicy
 from tuner.workers.executor import compile_job, measure_job
@@ -186,7 +186,7 @@ def test_the_bench_seeds_plant_a_quarter_of_faults(backend):
     faulty = faulty_cpu.FAULTY if backend == "cpu" else faulty_cuda.FAULTY
     proposed = []
     for turn, trials in enumerate(shares(setup.fault_trials, setup.turns)):
-        study = optuna.create_study(sampler=make_sampler("random", spec, setup.seed + turn),
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=setup.seed + turn),
                                     directions=["minimize", "minimize"])
         proposed += [study.ask(distributions(spec)).params["variant"] for _ in range(trials)]
     assert len(proposed) == 40 and sum(v in faulty for v in proposed) == 10

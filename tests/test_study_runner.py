@@ -16,7 +16,7 @@ from tuner.db import Store
 from tuner.kernel_templates import Target, load_spec_file
 from tuner.pareto import non_dominated
 from tuner.progress import RunProgress
-from tuner.search_space import make_sampler
+from tuner.samplers import SamplerContext, make_sampler
 from tuner.study import RunSettings, StudyRunner
 from tuner.workers import SpecRef, Status, TimingPolicy
 from tuner.workers.executor import LocalExecutor
@@ -79,9 +79,9 @@ def run(store: Store, template: str, study: str = "s", sampler: str = "grid", **
     target = executor.start(CPU)
     runner = StudyRunner(spec, SpecRef(spec.name, "cpu", template),
                          RunSettings(study_name=study, problem=PROBLEM, sampler=sampler,
-                                     seed=1, **settings),
+                                     seed=1, **{"warm_start": False, **settings}),  # cold: reuse is the point
                          store, executor, target, RunProgress(None, Console(quiet=True), enabled=False),
-                         make_sampler(sampler, spec, 1))
+                         make_sampler(sampler, SamplerContext(spec, PROBLEM, target.device, 1)))
     return runner.run(), target
 
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from .arch import KNOWN_ARCHS
 from .errors import ExitStatus, UsageError
-from .search_space import SAMPLERS
+from .samplers import DEFAULT as DEFAULT_SAMPLER
+from .samplers import SAMPLERS
 
 DEFAULT_DB = "sqlite:///tuner.db"
 
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(`tuner kernels` lists them)")
     run.add_argument("--study", help="study name; an existing study resumes "
                      "(default: derived from kernel, arch, shape)")
-    run.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default %(default)s)")
+    run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                     help="sampler (default %(default)s: a surrogate over the valid configs; see README)")
     run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "
                      "--sampler grid: every point of the grid)")
     run.add_argument("--timeout", type=float, help="stop proposing after this many seconds")
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat", type=float, default=10.0,
                      help="seconds between heartbeats of running trials; a trial silent for 3 beats "
                           "(its tuner was killed) is failed and retried once (default %(default)s)")
+    run.add_argument("--replay", metavar="FILE",
+                     help="tune a recorded space instead of measuring: a Kernel Tuner cache file (.json, .json.gz) "
+                          "or a tuner database (.db, .db.gz); each config is answered with its recorded time")
+    run.add_argument("--replay-study", metavar="NAME", help="with --replay of a database: the study to replay")
+    run.add_argument("--no-warm-start", action="store_true",
+                     help="a new study starts cold (by default its first trials are the stored best configs "
+                          "of the nearest tuned shapes of the same kernel and arch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "

@@ -21,7 +21,8 @@ from tuner.workers.executor import ExecutorError
 from .arch import resolve_target
 from .errors import ExitStatus, UsageError
 from .progress import RunProgress, check_report_table, front_table
-from .search_space import TemplateError, make_sampler, preflight
+from .samplers import SamplerContext, make_sampler
+from .search_space import TemplateError, preflight
 from .service import NotFound, Service, name_values, parse_problem, to_json
 
 DEFAULT_TRIALS = 30
@@ -133,22 +134,30 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
-    if args.template:
-        load_spec_file(args.template)  # a broken template is named before a missing GPU is
-    target = resolve_target(args.arch, remote_cluster=bool(args.ray_address))
-    spec, ref = _spec_and_ref(args, target)
-    problem = _problem(spec, args)
+    spec: KernelSpec
+    if args.replay:
+        from .replay import replay_setup
+
+        spec, ref, executor, target = replay_setup(args)
+        problem = spec.default_problem()
+    else:
+        if args.template:
+            load_spec_file(args.template)  # a broken template is named before a missing GPU is
+        target = resolve_target(args.arch, remote_cluster=bool(args.ray_address))
+        spec, ref = _spec_and_ref(args, target)
+        problem = _problem(spec, args)
+        executor = _make_executor(args)
     # A grid search walks its whole grid unless told to stop sooner.
     trials = args.trials if args.trials is not None or args.timeout or args.sampler == "grid" else DEFAULT_TRIALS
     name = args.study or default_study_name(spec, target.arch, problem, getattr(args, "family", None))
     settings = RunSettings(study_name=name, problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
-                           timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat)
-    sampler = make_sampler(args.sampler, spec, args.seed)
-    executor = _make_executor(args)
+                           timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat,
+                           warm_start=not args.no_warm_start)
     store = None
     try:
         measuring = executor.start(target)
         preflight(spec, problem, measuring.device)
+        sampler = make_sampler(args.sampler, SamplerContext(spec, problem, measuring.device, args.seed))
         store = Store.open(args.db)
         console = _console()
         with RunProgress(trials, console, enabled=not args.no_progress) as progress:
@@ -170,6 +179,8 @@ def _print_run_summary(console: Console, service: Service, spec: KernelSpec, set
     flops = spec.flops(settings.problem)
     console.print(front_table(f"Pareto front of {settings.study_name}", front, flops))
     gpu_share = summary.measure_s / summary.wall_s if summary.wall_s else 0.0
+    if summary.warm:
+        console.print(f"warm start: the first {summary.warm} trials were the best configs of the nearest tuned shapes")
     console.print(f"{summary.proposed} trials proposed: {summary.measured} measured, {summary.reused} "
                   f"answered from storage, {summary.invalid} invalid; {summary.ok} ok, {summary.failed} failed; "
                   f"wall {summary.wall_s:.1f} s, {100 * gpu_share:.1f}% of it in timed kernel runs")

@@ -80,9 +80,13 @@ class Proposer:
         return len(self._pending)
 
     def exhausted(self) -> bool:
-        """Grid search only: every point of the grid has been asked for, by this tuner or another
-        (Optuna's GridSampler starts over with repeats once none is left), and no retry of a dead
-        tuner's trial waits in the queue."""
+        """Nothing new is left to propose: a sampler that knows (``exhausted(study)``) says so; a
+        grid search has asked for every point of the grid, by this tuner or another (Optuna's
+        GridSampler starts over with repeats once none is left), and no retry of a dead tuner's
+        trial waits in the queue."""
+        knows = getattr(self._study.sampler, "exhausted", None)
+        if knows is not None:
+            return bool(knows(self._study))
         if not isinstance(self._study.sampler, optuna.samplers.GridSampler):
             return False
         trials = self._study.get_trials(deepcopy=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from tuner.kernel_templates import Device, KernelSpec, Problem, Source
@@ -46,37 +45,3 @@ def render(spec: KernelSpec, config: dict[str, Any], problem: Problem) -> Source
     except Exception as exc:  # user templates may raise anything
         raise TemplateError(f"template {spec.name!r}: render() raised {type(exc).__name__}: {exc} "
                             f"(config {config}); fix the template") from None
-
-
-def make_sampler(name: str, spec: KernelSpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for ``--sampler``; NSGA-II by default for the two objectives."""
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return AskTellGridSampler(grid(spec), seed=seed)
-    if name == "gp":
-        try:
-            import torch  # noqa: F401  (GPSampler's dependency)
-        except ImportError:
-            from .errors import UsageError
-
-            raise UsageError("--sampler gp needs PyTorch: pip install torch (or tuner[cuda]), "
-                             "or choose nsga2, tpe, random or grid") from None
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}")
-
-
-SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
-
-
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its ``study.stop()`` once the grid is walked, which works
-    only inside ``study.optimize`` (under ask-and-tell it raises from ``tell``). The study loop
-    ends the walk itself (``Proposer.exhausted``)."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        pass

@@ -21,6 +21,7 @@ from tuner.workers.executor import Executor, MeasuringDevice
 from .progress import RunProgress
 from .proposer import Proposer, heartbeat_options, open_study
 from .search_space import TemplateError, rejection, render
+from .warm_start import admissible, enqueue, nearest_configs
 
 MAX_INVALID_IN_A_ROW = 200
 
@@ -35,6 +36,7 @@ class RunSettings:
     timeout_s: float | None = None
     remeasure: bool = False
     heartbeat_s: float = 10.0
+    warm_start: bool = True  # a new study begins with the fronts of the nearest tuned shapes
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RunSummary:
     wall_s: float = 0.0
     measure_s: float = 0.0  # device time spent inside timed measurement, as reported by workers
     reasons: Counter[str] = field(default_factory=Counter)  # "status: reason" of failed trials
+    warm: int = 0  # configs of the nearest tuned shapes queued as the first trials
 
     def commonest_failures(self, n: int = 3) -> list[tuple[str, int]]:
         return self.reasons.most_common(n)
@@ -73,11 +76,15 @@ class StudyRunner:
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
                                   unbeaten=lambda before: store.unbeaten_running_trials(settings.study_name, before))
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
+        self.summary = RunSummary(study=self._study)
+        if settings.warm_start:
+            configs = nearest_configs(store, kernel=spec.name, arch=self._arch, problem=settings.problem,
+                                      study=settings.study_name)
+            self.summary.warm = enqueue(optuna_study, admissible(configs, spec, settings.problem, target.device))
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
         self._measuring: dict[str, int] = {}  # source hash -> the trial in flight measuring it
         # proposals of a source already being measured: answered by that measurement when it lands
         self._twins: dict[int, list[tuple[int, dict[str, Any], Source]]] = defaultdict(list)
-        self.summary = RunSummary(study=self._study)
 
     def run(self) -> RunSummary:
         self._started = time.monotonic()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU pipeline on the H200, ours against Kernel Tuner on the same CUDA attention source and
+# budget: evaluations per minute, the GPU's share of the study loop in timed runs, and the time
+# from `tuner run` to its first stored measurement (bench/search_gpu_pipeline.py).
+#   bench/search_gpu_pipeline.sh [OUT_DIR]   (the device tool sets $OUT; default bench/results)
+# Needs kernel-tuner among the carried wheels (../shared/tools/device-wheels .devwheels
+# kernel-tuner==1.5.0 python-constraint2 xmltodict scikit-learn scipy joblib threadpoolctl narwhals).
+set -uo pipefail
+out="$(realpath -m "${1:-${OUT:-bench/results}}")"
+mkdir -p "$out"
+source bench/device_env.sh
+status=0
+{
+  device_header
+  python3 -P -c "import kernel_tuner, sklearn; print('kernel_tuner', kernel_tuner.__version__, 'sklearn', sklearn.__version__)" \
+    || { echo "kernel-tuner or scikit-learn is missing: add them to the carried wheels (see the header)"; exit 2; }
+  for budget in 40 100; do
+    echo "+ bench/search_gpu_pipeline.py --budget $budget"
+    python3 -P bench/search_gpu_pipeline.py --out "$out/search_gpu_pipeline_$budget" --budget "$budget" || status=1
+  done
+} 2>&1 | tee "$out/search_gpu_pipeline.log"
+exit $status
