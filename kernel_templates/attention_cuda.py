@@ -9,29 +9,15 @@ their measured error and lets the Pareto front decide.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from importlib.resources import files
-from typing import Any
 
-import numpy as np
-
-from .spec import (
-    Config,
-    Device,
-    KernelSpec,
-    OutputSpec,
-    Param,
-    Problem,
-    ProblemParam,
-    Source,
-)
+from .attention_problem import AttentionProblem, kv_heads
+from .spec import Config, Device, Param, Problem, Source
 
 _TEMPLATE = files(__package__).joinpath("attention_cuda.cu").read_text()
 
 # precision variant -> (FAST_EXP2, PV_F16_ACC) macros of the template
 _PRECISION = {"exact": (0, 0), "fast_exp2": (1, 0), "fast_exp2_f16acc": (1, 1)}
-
-_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 
 # Every CUDA arch grants a block this much shared memory without opting in.
 _DEFAULT_SHARED_BYTES = 48 * 1024
@@ -55,11 +41,9 @@ _LAZY_FAST_ACCUMULATORS = 192
 MAX_SPILL_BYTES = 16
 
 
-class AttentionCuda(KernelSpec):
-    name = "attention"
+class AttentionCuda(AttentionProblem):
     description = ("softmax(Q·Kᵀ/√D [+ causal mask])·V, fp16/bf16 [B,H,S,D], FlashAttention-2-style "
                    "CUDA: mma.sync tensor cores, cp.async pipeline, online softmax")
-    backend = "cuda"
     archs = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
     family = "mma_sync"
     params = (
@@ -75,16 +59,13 @@ class AttentionCuda(KernelSpec):
         Param("occupancy", (8, 16),
               "warps per SM the registers are budgeted for: 16 caps a thread at 128 registers"),
     )
-    problem_params = (
-        ProblemParam("B", int, 16, minimum=1, doc="batch"),
-        ProblemParam("H", int, 96, minimum=1, doc="heads"),
-        ProblemParam("S", int, 512, minimum=1, doc="sequence length"),
-        ProblemParam("D", int, 64, choices=(64, 128), doc="head dimension"),
-        ProblemParam("causal", bool, False, doc="mask keys after each query"),
-        ProblemParam("dtype", str, "fp16", choices=tuple(_TORCH_DTYPE), doc="input and output type"),
-    )
-
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        if reason := self.check_problem(problem):
+            return reason
+        if problem["D"] not in (64, 128):
+            return f"D={problem['D']}: the mma_sync family runs D=64 and D=128 (the Hopper family runs 256)"
+        if kv_heads(problem) != problem["H"]:
+            return "grouped-query attention (H_kv < H) is not in the mma_sync family yet"
         rows = config["block_m"] // config["warps"]
         if rows not in (16, 32):
             return f"block_m/warps = {rows} query rows per warp; the kernel needs 16 or 32"
@@ -124,37 +105,6 @@ class AttentionCuda(KernelSpec):
             grid=(math.ceil(problem["S"] / config["block_m"]), problem["B"] * problem["H"], 1),
             block=(config["warps"] * 32, 1, 1), shared_bytes=shared_bytes(config, problem))
 
-    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
-        import torch
-
-        generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
-        dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
-        return {name: torch.randn(_shape(problem), generator=generator, device="cuda",
-                                  dtype=torch.float32).to(dtype) for name in ("q", "k", "v")}
-
-    def output_spec(self, problem: Problem) -> OutputSpec:
-        return OutputSpec(shape=_shape(problem), dtype=_TORCH_DTYPE[problem["dtype"]])
-
-    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
-        """float32 attention of the same rounded inputs (the memory-efficient fp32 SDPA kernel)."""
-        import torch.nn.functional as F
-
-        q, k, v = (inputs[name].float() for name in ("q", "k", "v"))
-        return F.scaled_dot_product_attention(q, k, v, is_causal=bool(problem["causal"]))
-
-    def flops(self, problem: Problem) -> float:
-        full = 4.0 * problem["B"] * problem["H"] * problem["S"] ** 2 * problem["D"]
-        return full / 2 if problem["causal"] else full
-
-    def bytes_moved(self, problem: Problem) -> float:
-        return 2.0 * 4 * problem["B"] * problem["H"] * problem["S"] * problem["D"]
-
-    def max_error(self, config: Config, problem: Problem) -> float:
-        # The exact variants' bounds are the rounding of their inputs' type; the inexact ones get
-        # a looser bound and store their real error for the Pareto front.
-        exact = 2e-3 if problem["dtype"] == "fp16" else 1e-2
-        return exact if config["precision"] == "exact" else 2 * exact
-
 
 def accumulator_budget(config: Config) -> int:
     """fp32 accumulators a thread may keep without spilling more than MAX_SPILL_BYTES."""
@@ -179,6 +129,3 @@ def shared_bytes(config: Config, problem: Problem) -> int:
     rows = config["block_m"] + 2 * config["stages"] * config["block_n"]
     return rows * problem["D"] * 2
 
-
-def _shape(problem: Problem) -> tuple[int, int, int, int]:
-    return (problem["B"], problem["H"], problem["S"], problem["D"])

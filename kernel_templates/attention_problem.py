@@ -1,0 +1,97 @@
+"""The attention problem on NVIDIA GPUs, shared by every CUDA family of the ``attention`` kernel.
+
+Each family (mma.sync, Hopper wgmma, ...) subclasses :class:`AttentionProblem` for its knobs,
+constraints and rendering; the problem itself — its parameters, inputs, fp32 reference, output,
+FLOPs, bytes and exact-variant error bounds — is defined once here, so a problem and a best answer
+mean the same in every family (the registry checks that families agree on their problem).
+
+Grouped-query attention: ``H_kv`` K/V heads, each shared by ``H / H_kv`` consecutive query heads
+(query head ``h`` reads K/V head ``h // (H / H_kv)``, as ``torch.nn.functional.scaled_dot_product_attention``
+with ``enable_gqa``); ``H_kv=0`` means as many K/V heads as query heads. The problem parameter
+itself lands with the families' GQA support; until then every problem has ``H_kv`` heads = ``H``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .spec import Config, KernelSpec, OutputSpec, Problem, ProblemParam
+
+TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
+
+# Relative L2 error of an exact variant: the rounding of its inputs' type.
+EXACT_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
+
+
+class AttentionProblem(KernelSpec):
+    """softmax(Q·Kᵀ/√D [+ causal mask])·V over [B,H,S,D] tensors; the families add the rest."""
+
+    name = "attention"
+    backend = "cuda"
+    problem_params = (
+        ProblemParam("B", int, 16, minimum=1, doc="batch"),
+        ProblemParam("H", int, 96, minimum=1, doc="query heads"),
+        ProblemParam("S", int, 512, minimum=1, doc="sequence length"),
+        ProblemParam("D", int, 64, choices=(64, 128, 256), doc="head dimension"),
+        ProblemParam("causal", bool, False, doc="mask keys after each query"),
+        ProblemParam("dtype", str, "fp16", choices=tuple(TORCH_DTYPE), doc="input and output type"),
+    )
+
+    def check_problem(self, problem: Problem) -> str | None:
+        """The reason no config of any family can run ``problem``, or ``None``."""
+        if problem["H"] % kv_heads(problem):
+            return f"H={problem['H']} is not a multiple of H_kv={kv_heads(problem)}: pick H_kv dividing H"
+        return None
+
+    def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        import torch
+
+        generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
+        dtype = getattr(torch, TORCH_DTYPE[problem["dtype"]])
+        shapes = {"q": q_shape(problem), "k": kv_shape(problem), "v": kv_shape(problem)}
+        return {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float32).to(dtype)
+                for name, shape in shapes.items()}
+
+    def output_spec(self, problem: Problem) -> OutputSpec:
+        return OutputSpec(shape=q_shape(problem), dtype=TORCH_DTYPE[problem["dtype"]])
+
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
+        """float32 attention of the same rounded inputs (the memory-efficient fp32 SDPA kernel)."""
+        import torch.nn.functional as F
+
+        q, k, v = (inputs[name].float() for name in ("q", "k", "v"))
+        if kv_heads(problem) != problem["H"]:
+            groups = problem["H"] // kv_heads(problem)
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=bool(problem["causal"]))
+
+    def flops(self, problem: Problem) -> float:
+        full = 4.0 * problem["B"] * problem["H"] * problem["S"] ** 2 * problem["D"]
+        return full / 2 if problem["causal"] else full
+
+    def bytes_moved(self, problem: Problem) -> float:
+        """Q and O once each, K and V once per K/V head (2-byte elements)."""
+        rows = problem["B"] * problem["S"] * problem["D"]
+        return 2.0 * rows * (2 * problem["H"] + 2 * kv_heads(problem))
+
+    def max_error(self, config: Config, problem: Problem) -> float:
+        # The exact variants' bounds are the rounding of their inputs' type; the inexact ones get
+        # a looser bound and store their real error for the Pareto front.
+        exact = EXACT_ERROR[problem["dtype"]]
+        return exact if config.get("precision", "exact") == "exact" else 2 * exact
+
+
+def kv_heads(problem: Problem) -> int:
+    """K/V heads of ``problem`` (``H_kv``, or ``H`` where it is 0)."""
+    return problem.get("H_kv", 0) or problem["H"]
+
+
+def q_shape(problem: Problem) -> tuple[int, int, int, int]:
+    return (problem["B"], problem["H"], problem["S"], problem["D"])
+
+
+def kv_shape(problem: Problem) -> tuple[int, int, int, int]:
+    return (problem["B"], kv_heads(problem), problem["S"], problem["D"])
