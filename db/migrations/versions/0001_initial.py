@@ -1,9 +1,4 @@
-"""Initial schema: kernels, problems, studies, sources, trials and the stored Pareto front.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25
-"""
+"""Initial schema: kernels, problems, studies, sources, trials and the stored Pareto front."""
 
 from __future__ import annotations
 
@@ -13,8 +8,6 @@ from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 # Spelled out here, not imported from the models: a migration must not change when they do.
 JSON_DICT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")

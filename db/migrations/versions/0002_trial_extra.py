@@ -1,8 +1,4 @@
 """Trials gain ``extra``: the open field of per-trial metrics beyond the measured columns.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -12,8 +8,6 @@ from alembic import op
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 # Plain ALTER TABLE on SQLite too, not a batch copy of the table: dropping the old copy would

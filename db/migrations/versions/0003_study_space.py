@@ -5,10 +5,6 @@ and problem parameters (``KernelSpec.space()``); ``flops`` and ``bytes_moved``: 
 problem's counts. With them a study of a user's template is answered by its kernel's name alone
 (``tuner best --kernel``, ``/best`` with a partial shape, ``tuner kernels``, throughput in
 ``tuner show``), and no reader imports a template file.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
