@@ -12,8 +12,11 @@ db="sqlite:///$out/gpu_e2e.db"
 cd "$(mktemp -d)"  # run as a user would, outside the repository
 tuner() { python3 -P -m tuner "$@"; }
 
+# Each group runs in the subshell of its pipeline: it exits with its own status, which pipefail
+# passes to the pipeline, so a failed step fails the script.
 status=0
 {
+  status=0
   device_header
   echo "+ tuner run --arch sm_90a --kernel attention --shape B=16,H=96,S=512,D=64 --dtype fp16 --trials 100"
   start=$(date +%s)
@@ -24,13 +27,16 @@ status=0
   tuner best --arch sm_90a --shape B=16,H=96,S=512,D=64 --dtype fp16 --db "$db" || status=1
   echo "+ tuner best ... --max-error 1e-4"
   tuner best --arch sm_90a --shape B=16,H=96,S=512,D=64 --dtype fp16 --max-error 1e-4 --db "$db" || status=1
-} 2>&1 | tee "$out/gpu_e2e_run.log"
+  exit $status
+} 2>&1 | tee "$out/gpu_e2e_run.log" || status=1
 
 {
+  status=0
   device_header
   echo "+ tuner run --arch sm_90a --template kernel_templates/testing/faulty_cuda.py --sampler random --trials 24"
   tuner run --arch sm_90a --template "$repo/kernel_templates/testing/faulty_cuda.py" --sampler random \
     --seed 3 --trials 24 --trial-timeout 15 --db "$db" --study faults --no-progress || status=1
   python3 -P "$repo/bench/fault_table.py" "$db" faults || status=1
-} 2>&1 | tee "$out/gpu_faults.log"
+  exit $status
+} 2>&1 | tee "$out/gpu_faults.log" || status=1
 exit $status
