@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tuner import cli
 from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
 from tuner.service import NotFound, Service
@@ -54,7 +54,10 @@ POLICY = TimingPolicy(warmup_s=0.02, budget_s=0.2, min_repeats=50)
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
 REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
+                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
+# A study with no tuned neighbour of its dtype and layout (nothing to warm-start from) gets this many
+# times --trials.
+COLD_TRIALS_FACTOR = 3
 
 
 def rows() -> list[dict[str, Any]]:
@@ -120,17 +123,16 @@ def check() -> int:
     return 1 if failures else 0
 
 
+_PINGPONG = REFERENCE_CONFIG | {"schedule": "pingpong", "block_m": 64, "epilogue": "tma"}
 PROBE_CONFIGS = [
-    REFERENCE_CONFIG,
-    REFERENCE_CONFIG | {"cluster": 1},
-    REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma"},
-    REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma", "cluster": 1},
-    REFERENCE_CONFIG | {"persistent": False},
-    REFERENCE_CONFIG | {"raster": "n", "cluster": 1},
-    {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2, "persistent": True,
-     "raster": "m", "epilogue": "direct", "split_k": 1},
-    {"block_m": 128, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 2, "cluster": 2, "persistent": True,
-     "raster": "m", "epilogue": "direct", "split_k": 1},
+    REFERENCE_CONFIG | {"stages": 3, "epilogue": "tma"},  # the best cooperative tile before ping-pong
+    REFERENCE_CONFIG | {"epilogue": "tma_half"},  # its 4th stage
+    REFERENCE_CONFIG | {"epilogue": "tma_half", "cluster": 1},
+    _PINGPONG,
+    _PINGPONG | {"cluster": 1},
+    _PINGPONG | {"stages": 5, "epilogue": "direct"},
+    _PINGPONG | {"block_m": 128, "block_n": 128, "stages": 5},
+    _PINGPONG | {"block_m": 128, "block_n": 128, "stages": 6, "epilogue": "tma_half"},
 ]
 
 
@@ -167,30 +169,48 @@ def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | N
 
 
 def tune(problem: dict[str, Any], db: str, trials: int, seed: int) -> None:
-    """One study through the CLI as a user runs it (one GPU: the in-process executor), with the
-    default sampler; every variant is already in the compile cache (build_all). A study that
-    exists resumes with ``trials`` more."""
+    """One study through the CLI's own entry point (`tuner run`, in this process: no interpreter
+    start per row; one GPU: the local executor), with the default sampler and its warm start from
+    the nearest tuned shapes; every variant is already in the compile cache (build_all). A study
+    that exists resumes with ``trials`` more."""
     shape = ",".join(f"{key}={problem[key]}" for key in ("M", "N", "K", "layout"))
-    command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
-               "--shape", shape, "--dtype", problem["dtype"], "--trials", str(trials), "--seed", str(seed),
-               "--db", db, "--executor", "local", "--no-progress"]
-    print("+", " ".join(command[2:]), flush=True)
-    done = subprocess.run(command, check=False, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "250"})  # the run's summary on one line
-    print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip(), flush=True)
+    argv = ["run", "--arch", ARCH, "--kernel", SPEC.name, "--shape", shape, "--dtype", problem["dtype"],
+            "--trials", str(trials), "--seed", str(seed), "--db", db, "--executor", "local", "--no-progress"]
+    print("+ tuner", " ".join(argv), flush=True)
+    os.environ["COLUMNS"] = "250"  # the run's summary on one line
+    status = cli.main(argv)
+    if status:
+        print(f"tuner run exited with {status}", flush=True)
+
+
+def tuning_order(problems: list[dict[str, Any]]) -> list[int]:
+    """Row indices, the shape of the default problem (4096^3 nn) first, then the others, fp16 and
+    bf16 of a shape in turn: the first study of a dtype is the one the others warm-start from."""
+    default = SPEC.default_problem()
+    half = len(problems) // 2
+
+    def key(i: int) -> tuple[bool, int, int]:
+        problem = problems[i]
+        return (any(problem[k] != default[k] for k in ("M", "N", "K", "layout")), i % half, i // half)
+
+    return sorted(range(len(problems)), key=key)
 
 
 def best_configs(db: str, trials: int, deadline: float, retune: bool = False) -> dict[int, dict[str, Any]]:
-    """Row index -> its best stored config, tuning the missing rows (every row with ``retune``; fp16
-    and bf16 of a shape in turn) until ``deadline``."""
-    service = Service(Store.open(db))
+    """Row index -> its best stored config, tuning the missing rows (every row with ``retune``) until
+    ``deadline``; a row with no stored study of its dtype and layout yet (nothing comparable to
+    warm-start from) gets COLD_TRIALS_FACTOR times ``trials``."""
+    store = Store.open(db)
+    service = Service(store)
     problems = rows()
-    half = len(problems) // 2
     found = {}
-    for index in sorted(range(len(problems)), key=lambda i: (i % half, i // half)):
+    for index in tuning_order(problems):
         missing = retune or stored_best(service, problems[index]) is None
         if missing and trials and time.monotonic() < deadline:
-            tune(problems[index], db, trials, seed=index + 1)
+            cold = not any(study.kernel == SPEC.name and all(study.problem.get(k) == problems[index][k]
+                                                             for k in ("dtype", "layout"))
+                           for study in store.studies())
+            tune(problems[index], db, trials * (COLD_TRIALS_FACTOR if cold else 1), seed=index + 1)
         if (config := stored_best(service, problems[index])) is not None:
             found[index] = config
     return found
@@ -339,9 +359,12 @@ def main() -> None:
     parser.add_argument("--profile", metavar="ROW",
                         help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
+    parser.add_argument("--build", action="store_true", help="build every variant the rows admit, then stop")
     args = parser.parse_args()
     if args.probe:
         return probe()
+    if args.build:
+        raise SystemExit(1 if build_all() else 0)
     if args.check:
         raise SystemExit(check())
     if args.profile is not None:

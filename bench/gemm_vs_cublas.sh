@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The GEMM benchmark in one device call: every variant built (no spills, HGMMA in the SASS) and each
-# row's shape verified; each row tuned through `tuner run` (default sampler, TRIALS trials) where the
-# database has none; the winners re-measured beside torch.matmul (bench/gemm_vs_cublas.py); then the
-# 100-trial GEMM run as a user runs it (Ray, SQLite) with its study-loop report, and `tuner best`.
+# The GEMM benchmark in one device call: every variant built (no spills, HGMMA in the SASS); the
+# GEMM's GPU tests (every schedule on ragged shapes, both layouts, both dtypes); a probe of a few
+# tiles beside cuBLAS; the 100-trial GEMM run as a user runs it (Ray, SQLite) with its study-loop
+# report and `tuner best`, into the benchmark's database, so that the other bf16 rows warm-start
+# from it; each row tuned through `tuner run` (default sampler, TRIALS trials) where the database
+# has none; the winners re-measured beside torch.matmul (bench/gemm_vs_cublas.py).
 #   bench/gemm_vs_cublas.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
 # Environment: TRIALS (default 16), RETUNE=1 to give tuned rows TRIALS more too, TUNE_FOR seconds
-# after which no new row is tuned, E2E=0 skips the
-# 100-trial run, CHECK=0 skips the check (its build step runs anyway),
+# after which no new row is tuned, TESTS=0 skips the GPU tests, PROBE=0 the probe, E2E=0 the
+# 100-trial run, CHECK=1 adds the check (each row's shape verified with three configs),
 # PROFILE=1 adds ncu on two rows (our kernel and cuBLAS's). The tuning database travels gzipped
-# (bench/results/gemm_tuned.db.gz, committed): a call starts from it and leaves the new one in OUT_DIR.
+# (bench/results/gemm_tuned.db.gz, committed): a call starts from it where present and leaves the
+# new one in OUT_DIR.
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
 mkdir -p "$out"
@@ -18,20 +21,28 @@ db="$(mktemp -d)/gemm_tuned.db"
 if [[ -f bench/results/gemm_tuned.db.gz ]]; then gunzip -c bench/results/gemm_tuned.db.gz >"$db"; fi
 trap 'gzip -c "$db" >"$out/gemm_tuned.db.gz"' EXIT
 bench() { python3 -P bench/gemm_vs_cublas.py --db "sqlite:///$db" --out "$out" "$@"; }
-stamp() { echo "--- $1 at $(( $(date +%s) - started )) s"; }
 started=$(date +%s)
+stamp() { echo "--- $1 at $(( $(date +%s) - started )) s"; }
 
 status=0
 {
   device_header
-  if [[ "${CHECK:-1}" != 0 ]]; then python3 -P bench/gemm_vs_cublas.py --check || status=1; stamp "check done"; fi
-  bench --trials "${TRIALS:-16}" --tune-for "${TUNE_FOR:-1e9}" ${RETUNE:+--retune} || status=1
-  stamp "benchmark done"
+  python3 -P bench/gemm_vs_cublas.py --build || status=1
+  stamp "build done"
+  if [[ "${CHECK:-0}" != 0 ]]; then python3 -P bench/gemm_vs_cublas.py --check || status=1; stamp "check done"; fi
 } 2>&1 | tee "$out/gemm_vs_cublas.log"
+if [[ "${TESTS:-1}" != 0 ]]; then
+  timeout "${TESTS_FOR:-120}" python3 -P -m pytest --import-mode=append -q -m gpu -p no:cacheprovider \
+    tests/gpu/test_gemm_cuda.py 2>&1 | tee "$out/gemm_gpu_tests.log" || status=1
+  stamp "GPU tests done" | tee -a "$out/gemm_vs_cublas.log"
+fi
+if [[ "${PROBE:-1}" != 0 ]]; then
+  timeout "${PROBE_FOR:-90}" python3 -P bench/gemm_vs_cublas.py --probe 2>&1 | tee "$out/gemm_probe.log" || status=1
+  stamp "probe done" | tee -a "$out/gemm_vs_cublas.log"
+fi
 
 if [[ "${E2E:-1}" != 0 ]]; then
-  e2e_db="sqlite:///$(mktemp -d)/gemm_e2e.db"
-  shape=(--arch sm_90a --kernel gemm --shape M=4096,N=4096,K=4096 --dtype bf16 --db "$e2e_db")
+  shape=(--arch sm_90a --kernel gemm --shape M=4096,N=4096,K=4096 --dtype bf16 --db "sqlite:///$db")
   (
     cd "$(mktemp -d)"  # as a user runs it, outside the repository
     tuner() { python3 -P -m tuner "$@"; }
@@ -43,9 +54,15 @@ if [[ "${E2E:-1}" != 0 ]]; then
     echo "+ tuner best ${shape[*]}"
     tuner best "${shape[@]}" || exit 1
     echo "+ tuner studies"
-    tuner studies --db "$e2e_db" || exit 1
+    tuner studies --db "sqlite:///$db" || exit 1
   ) 2>&1 | tee "$out/gemm_e2e_run.log" || status=1
+  stamp "100-trial run done" | tee -a "$out/gemm_vs_cublas.log"
 fi
+
+{
+  bench --trials "${TRIALS:-16}" --tune-for "${TUNE_FOR:-1e9}" ${RETUNE:+--retune} || status=1
+  stamp "benchmark done"
+} 2>&1 | tee -a "$out/gemm_vs_cublas.log"
 
 # ncu at the clocks the benchmark ran at (no clock locking): our kernel's second launch, then cuBLAS's.
 if [[ -n "${PROFILE:-}" ]]; then

@@ -8,9 +8,17 @@
  * run-time arguments: TMA zero-fills the loads past the edges and the stores are clipped, so any
  * size runs on the same binary.
  *
+ * Two schedules of the consumers (PINGPONG): cooperative (0), both warpgroups on one tile, each on
+ * BLOCK_M/CONSUMERS of its rows; ping-pong (1, two consumers), each warpgroup on a whole tile of its
+ * own, the block's tiles taken in turn, so that one's epilogue runs under the other's MMAs. A named
+ * barrier orders their mainloops: a warpgroup issues its tile's MMAs only after the other has
+ * issued those of the tile before, so the tensor cores serve one mainloop at a time.
+ *
  * The epilogue either stores the accumulators straight from registers (EPILOGUE_TMA 0, any N) or
- * writes them to a swizzled shared-memory tile that TMA stores while the warpgroup goes on to its
- * next tile (EPILOGUE_TMA 1, N a multiple of 8: TMA's 16-byte row rule).
+ * writes them to a swizzled shared-memory buffer that TMA stores while the warpgroup goes on
+ * (EPILOGUE_TMA 1, N a multiple of 8: TMA's 16-byte row rule). The buffer holds EPILOGUE_COLS
+ * columns of the warpgroup's rows (the whole BLOCK_N, or half of it in two rounds, which leaves
+ * room for one more stage).
  *
  * Split-K (SPLIT_K 2, where K is long against the tiles of M x N) runs each tile on a 2-block
  * cluster, each block over half of K; the second block leaves its fp32 partial sums in its
@@ -18,14 +26,14 @@
  * Then blocks own one tile each (no persistence) and no cluster shares B (CLUSTER 1).
  *
  * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
- * SPLIT_K, B_KMAJOR, IS_BF16 and EPILOGUE_TMA before this text.
+ * SPLIT_K, B_KMAJOR, IS_BF16, PINGPONG, EPILOGUE_TMA and EPILOGUE_COLS before this text.
  */
 #include "hopper.cuh"
 
 using namespace hopper;
 
 constexpr int THREADS = (CONSUMERS + 1) * 128;
-constexpr int WG_M = BLOCK_M / CONSUMERS;  // output rows of one consumer warpgroup
+constexpr int WG_M = PINGPONG ? BLOCK_M : BLOCK_M / CONSUMERS;  // output rows of one consumer warpgroup
 constexpr int M_ATOMS = WG_M / 64;         // m64 wgmma rows per consumer warpgroup
 constexpr int K_ATOMS = BLOCK_K / 64;      // 128-byte swizzle atoms along K in an A tile
 constexpr int ACC = BLOCK_N / 2;           // fp32 accumulators of one m64 atom per thread
@@ -35,6 +43,8 @@ constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
 // Registers after reallocation: the producer keeps few, the consumers take the rest of the file.
 constexpr int PRODUCER_REGISTERS = 40, CONSUMER_REGISTERS = 232;
 
+static_assert(!PINGPONG || (CONSUMERS == 2 && SPLIT_K == 1), "ping-pong: two consumers, each on its own tile");
+static_assert(BLOCK_N % EPILOGUE_COLS == 0 && EPILOGUE_COLS % 64 == 0, "the epilogue buffer's columns");
 static_assert(SPLIT_K == 1 || CLUSTER == 1, "split-K clusters along K, multicast along M: one or the other");
 static_assert(SPLIT_K == 1 || BLOCK_M * BLOCK_N * 4 <= STAGES * STAGE_BYTES, "the partial sums reuse the stages");
 static_assert(WG_M % 64 == 0 && BLOCK_K % 64 == 0 && BLOCK_N % 64 == 0, "tile shape");
@@ -79,9 +89,9 @@ __device__ __forceinline__ void load_stage(unsigned char *a_tile, unsigned char 
 #endif
 }
 
-/* One stage's MMAs of consumer warpgroup `wg`: BLOCK_K/16 k-steps over its M_ATOMS m64 rows. */
+/* One stage's MMAs of a consumer warpgroup: BLOCK_K/16 k-steps over its M_ATOMS m64 rows from `row0`. */
 __device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsigned char *a_tile,
-                                          const unsigned char *b_tile, int wg, int accumulate) {
+                                          const unsigned char *b_tile, int row0, int accumulate) {
 #pragma unroll
   for (int kk = 0; kk < BLOCK_K / 16; kk++) {
 #if B_KMAJOR
@@ -91,7 +101,7 @@ __device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsi
 #endif
 #pragma unroll
     for (int ma = 0; ma < M_ATOMS; ma++) {
-      const u64 a = smem_descriptor(a_tile + kk / 4 * BLOCK_M * 128 + (wg * WG_M + ma * 64) * 128 + kk % 4 * 32,
+      const u64 a = smem_descriptor(a_tile + kk / 4 * BLOCK_M * 128 + (row0 + ma * 64) * 128 + kk % 4 * 32,
                                     16, 1024);
       Mma::ss<1 - B_KMAJOR>(acc[ma], a, b, accumulate || kk > 0);
     }
@@ -166,34 +176,39 @@ __device__ __forceinline__ void release(u64 *empty) {
   }
 }
 
-/* The TMA epilogue: the warpgroup's tile into shared memory as BLOCK_N/64 column chunks of 128-byte
- * swizzled rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte
- * chunks), then one thread stores the chunks; the store of tile i drains while tile i+1 computes. */
+/* The TMA epilogue: the warpgroup's tile into shared memory as 64-column chunks of 128-byte swizzled
+ * rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte chunks),
+ * EPILOGUE_COLS columns a round; one thread stores a round's chunks while the warpgroup writes the
+ * next round (after the previous store has read the buffer) or goes on to its next tile. */
 __device__ __forceinline__ void store_tile_tma(float (&acc)[M_ATOMS][ACC], unsigned char *c_tile,
                                                const TmaDescriptor *map_c, int consumer, int row0, int col0) {
   const int t = threadIdx.x % 128;
-  if (t == 0) bulk_wait_read<0>();  // the last tile's store has read the buffer
-  named_barrier(1 + consumer, 128);
 #pragma unroll
-  for (int ma = 0; ma < M_ATOMS; ma++) {
+  for (int round = 0; round < BLOCK_N / EPILOGUE_COLS; round++) {
+    if (t == 0) bulk_wait_read<0>();  // the last store has read the buffer
+    named_barrier(1 + consumer, 128);
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-      const int row = ma * 64 + 16 * (t / 32) + (t % 32) / 4 + 8 * half;
+    for (int ma = 0; ma < M_ATOMS; ma++) {
 #pragma unroll
-      for (int j = 0; j < BLOCK_N / 8; j++) {
-        unsigned char *line = c_tile + j / 8 * WG_M * 128 + row * 128;
-        st_shared_u32(line + ((j % 8) ^ (row % 8)) * 16 + 4 * (t % 4),
-                      pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]));
+      for (int half = 0; half < 2; half++) {
+        const int row = ma * 64 + 16 * (t / 32) + (t % 32) / 4 + 8 * half;
+#pragma unroll
+        for (int jj = 0; jj < EPILOGUE_COLS / 8; jj++) {
+          const int j = round * (EPILOGUE_COLS / 8) + jj;
+          unsigned char *line = c_tile + jj / 8 * WG_M * 128 + row * 128;
+          st_shared_u32(line + ((jj % 8) ^ (row % 8)) * 16 + 4 * (t % 4),
+                        pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]));
+        }
       }
     }
-  }
-  fence_proxy_async();
-  named_barrier(1 + consumer, 128);
-  if (t == 0) {
+    fence_proxy_async();
+    named_barrier(1 + consumer, 128);
+    if (t == 0) {
 #pragma unroll
-    for (int chunk = 0; chunk < BLOCK_N / 64; chunk++)
-      tma_store_2d(map_c, c_tile + chunk * WG_M * 128, col0 + chunk * 64, row0);
-    bulk_commit();
+      for (int chunk = 0; chunk < EPILOGUE_COLS / 64; chunk++)
+        tma_store_2d(map_c, c_tile + chunk * WG_M * 128, col0 + round * EPILOGUE_COLS + chunk * 64, row0);
+      bulk_commit();
+    }
   }
 }
 
@@ -220,7 +235,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #endif
     for (int s = 0; s < STAGES; s++) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], CONSUMERS * CLUSTER);
+      mbar_init(&empty[s], (PINGPONG ? 1 : CONSUMERS) * CLUSTER);  // the stage's readers, in every block
     }
     mbar_fence_init();
   }
@@ -254,28 +269,35 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
     }
     __syncwarp();
     if (SPLIT_K > 1) cluster_sync();  // the consumers' reduction barrier (reduce_split_k)
-  } else {  // a consumer: MMAs of WG_M rows of every tile, then its part of the output
+  } else {  // a consumer: MMAs of WG_M rows of its tiles, then its part of the output
     if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
     const int consumer = wg - 1;
+    // Ping-pong: consumer c takes the block's tiles c, c + 2, ...; cooperative: every tile, rows apart.
+    const int turn = PINGPONG ? 2 : 1, mine = PINGPONG ? consumer : 0;
+    const int a_row0 = PINGPONG ? 0 : consumer * WG_M;
     float acc[M_ATOMS][ACC];
-    int stage = 0;
-    u32 phase = 0;
-    for (int index = first; index < tiles.count(); index += step) {
+    for (int local = mine, index = first + mine * step; index < tiles.count(); local += turn, index += turn * step) {
       int tm, tn;
       tiles.tile(index, tm, tn);
+      // The ring's position at this tile's first K block: every earlier tile of the block took k_count.
+      const u32 position = (u32)local * (u32)(kb_end - kb_begin);
+      int stage = position % STAGES;
+      u32 phase = position / STAGES % 2;
+      if (PINGPONG && local > 0) named_barrier(3 + consumer, 256);  // the other has issued the tile before
       int previous = -1;
       for (int kb = kb_begin; kb < kb_end; kb++) {
         const int accumulate = kb > kb_begin;
         mbar_wait(&full[stage], phase);
         const unsigned char *a_tile = smem + stage * STAGE_BYTES;
         wgmma_fence();
-        mma_stage(acc, a_tile, a_tile + A_BYTES, consumer, accumulate);
+        mma_stage(acc, a_tile, a_tile + A_BYTES, a_row0, accumulate);
         wgmma_commit();
         wgmma_wait<1>();  // the previous stage's MMAs are done: hand its buffers back
         if (previous >= 0) release(&empty[previous]);
         previous = stage;
         if (++stage == STAGES) stage = 0, phase ^= 1;
       }
+      if (PINGPONG && index + step < tiles.count()) named_barrier_arrive(3 + (1 - consumer), 256);  // its turn
       wgmma_wait<0>();
 #pragma unroll
       for (int ma = 0; ma < M_ATOMS; ma++) fence_registers(acc[ma]);
@@ -284,9 +306,10 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
         reduce_split_k(acc, smem, consumer, rank);
         if (rank != 0) continue;
       }
-      const int row0 = (tm * CLUSTER + m_rank) * BLOCK_M + consumer * WG_M, col0 = tn * BLOCK_N;
+      const int row0 = (tm * CLUSTER + m_rank) * BLOCK_M + a_row0, col0 = tn * BLOCK_N;
 #if EPILOGUE_TMA
-      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * WG_M * BLOCK_N * 2, &map_c, consumer, row0, col0);
+      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * WG_M * EPILOGUE_COLS * 2, &map_c, consumer, row0,
+                     col0);
 #else
       store_tile(acc, c, M, N, row0, col0);
 #endif

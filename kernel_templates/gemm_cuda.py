@@ -57,14 +57,18 @@ class GemmCuda(KernelSpec):
         Param("block_m", (64, 128, 256), "output rows of a block's tile"),
         Param("block_n", (128, 256),
               "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP)"),
-        Param("block_k", (64, 128), "K of a pipeline stage"),
+        Param("block_k", (64,), "K of a pipeline stage (128 never won a row: see bench/GEMM_NOTES.md)"),
         Param("stages", (2, 3, 4, 5, 6), "shared-memory stages of the TMA -> wgmma ring"),
-        Param("consumers", (1, 2), "consumer warpgroups, each owning block_m/consumers rows"),
+        Param("consumers", (1, 2), "consumer warpgroups (cooperative: each on block_m/consumers rows of a tile)"),
+        Param("schedule", ("cooperative", "pingpong"),
+              "consumers on one tile together, or (two consumers, persistent) each on tiles of its own in turn, "
+              "one's epilogue under the other's MMAs"),
         Param("cluster", (1, 2), "blocks of a cluster along M, sharing B tiles by TMA multicast"),
         Param("persistent", (False, True), "one block per SM looping over tiles, or one block per tile"),
         Param("raster", ("m", "n"), f"tile order: groups of {RASTER_GROUP} tile rows (m) or columns (n)"),
-        Param("epilogue", ("direct", "tma"),
-              "store C from registers, or through shared memory by TMA, overlapped with the next tile"),
+        Param("epilogue", ("direct", "tma", "tma_half"),
+              "store C from registers, or through shared memory by TMA, overlapped with the next tile "
+              "(tma_half: a buffer of half the tile's columns, stored in two rounds: room for another stage)"),
         Param("split_k", (1, 2), "blocks sharing a tile's K (a 2-block cluster adding its halves through "
                                  "distributed shared memory): for too few tiles to fill the GPU"),
     )
@@ -78,7 +82,7 @@ class GemmCuda(KernelSpec):
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
-        if config["epilogue"] == "tma" and problem["N"] % _ROW_ALIGN:
+        if config["epilogue"] != "direct" and problem["N"] % _ROW_ALIGN:
             return (f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple "
                     f"of {_ROW_ALIGN}")
         if config["split_k"] > 1:
@@ -94,7 +98,8 @@ class GemmCuda(KernelSpec):
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
                    "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
                    "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16"),
-                   "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "SPLIT_K": config["split_k"]}
+                   "EPILOGUE_TMA": int(config["epilogue"] != "direct"), "EPILOGUE_COLS": epilogue_cols(config),
+                   "PINGPONG": int(config["schedule"] == "pingpong"), "SPLIT_K": config["split_k"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         cluster = config["cluster"]
         b_box = (64, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
@@ -107,8 +112,7 @@ class GemmCuda(KernelSpec):
             grid=(blocks, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
             shared_bytes=shared_bytes(config),
             tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box))
-            + ((TensorMap("out", (64, config["block_m"] // config["consumers"])),)
-               if config["epilogue"] == "tma" else ()),
+            + ((TensorMap("out", (64, warpgroup_rows(config))),) if config["epilogue"] != "direct" else ()),
             cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
@@ -147,9 +151,13 @@ class GemmCuda(KernelSpec):
 def check_tiles(config: Config, device: Device) -> str | None:
     """Why a tile configuration cannot run (or would spill), or ``None``: the problem's sizes are
     run-time arguments, so it does not matter here."""
-    rows = config["block_m"] // config["consumers"]
+    pingpong = config["schedule"] == "pingpong"
+    if pingpong and (config["consumers"] != 2 or not config["persistent"] or config["split_k"] > 1):
+        return "the ping-pong schedule takes tiles in turn: it needs consumers=2, persistent=True and split_k=1"
+    rows = warpgroup_rows(config)
     if rows not in (64, 128):
-        return f"block_m/consumers = {rows} rows per consumer warpgroup; the kernel needs 64 or 128"
+        return (f"{rows} rows per consumer warpgroup (block_m, over consumers unless ping-pong); "
+                "the kernel needs 64 or 128")
     accumulators = rows * config["block_n"] // 128
     if accumulators > MAX_ACCUMULATORS:
         return (f"{accumulators} fp32 accumulators per consumer thread (over {MAX_ACCUMULATORS}) spill: "
@@ -170,7 +178,27 @@ def check_tiles(config: Config, device: Device) -> str | None:
                     f"{SPLIT_K_MAX_ACCUMULATORS}): a smaller tile or more consumers")
         if config["block_m"] * config["block_n"] * 4 > in_flight:
             return "split-K's fp32 partial sums reuse the stages' shared memory, which is too small for them"
+    whole: Config = {**config, "epilogue": "tma"}
+    if config["epilogue"] == "tma_half" and shared_bytes(whole) + static_shared_bytes(config) <= limit:
+        return "tma_half is for tiles whose whole output buffer leaves no room for the stages: use tma"
     return None
+
+
+def warpgroup_rows(config: Config) -> int:
+    """Output rows of a consumer warpgroup's tile."""
+    return config["block_m"] if config["schedule"] == "pingpong" else config["block_m"] // config["consumers"]
+
+
+def epilogue_cols(config: Config) -> int:
+    """Columns of the TMA epilogue's buffer (a warpgroup's rows each)."""
+    return config["block_n"] // 2 if config["epilogue"] == "tma_half" else config["block_n"]
+
+
+def _output_bytes(config: Config) -> int:
+    if config["epilogue"] == "direct":
+        return 0
+    buffers = config["consumers"] if config["schedule"] == "pingpong" else 1
+    return buffers * config["block_m"] * epilogue_cols(config) * _ELEMENT_BYTES
 
 
 def stage_bytes(config: Config) -> int:
@@ -178,10 +206,9 @@ def stage_bytes(config: Config) -> int:
 
 
 def shared_bytes(config: Config) -> int:
-    """Dynamic shared memory of a block: the ring of stages, the output tile of the TMA epilogue
-    and the alignment slack."""
-    output = config["block_m"] * config["block_n"] * _ELEMENT_BYTES if config["epilogue"] == "tma" else 0
-    return config["stages"] * stage_bytes(config) + output + _ALIGN_SLACK
+    """Dynamic shared memory of a block: the ring of stages, the TMA epilogue's buffers (one per
+    consumer's tile) and the alignment slack."""
+    return config["stages"] * stage_bytes(config) + _output_bytes(config) + _ALIGN_SLACK
 
 
 def static_shared_bytes(config: Config) -> int:

@@ -141,6 +141,12 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;" :: "r"(id), "r"(threads) : "memory");
 }
 
+/* Arrives at hardware barrier `id` of `threads` threads without waiting (the producer side of an
+ * ordering between warpgroups: the others wait with named_barrier on the same id and count). */
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;" :: "r"(id), "r"(threads) : "memory");
+}
+
 __device__ __forceinline__ void st_shared_u32(const void *pointer, u32 value) {
   asm volatile("st.shared.u32 [%0], %1;" :: "r"(smem_addr(pointer)), "r"(value) : "memory");
 }

@@ -15,7 +15,13 @@ import pytest
 
 from tests.conftest import require
 from tuner.kernel_templates import Source, Target, canonical_json, find_spec
-from tuner.kernel_templates.gemm_cuda import MAX_ACCUMULATORS, RASTER_GROUP, shared_bytes, static_shared_bytes
+from tuner.kernel_templates.gemm_cuda import (
+    MAX_ACCUMULATORS,
+    RASTER_GROUP,
+    shared_bytes,
+    static_shared_bytes,
+    warpgroup_rows,
+)
 from tuner.kernel_templates.headers import inline_headers
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
@@ -26,7 +32,8 @@ BACKEND = get_backend("cuda")
 TARGET = Target.documented("sm_90a")
 DEVICE = BACKEND.device(TARGET)
 DEFAULT = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-           "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
+           "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
+PINGPONG = DEFAULT | {"block_m": 64, "schedule": "pingpong", "epilogue": "tma"}
 
 
 def _available(probe) -> bool:
@@ -67,6 +74,12 @@ def test_render_inlines_the_header_and_passes_sizes_at_run_time() -> None:
     tma = SPEC.render(DEFAULT | {"stages": 3, "epilogue": "tma"}, problem)
     assert tma.tensor_maps[2].buffer == "out" and tma.tensor_maps[2].box == (64, 64)  # one consumer's rows
     assert tma.shared_bytes == source.shared_bytes - 48 * 1024 + 128 * 256 * 2
+    half = SPEC.render(DEFAULT | {"epilogue": "tma_half"}, problem)  # 4 stages and half the output tile
+    assert half.shared_bytes == source.shared_bytes + 128 * 128 * 2 and half.tensor_maps[2].box == (64, 64)
+    assert "#define EPILOGUE_COLS 128" in half.code and "#define PINGPONG 0" in half.code
+    pingpong = SPEC.render(PINGPONG, problem)  # each consumer stores a whole 64-row tile of its own
+    assert pingpong.tensor_maps[2].box == (64, 64) and pingpong.shared_bytes == 4 * 40 * 1024 + 2 * 64 * 256 * 2 + 1024
+    assert "#define PINGPONG 1" in pingpong.code and pingpong.block == (384, 1, 1)
     # the sizes, raster order and persistence are run-time: one binary serves them all
     other = SPEC.render(DEFAULT | {"persistent": False, "raster": "n"},
                         SPEC.validate_problem({"M": 77, "layout": "nt"}))
@@ -117,6 +130,14 @@ def test_check_rejects_what_cannot_run() -> None:
     assert "more than one block_k" in SPEC.check(split, SPEC.validate_problem({"M": 64, "K": 64}), DEVICE)
     assert "cluster=1 and persistent=False" in SPEC.check(split | {"cluster": 2}, few_tiles, DEVICE)
     assert "spills" in SPEC.check(split | {"block_n": 256}, few_tiles, DEVICE)
+    assert SPEC.check(PINGPONG, nn, DEVICE) is None
+    assert SPEC.check(PINGPONG | {"block_m": 128, "block_n": 128, "stages": 5}, nt, DEVICE) is None
+    for change in ({"consumers": 1}, {"persistent": False}):
+        assert "consumers=2, persistent=True" in SPEC.check(PINGPONG | change, nn, DEVICE)
+    assert f"over {MAX_ACCUMULATORS}" in SPEC.check(PINGPONG | {"block_m": 128}, nn, DEVICE)  # a 128x256 tile each
+    assert "64 or 128" in SPEC.check(PINGPONG | {"block_m": 256, "block_n": 128}, nn, DEVICE)
+    assert SPEC.check(DEFAULT | {"epilogue": "tma_half"}, nn, DEVICE) is None  # the 4th stage at 128x256
+    assert "use tma" in SPEC.check(DEFAULT | {"epilogue": "tma_half", "stages": 3}, nn, DEVICE)
 
 
 PRIMITIVES_PROBE = r"""
@@ -171,7 +192,7 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
             return f"{job}: {artifact.error} {artifact.log}"
         resources = artifact.resources
         sass = dump_sass(artifact.path)
-        atoms = config["block_m"] // config["consumers"] // 64
+        atoms = warpgroup_rows(config) // 64
         hgmma = count(sass, "HGMMA")  # one per k16 step and m64 row of a stage (maybe repeated by unrolling)
         problems = [
             resources["spill_store_bytes"] and "spills", resources["stack_bytes"] and "a stack frame",
@@ -179,7 +200,7 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
             shared_bytes(config) + resources["static_shared_bytes"] > limit and "too much shared memory",
             (not hgmma or hgmma % (config["block_k"] // 16 * atoms)) and f"{hgmma} HGMMA",
             not count(sass, "UTMALDG") and "no TMA load",
-            (config["epilogue"] == "tma") != bool(count(sass, "UTMASTG")) and "TMA stores do not match the epilogue",
+            (config["epilogue"] != "direct") != bool(count(sass, "UTMASTG")) and "TMA stores do not match the epilogue",
             config["consumers"] > 1 and count(sass, "USETMAXREG") != 2 and "no register reallocation"]
         found = [p for p in problems if p]
         return f"{job}: {', '.join(found)} {resources}" if found else None

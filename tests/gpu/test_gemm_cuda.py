@@ -1,7 +1,8 @@
 """The Hopper GEMM on a real GPU (bench/gpu_check.sh runs it on the device): every layout and dtype,
 ragged sizes that leave partial tiles on every edge (and rows of odd length, stored padded), the
-cluster, persistent, TMA-store and split-K variants, against fp32 torch.matmul; the launcher's tensor maps,
-cluster launch and persistent grid; output poisoning for integer outputs.
+cluster, persistent, TMA-store (whole and half buffers), ping-pong and split-K variants, against
+fp32 torch.matmul; the launcher's tensor maps, cluster launch and persistent grid; output
+poisoning for integer outputs.
 """
 
 from __future__ import annotations
@@ -27,22 +28,26 @@ SPEC = find_spec("gemm", ARCH)
 BACKEND = get_backend("cuda")
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 BIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-       "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1}
+       "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
 CONFIGS = [
     BIG,
     BIG | {"stages": 3, "epilogue": "tma"},
     BIG | {"cluster": 1, "persistent": False, "raster": "n"},
     {"block_m": 256, "block_n": 128, "block_k": 64, "stages": 3, "consumers": 2, "cluster": 2,
      "persistent": False, "raster": "n", "epilogue": "tma"},
-    {"block_m": 128, "block_n": 128, "block_k": 128, "stages": 3, "consumers": 1, "cluster": 1,
+    {"block_m": 128, "block_n": 128, "block_k": 64, "stages": 4, "consumers": 1, "cluster": 1,
      "persistent": True, "raster": "m", "epilogue": "direct"},
     {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 2,
      "persistent": True, "raster": "n", "epilogue": "tma"},
 ]
-CONFIGS = [config | {"split_k": 1} for config in CONFIGS]
+PINGPONG = [BIG | {"block_m": 64, "schedule": "pingpong", "epilogue": "tma"},
+            BIG | {"block_n": 128, "schedule": "pingpong", "epilogue": "tma_half", "stages": 6, "raster": "n"},
+            BIG | {"block_m": 64, "schedule": "pingpong", "cluster": 1, "stages": 5}]
+CONFIGS = [config | {"split_k": 1, "schedule": "cooperative"} for config in CONFIGS]
+CONFIGS += PINGPONG + [BIG | {"epilogue": "tma_half"}]
 SPLIT = [BIG | {"block_n": 128, "cluster": 1, "persistent": False, "split_k": 2, "stages": 4},
-         {"block_m": 64, "block_n": 128, "block_k": 128, "stages": 4, "consumers": 1, "cluster": 1,
-          "persistent": False, "raster": "n", "epilogue": "tma", "split_k": 2}]
+         {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 1,
+          "persistent": False, "raster": "n", "epilogue": "tma", "split_k": 2, "schedule": "cooperative"}]
 # few tiles, long K: split-K's shapes (odd K leaves the halves unequal and the last block ragged)
 SPLIT_SHAPES = [(512, 512, 8192), (200, 136, 1000), (64, 264, 129)]
 SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099), (8, 8, 8)]
