@@ -1,15 +1,18 @@
 """What tuner.runtime costs per call on the GPU, and what it gives a transformer block.
 
-Launch overhead, per shape (a small one where overhead matters, and the headline one):
-  driver   the same cubin by cuLaunchKernel alone, its arguments packed once: the floor
-  direct   the same cubin through the runtime's launch seam (tensors in, their addresses
-           written into the packed arguments), inputs and output prepared once
-  direct+alloc  the same with a fresh output tensor each call (what any functional op pays)
-  worker   the same cubin through the measuring worker's launcher (cuLaunchKernelEx; arguments packed once)
-  runtime  ``tuner.runtime.attention(q, k, v, causal)``, eager: plan lookup, output, launch
-  op       ``torch.ops.tuner.attention``: the same through torch's dispatcher (what compiled
-           graphs call)
-  sdpa     ``F.scaled_dot_product_attention``, PyTorch's choice of backend
+Launch overhead, per case (attention at a small shape, where overhead matters, and at the
+headline one; a GEMM), each on the cubin the runtime chose:
+  driver   the bare driver call on the launcher's packed arguments and configuration, nothing
+           else: ``cuLaunchKernel`` (attention) or ``cuLaunchKernelEx`` (the GEMM, whose
+           clusters need it): the floor
+  launcher the project's one launcher (``tuner.workers.cuda_launch.Kernel.launch``) on fixed
+           buffers and torch's current stream: argument-block lookup, device check, the call
+  launcher+alloc  the same with a fresh output tensor each call (what any functional op pays)
+  runtime  ``tuner.runtime.attention(q, k, v, causal)`` / ``tuner.runtime.gemm(a, b)``, eager:
+           plan lookup, output, launch
+  op       ``torch.ops.tuner.attention`` / ``torch.ops.tuner.gemm``: the same through torch's
+           dispatcher (what compiled graphs call)
+  torch    ``F.scaled_dot_product_attention`` / ``torch.matmul``, PyTorch's own
 Each is timed two ways: the host time to enqueue a burst of calls (no synchronization inside
 the burst, fewer calls than the launch queue holds), which is the per-call overhead, and the
 time per call of the burst until the GPU has finished it. Medians of repeated bursts.
@@ -18,8 +21,8 @@ End to end: the forward of a pre-norm transformer block (LayerNorm, QKV projecti
 attention, output projection, MLP) with SDPA or the runtime op, eager and under torch.compile,
 the time per forward over back-to-back forwards until the GPU has finished them.
 
-    bench/runtime_overhead.sh      (unpacks the tuning database, runs this and the GPU tests)
-    python3 -P bench/runtime_overhead.py --db sqlite:///attention_tuned.db --out DIR
+    bench/runtime_overhead.sh      (unpacks the tuning databases, runs this and the GPU tests)
+    python3 -P bench/runtime_overhead.py --db sqlite:///attention_tuned.db --gemm-db sqlite:///gemm_tuned.db --out DIR
 Writes DIR/runtime_overhead.{json,md}.
 """
 
@@ -40,17 +43,21 @@ import torch.nn.functional as F
 import tuner.runtime as rt
 from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
-from tuner.runtime.launch import load
 from tuner.workers import backend_for
-from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_launch import Kernel
 from tuner.workers.cuda_runtime import environment
 
-SHAPES = {"small": (1, 8, 128, 64, True), "headline": (16, 96, 512, 64, False)}  # B, H, S, D, causal
+# name: (kernel, problem); attention B, H, S, D, causal (fp16), gemm M, N, K (fp16, layout nn)
+CASES: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "attention small": ("attention", (1, 8, 128, 64, True)),
+    "attention headline": ("attention", (16, 96, 512, 64, False)),
+    "gemm 2048": ("gemm", (2048, 2048, 2048)),
+}
 BLOCKS = {"small": (1, 128), "headline": (16, 512)}  # batch, length; width 512, 8 heads of 64
 WIDTH, HEADS = 512, 8
-BURST, BURSTS = 200, 50
-MAX_ERROR = 1e-3
-VARIANTS = ("driver", "direct", "direct+alloc", "worker", "runtime", "op", "sdpa")
+BURST, BURSTS = 200, 25
+MAX_ERROR = 1e-3  # attention's bound; the GEMM takes its template's own (None)
+VARIANTS = ("driver", "launcher", "launcher+alloc", "runtime", "op", "torch")
 
 
 def burst(call: Callable[[], Any], n: int = BURST, bursts: int = BURSTS) -> dict[str, float]:
@@ -77,52 +84,70 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q * 100) - 1]
 
 
-def launch_overhead(name: str) -> dict[str, Any]:
-    batch, heads, length, dim, causal = SHAPES[name]
-    q, k, v = (torch.randn(batch, heads, length, dim, device="cuda", dtype=torch.float16)
-               for _ in range(3))
+def _calls(kernel: str, problem: tuple[Any, ...]) -> tuple[list[torch.Tensor], dict[str, Callable[[], Any]], Any]:
+    """The inputs of a case, its runtime/op/torch calls, and its fp32 reference."""
+    if kernel == "attention":
+        batch, heads, length, dim, causal = problem
+        q, k, v = (torch.randn(batch, heads, length, dim, device="cuda", dtype=torch.float16) for _ in range(3))
+        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
+        return [q, k, v], {
+            "runtime": lambda: rt.attention(q, k, v, causal, max_error=MAX_ERROR),
+            "op": lambda: torch.ops.tuner.attention(q, k, v, causal, MAX_ERROR),
+            "torch": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)}, reference
+    m, n, k_ = problem
+    a, b = (torch.randn(rows, cols, device="cuda", dtype=torch.float16) for rows, cols in ((m, k_), (k_, n)))
+    return [a, b], {"runtime": lambda: rt.gemm(a, b), "op": lambda: torch.ops.tuner.gemm(a, b, None),
+                    "torch": lambda: torch.matmul(a, b)}, a.float() @ b.float()
+
+
+def launch_overhead(name: str, db: str) -> dict[str, Any]:
+    kernel, problem = CASES[name]
+    rt.configure(db=db)
+    inputs, calls, reference = _calls(kernel, problem)
     with torch.no_grad():
-        ours = rt.attention(q, k, v, causal, max_error=MAX_ERROR)  # the plan is made here
+        ours = calls["runtime"]()  # the plan is made here
     decision = rt.decisions()[-1]
     if decision.choice is None:
         raise SystemExit(f"no tuned config for {name}: {decision.reason}")
-    spec = find_spec("attention", decision.arch)
+    spec = find_spec(kernel, decision.arch)
     target = Target.documented(decision.arch)
     source = spec.render(decision.choice.config, decision.problem)
-    cubin = backend_for(target).compile(source, target).path
-    out = torch.empty_like(q)
-    seam = load("cuda", Path(cubin), source, 4, q.device.index)
-    buffers = [q, k, v, out]
+    cubin = backend_for(target).compile(source, target).path  # the compile cache's, as the runtime's
+    names = ("q", "k", "v", "out") if kernel == "attention" else ("a", "b", "out")
+    launcher = Kernel(cubin, source, names, inputs[0].device.index)
+    out = torch.empty_like(ours)
+    buffers = [*inputs, out]
     stream = torch.cuda.current_stream().cuda_stream
-    worker_launch = launcher(cubin, source, {"q": q, "k": k, "v": v}, out)
-    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
-    calls = {
-        "driver": driver_launch(seam, buffers, stream),
-        "direct": lambda: seam(buffers, stream),
-        "direct+alloc": lambda: seam([q, k, v, torch.empty_like(q)], stream),
-        "worker": worker_launch,
-        "runtime": lambda: rt.attention(q, k, v, causal, max_error=MAX_ERROR),
-        "op": lambda: torch.ops.tuner.attention(q, k, v, causal, MAX_ERROR),
-        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-    }
+    calls = {"driver": driver_launch(launcher, buffers, stream),
+             "launcher": lambda: launcher.launch(buffers, stream),
+             "launcher+alloc": lambda: launcher.launch([*inputs, torch.empty_like(out)], stream), **calls}
     with torch.no_grad():
-        timings = {label: burst(call) for label, call in calls.items()}
-        seam(buffers, stream)
+        timings = {label: burst(calls[label]) for label in VARIANTS}
+        launcher.launch(buffers, stream)
         torch.cuda.synchronize()
-    return {"shape": dict(zip("BHSD", (batch, heads, length, dim), strict=True), causal=causal, dtype="fp16"),
-            "config": decision.choice.config, "tuned_problem": decision.choice.tuned_problem,
-            "exact": decision.choice.exact, "origin": decision.choice.origin,
-            "rel_l2_runtime": _rel(ours, reference), "rel_l2_direct": _rel(out, reference),
-            "timings": timings,
-            "overhead_us": timings["runtime"]["host_us"] - timings["driver"]["host_us"],
-            "overhead_op_us": timings["op"]["host_us"] - timings["driver"]["host_us"]}
+    floor = timings["driver"]["host_us"]
+    return {"kernel": kernel, "problem": decision.problem, "config": decision.choice.config,
+            "tuned_problem": decision.choice.tuned_problem, "exact": decision.choice.exact,
+            "origin": decision.choice.origin, "grid": launcher.grid, "cluster": list(source.cluster),
+            "tensor_maps": len(source.tensor_maps),
+            "rel_l2_runtime": _rel(ours, reference), "rel_l2_direct": _rel(out, reference), "timings": timings,
+            "overhead_us": timings["runtime"]["host_us"] - floor,
+            "overhead_op_us": timings["op"]["host_us"] - floor,
+            "allocation_us": timings["launcher+alloc"]["host_us"] - timings["launcher"]["host_us"],
+            "overhead_over_alloc_us": timings["runtime"]["host_us"] - timings["launcher+alloc"]["host_us"]
+            + timings["launcher"]["host_us"] - floor}
 
 
-def driver_launch(seam: Any, buffers: list[torch.Tensor], stream: int) -> Callable[[], None]:
-    """The bare driver call on the seam's packed arguments: cuLaunchKernel and nothing else."""
-    seam._slots[:] = [b.data_ptr() for b in buffers]
-    function, geometry, argv, driver = seam._function, seam._geometry, seam._argv_address, seam._driver
-    return lambda: driver.cuLaunchKernel(function, *geometry, stream, argv, 0)
+def driver_launch(launcher: Kernel, buffers: list[torch.Tensor], stream: int) -> Callable[[], Any]:
+    """The bare driver call on the launcher's packed arguments: nothing else."""
+    from cuda.bindings import driver
+
+    function, arguments, source = launcher.function, launcher.arguments(buffers), launcher.source
+    if tuple(source.cluster) != (1, 1, 1):
+        config = launcher.config(stream)
+        return lambda: driver.cuLaunchKernelEx(config, function, arguments, 0)
+    geometry = (*launcher.grid, *source.block, source.shared_bytes)
+    return lambda: driver.cuLaunchKernel(function, *geometry, stream, arguments, 0)
 
 
 def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -166,7 +191,7 @@ def block_forward(name: str) -> dict[str, Any]:
             forward = block if mode == "eager" else torch.compile(block, fullgraph=True)
             with torch.no_grad():
                 outputs[attend_name, mode] = forward(x)
-                timing = burst(lambda forward=forward: forward(x), n=50, bursts=30)
+                timing = burst(lambda forward=forward: forward(x), n=50, bursts=10)
             results[f"{attend_name}_{mode}_us"] = timing["wall_us"]
             results[f"{attend_name}_{mode}_host_us"] = timing["host_us"]
     results["rel_l2_runtime_vs_sdpa"] = _rel(outputs["runtime", "eager"], outputs["sdpa", "eager"].float())
@@ -179,16 +204,19 @@ def markdown(document: dict[str, Any]) -> str:
              f"{document['date']}; torch {document['environment'].get('torch')}, driver "
              f"{document['environment'].get('driver')}; bursts of {BURST} calls, median of {BURSTS}.",
              "", "## Launch overhead per call (µs)", "",
-             "| shape | config from | driver | direct | direct+alloc | worker | runtime | op | sdpa "
-             "| runtime − driver | op − driver |", "|" + " --- |" * 11]
+             "| case | config from | " + " | ".join(VARIANTS)
+             + " | **runtime − driver** | op − driver | allocation | runtime − driver − allocation |",
+             "|" + " --- |" * (len(VARIANTS) + 6)]
     for name, row in document["launch"].items():
         t = row["timings"]
         source = "exact" if row["exact"] else f"nearest {row['tuned_problem']}"
         cells = [f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in VARIANTS]
-        lines.append(f"| {name} {row['shape']} | {source} | " + " | ".join(cells)
-                     + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} |")
+        lines.append(f"| {name} {row['problem']} | {source} | " + " | ".join(cells)
+                     + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} | {row['allocation_us']:.2f} "
+                     f"| {row['overhead_over_alloc_us']:.2f} |")
     lines += ["", "Host time to enqueue one call; in parentheses the time per call until the GPU has "
-              "finished the burst.", "", "## Transformer block forward (µs per forward)", "",
+              "finished the burst. allocation: launcher+alloc − launcher (a fresh output and the free of "
+              "the last).", "", "## Transformer block forward (µs per forward)", "",
               "| block | sdpa eager | runtime eager | sdpa compiled | runtime compiled | rel. L2 runtime vs sdpa |",
               "| --- | --- | --- | --- | --- | --- |"]
     for name, row in document["block"].items():
@@ -201,13 +229,16 @@ def markdown(document: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, help="tuning database URL (attention studies for sm_90a)")
+    parser.add_argument("--gemm-db", required=True, help="tuning database URL (GEMM studies for sm_90a)")
     parser.add_argument("--out", default="bench/results", help="folder for runtime_overhead.{json,md}")
     args = parser.parse_args()
-    Store.open(args.db, create=False).close()  # at this tuner's schema: the runtime opens it read-only
+    for url in (args.db, args.gemm_db):
+        Store.open(url, create=False).close()  # at this tuner's schema: the runtime opens it read-only
+    launch = {name: launch_overhead(name, args.gemm_db if CASES[name][0] == "gemm" else args.db)
+              for name in CASES}
     rt.configure(db=args.db)
     document = {"date": datetime.now(timezone.utc).isoformat(), "environment": environment(),
-                "burst": BURST, "bursts": BURSTS, "max_error": MAX_ERROR,
-                "launch": {name: launch_overhead(name) for name in SHAPES},
+                "burst": BURST, "bursts": BURSTS, "max_error": MAX_ERROR, "launch": launch,
                 "block": {name: block_forward(name) for name in BLOCKS}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,24 @@
-"""Loading a cubin and launching it through the CUDA driver (``cuda-bindings``), on torch's stream.
+"""Loading a cubin and launching its kernel through the CUDA driver (``cuda-bindings``): the one
+CUDA launcher, used by the measuring workers and by :mod:`tuner.runtime`.
 
-One launcher for every CUDA template: plain pointer-and-scalar kernels, and Hopper kernels that
-take TMA tensor maps by value (built here with ``cuTensorMapEncodeTiled`` from the launch's
-buffers) and run in thread-block clusters (``cuLaunchKernelEx`` with a cluster-dimension
-attribute). Kernels run on torch's current stream, so torch's events and allocations order
-correctly around them. Imported only where a GPU is used.
+Every CUDA template launches here: plain pointer-and-scalar kernels, and Hopper kernels that take
+TMA tensor maps by value (built with ``cuTensorMapEncodeTiled`` from the launch's buffers), run in
+thread-block clusters (a cluster-dimension attribute of ``cuLaunchKernelEx``) and, when
+persistent, start no more blocks than the device holds at once. A :class:`Kernel` does the work
+once: the module loaded into the GPU's primary context (the one torch uses), the launch
+configuration, and the argument block of each set of buffers it is given (tensor maps, addresses,
+scalars), kept, so a launch on buffers seen before (the caching allocator hands the same
+addresses back) is a dict lookup and the driver call. Launches go to the stream the caller
+passes (torch's current one), so they order with torch's work and are captured into CUDA
+graphs. Imports no compiler: an exported bundle's cubins run where no toolkit is installed.
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Mapping
-from functools import lru_cache
+import threading
+from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ _DEFAULT_DYNAMIC_SHARED = 48 * 1024
 _SCALAR_TYPES = {"int32": ctypes.c_int32, "int64": ctypes.c_int64, "float32": ctypes.c_float,
                  "float64": ctypes.c_double}
 _TENSOR_MAP_BYTES = 128
+_TMA_ALIGN = 16  # bytes: a tensor map's global address and strides are multiples of this
 _SWIZZLE = {0: "CU_TENSOR_MAP_SWIZZLE_NONE", 32: "CU_TENSOR_MAP_SWIZZLE_32B", 64: "CU_TENSOR_MAP_SWIZZLE_64B",
             128: "CU_TENSOR_MAP_SWIZZLE_128B"}
 _L2_PROMOTION = {0: "CU_TENSOR_MAP_L2_PROMOTION_NONE", 64: "CU_TENSOR_MAP_L2_PROMOTION_L2_64B",
@@ -32,6 +40,11 @@ _OOB_FILL = {"zero": "CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE", "nan": "CU_TENSOR_MAP_
 # torch dtype name -> tensor-map element type
 _ELEMENT = {"float16": "FLOAT16", "bfloat16": "BFLOAT16", "float32": "FLOAT32", "float64": "FLOAT64",
             "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "int8": "UINT8"}
+# Argument blocks (one per set of buffer addresses) and launch configurations (one per stream) a
+# Kernel keeps; beyond these the oldest goes.
+_KEPT = 64
+_SUCCESS = driver.CUresult.CUDA_SUCCESS
+_NO_CONTEXT = driver.CUresult.CUDA_ERROR_INVALID_CONTEXT
 
 
 class CudaDriverError(RuntimeError):
@@ -41,17 +54,26 @@ class CudaDriverError(RuntimeError):
 def check(result: tuple[Any, ...]) -> Any:
     """The value(s) of a cuda-bindings call, or CudaDriverError with the driver's error name."""
     error, *values = result
-    if error != driver.CUresult.CUDA_SUCCESS:
+    if error != _SUCCESS:
         _, name = driver.cuGetErrorName(error)
         raise CudaDriverError(name.decode() if isinstance(name, bytes) else str(error))
+    if not values:
+        return None
     return values[0] if len(values) == 1 else tuple(values)
 
 
-@lru_cache(maxsize=64)
-def _function(cubin: str, entry: str, shared_bytes: int) -> Any:
+@cache
+def primary_context(device_index: int) -> Any:
+    """The primary context of a GPU: the one the CUDA runtime, and so torch, works in."""
     check(driver.cuInit(0))
-    image = Path(cubin).read_bytes()
-    module = check(driver.cuModuleLoadData(image))
+    return check(driver.cuDevicePrimaryCtxRetain(check(driver.cuDeviceGet(device_index))))
+
+
+@cache
+def _function(cubin: str, entry: str, shared_bytes: int, device_index: int) -> Any:
+    """The kernel ``entry`` of a cubin file, loaded once into the GPU's primary context (current
+    while the caller holds it); its module stays loaded for the process."""
+    module = check(driver.cuModuleLoadData(Path(cubin).read_bytes()))
     function = check(driver.cuModuleGetFunction(module, entry.encode()))
     if shared_bytes > _DEFAULT_DYNAMIC_SHARED:
         attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
@@ -59,21 +81,38 @@ def _function(cubin: str, entry: str, shared_bytes: int) -> Any:
     return function
 
 
+def device_limits(device_index: int) -> dict[str, int]:
+    """A GPU's limits as templates' ``check`` reads them, from the driver."""
+    check(driver.cuInit(0))
+    device = check(driver.cuDeviceGet(device_index))
+    names = {"max_shared_bytes": "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN",
+             "max_shared_bytes_per_sm": "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR",
+             "max_threads_per_block": "MAX_THREADS_PER_BLOCK", "sm_count": "MULTIPROCESSOR_COUNT"}
+    return {key: check(driver.cuDeviceGetAttribute(getattr(driver.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}"),
+                                                   device))
+            for key, name in names.items()}
+
+
 def encode_tensor_map(spec: TensorMap, tensor: Any) -> ctypes.Array:
-    """The 128 bytes of a CUtensorMap over ``tensor`` (last dimension contiguous) tiled by ``spec``."""
+    """The 128 bytes of a CUtensorMap over ``tensor`` (last dimension contiguous) tiled by ``spec``.
+    ValueError for a buffer TMA cannot read (layout or alignment)."""
     rank = tensor.dim()
     if len(spec.box) != rank:
         raise ValueError(f"tensor map over {spec.buffer!r}: a box of rank {len(spec.box)} for a {rank}-d buffer")
     if tensor.stride(-1) != 1:
         raise ValueError(f"tensor map over {spec.buffer!r}: its last dimension must be contiguous")
     size = tensor.element_size()
+    strides = [tensor.stride(d) * size for d in reversed(range(rank - 1))]
+    if tensor.data_ptr() % _TMA_ALIGN or any(stride % _TMA_ALIGN for stride in strides):
+        raise ValueError(f"tensor map over {spec.buffer!r}: its address and row strides must be multiples of "
+                         f"{_TMA_ALIGN} bytes")
     dims = [driver.cuuint64_t(tensor.shape[d]) for d in reversed(range(rank))]
-    strides = [driver.cuuint64_t(tensor.stride(d) * size) for d in reversed(range(rank - 1))]
     dtype = str(tensor.dtype).removeprefix("torch.")
     element = getattr(driver.CUtensorMapDataType, "CU_TENSOR_MAP_DATA_TYPE_" + _ELEMENT[dtype])
     tensor_map = check(driver.cuTensorMapEncodeTiled(
-        element, rank, tensor.data_ptr(), dims, strides, [driver.cuuint32_t(b) for b in spec.box],
-        [driver.cuuint32_t(1)] * rank, driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        element, rank, tensor.data_ptr(), dims, [driver.cuuint64_t(s) for s in strides],
+        [driver.cuuint32_t(b) for b in spec.box], [driver.cuuint32_t(1)] * rank,
+        driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
         getattr(driver.CUtensorMapSwizzle, _SWIZZLE[spec.swizzle]),
         getattr(driver.CUtensorMapL2promotion, _L2_PROMOTION[spec.l2_promotion]),
         getattr(driver.CUtensorMapFloatOOBfill, _OOB_FILL[spec.oob_fill])))
@@ -82,10 +121,10 @@ def encode_tensor_map(spec: TensorMap, tensor: Any) -> ctypes.Array:
     return raw
 
 
-def _config(source: Source, function: Any, stream: Any) -> Any:
-    """The launch configuration: geometry, stream and cluster dims, the grid clamped to what fits
-    the device at once when the kernel is persistent."""
+def _launch_config(source: Source, grid: Sequence[int], stream: int) -> Any:
+    """A launch configuration: geometry, shared memory, stream and cluster dims."""
     config = driver.CUlaunchConfig()
+    config.gridDimX, config.gridDimY, config.gridDimZ = grid
     config.blockDimX, config.blockDimY, config.blockDimZ = source.block
     config.sharedMemBytes = source.shared_bytes
     config.hStream = stream
@@ -96,19 +135,14 @@ def _config(source: Source, function: Any, stream: Any) -> Any:
         attribute.value.clusterDim.x, attribute.value.clusterDim.y, attribute.value.clusterDim.z = cluster
         config.attrs = [attribute]
         config.numAttrs = 1
-    grid = list(source.grid)
-    if source.persistent:
-        grid[0] = min(grid[0], resident_blocks(function, config, source))
-    config.gridDimX, config.gridDimY, config.gridDimZ = grid
     return config
 
 
-def resident_blocks(function: Any, config: Any, source: Source) -> int:
+def resident_blocks(function: Any, source: Source) -> int:
     """How many blocks of this launch the device holds at once (whole clusters of them)."""
     size = source.cluster[0] * source.cluster[1] * source.cluster[2]
     if size > 1:
-        config.gridDimX, config.gridDimY, config.gridDimZ = source.grid
-        return check(driver.cuOccupancyMaxActiveClusters(function, config)) * size
+        return check(driver.cuOccupancyMaxActiveClusters(function, _launch_config(source, source.grid, 0))) * size
     per_sm = check(driver.cuOccupancyMaxActiveBlocksPerMultiprocessor(
         function, source.block[0] * source.block[1] * source.block[2], source.shared_bytes))
     device = check(driver.cuCtxGetDevice())
@@ -116,37 +150,140 @@ def resident_blocks(function: Any, config: Any, source: Source) -> int:
     return per_sm * sms
 
 
-class Launch:
-    """Launches one kernel on fixed arguments, packed once, so a timed launch costs the host little;
-    refresh inputs in place (``copy_``) to keep them valid. Raises CudaDriverError when it fails."""
+class Kernel:
+    """The kernel of one cubin for one rendered :class:`Source`, on one GPU, ready to launch on
+    buffers (torch tensors in the kernel's order: inputs, then ``out``, named by ``names`` for
+    the tensor maps) of the shapes it was rendered for: ``entry(*tensor maps, *buffers, *scalars)``.
 
-    def __init__(self, function: Any, config: Any, values: list[Any]) -> None:
-        self._function, self._config, self._values = function, config, values  # values own the storage
-        self._pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(value) for value in values))
-        self._address = ctypes.addressof(self._pointers)
+    Thread-safe: the argument blocks and configurations it keeps never change once made (the
+    driver copies arguments at launch); making one takes a lock. Raises CudaDriverError for a
+    module that does not load or a launch the driver refuses, ValueError for a buffer a tensor
+    map cannot carry (its layout, or an address TMA cannot read)."""
+
+    def __init__(self, cubin: str | Path, source: Source, names: Sequence[str], device_index: int):
+        import torch
+
+        self.source, self.device_index = source, device_index
+        self._current_device = torch._C._cuda_getDevice
+        self._address = torch.Tensor.data_ptr  # mapped over the buffers with no Python frame
+        self._context = primary_context(device_index)
+        with _Pushed(self._context):
+            self._function = _function(str(cubin), source.entry, source.shared_bytes, device_index)
+            grid = list(source.grid)
+            if source.persistent:
+                grid[0] = min(grid[0], resident_blocks(self._function, source))
+        self.grid: tuple[int, int, int] = (grid[0], grid[1], grid[2])
+        names = list(names)
+        missing = [m.buffer for m in source.tensor_maps if m.buffer not in names]
+        if missing:
+            raise ValueError(f"tensor map over {missing[0]!r}: no launch buffer of that name")
+        self._maps = [(m, names.index(m.buffer)) for m in source.tensor_maps]
+        self._scalars = [_SCALAR_TYPES[kind](value) for kind, value in source.scalars]
+        self._arguments: dict[tuple[Any, ...], tuple[int, list[Any]]] = {}
+        self._configs: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, buffers: Sequence[Any], stream: int) -> None:
+        """Enqueues one launch on ``buffers`` on ``stream`` (a raw ``cudaStream_t``); returns at
+        once, without synchronizing. The buffers must stay alive until it returns."""
+        key = tuple(map(self._address, buffers))
+        if self._maps:  # a tensor map holds its buffer's strides too
+            key += tuple([buffers[i].stride() for _, i in self._maps])
+        arguments = self._arguments.get(key)
+        if arguments is None:
+            arguments = self._pack(key, buffers)
+        config = self._configs.get(stream)
+        if config is None:
+            config = self._configure(stream)
+        if self._current_device() != self.device_index:  # torch works on another GPU in this thread
+            with _Pushed(self._context):
+                check(driver.cuLaunchKernelEx(config, self._function, arguments[0], 0))
+            return
+        error = driver.cuLaunchKernelEx(config, self._function, arguments[0], 0)[0]
+        if error != _SUCCESS:
+            self._failed(error, config, arguments[0])
+
+    def arguments(self, buffers: Sequence[Any]) -> int:
+        """The address of the packed argument block for ``buffers`` (made now if new)."""
+        key = tuple(map(self._address, buffers)) + tuple([buffers[i].stride() for _, i in self._maps])
+        arguments = self._arguments.get(key)
+        return (arguments or self._pack(key, buffers))[0]
+
+    def config(self, stream: int) -> Any:
+        """The launch configuration (a ``CUlaunchConfig``) on ``stream``."""
+        config = self._configs.get(stream)
+        return config if config is not None else self._configure(stream)
 
     @property
-    def grid(self) -> tuple[int, int, int]:
-        return self._config.gridDimX, self._config.gridDimY, self._config.gridDimZ
+    def function(self) -> Any:
+        return self._function
+
+    def _pack(self, key: tuple[Any, ...], buffers: Sequence[Any]) -> tuple[int, list[Any]]:
+        values: list[Any] = [encode_tensor_map(spec, buffers[i]) for spec, i in self._maps]
+        values += [ctypes.c_void_p(buffer.data_ptr()) for buffer in buffers]
+        values += self._scalars
+        pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(value) for value in values))
+        values.append(pointers)  # the block owns its storage
+        arguments = (ctypes.addressof(pointers), values)
+        with self._lock:
+            _keep(self._arguments, key, arguments)
+        return arguments
+
+    def _configure(self, stream: int) -> Any:
+        config = _launch_config(self.source, self.grid, stream)
+        with self._lock:
+            _keep(self._configs, stream, config)
+        return config
+
+    def _failed(self, error: Any, config: Any, arguments: int) -> None:
+        if error == _NO_CONTEXT:  # a thread that has used no GPU yet: bind it to ours, as torch would
+            check(driver.cuCtxSetCurrent(self._context))
+            check(driver.cuLaunchKernelEx(config, self._function, arguments, 0))
+            return
+        check((error,))
+
+
+class _Pushed:
+    """The context made current for a block, and the caller's given back after it."""
+
+    def __init__(self, context: Any):
+        self._context = context
+
+    def __enter__(self) -> None:
+        check(driver.cuCtxPushCurrent(self._context))
+
+    def __exit__(self, *exc: object) -> None:
+        driver.cuCtxPopCurrent()
+
+
+def _keep(kept: dict[Any, Any], key: Any, value: Any) -> None:
+    """Stores ``value`` under ``key``, the oldest entry dropped beyond _KEPT (caller holds the lock)."""
+    if len(kept) >= _KEPT:
+        del kept[next(iter(kept))]
+    kept[key] = value
+
+
+class Launch:
+    """Launches one kernel on fixed buffers on a fixed stream, packed once, so a timed launch
+    costs the host little; refresh inputs in place (``copy_``) to keep them valid. Raises
+    CudaDriverError when it fails."""
+
+    def __init__(self, kernel: Kernel, buffers: Sequence[Any], stream: int) -> None:
+        self._buffers = list(buffers)  # keeps the tensors alive for the block's addresses
+        self._config = kernel.config(stream)
+        self._function, self._arguments = kernel.function, kernel.arguments(self._buffers)
+        self.grid = kernel.grid
 
     def __call__(self) -> None:
-        check(driver.cuLaunchKernelEx(self._config, self._function, self._address, 0))
+        check(driver.cuLaunchKernelEx(self._config, self._function, self._arguments, 0))
 
 
 def launcher(cubin: str, source: Source, inputs: Mapping[str, Any], out: Any) -> Launch:
     """The kernel of ``cubin`` on ``inputs`` (torch tensors by name) and ``out``, on torch's current
-    stream: ``entry(*tensor maps, *inputs, out, *scalars)``. Raises CudaDriverError for a module
-    that does not load, ValueError for a tensor map its buffer cannot carry."""
+    stream and device: ``entry(*tensor maps, *inputs, out, *scalars)``. Raises CudaDriverError for
+    a module that does not load, ValueError for a tensor map its buffer cannot carry."""
     import torch
 
-    function = _function(cubin, source.entry, source.shared_bytes)
-    buffers = {**inputs, "out": out}
-    values: list[Any] = []
-    for tensor_map in source.tensor_maps:
-        if tensor_map.buffer not in buffers:
-            raise ValueError(f"tensor map over {tensor_map.buffer!r}: no launch buffer of that name")
-        values.append(encode_tensor_map(tensor_map, buffers[tensor_map.buffer]))
-    values += [ctypes.c_void_p(buffer.data_ptr()) for buffer in buffers.values()]
-    values += [_SCALAR_TYPES[kind](value) for kind, value in source.scalars]
-    return Launch(function, _config(source, function, driver.CUstream(torch.cuda.current_stream().cuda_stream)),
-                  values)
+    names = [*inputs, "out"]
+    kernel = Kernel(cubin, source, names, torch.cuda.current_device())
+    return Launch(kernel, [*inputs.values(), out], torch.cuda.current_stream().cuda_stream)

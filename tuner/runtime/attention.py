@@ -32,7 +32,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     (relative L2; None: any config that passed the template's own bound when tuned)."""
     if ops.needs_grad(q, k, v):
         return _sdpa(q, k, v, causal)
-    if ops.eager(q):
+    if ops.eager(q):  # a plain call: the implementation itself, no dispatcher
         return _attention(q, k, v, causal, max_error)
     return torch.ops.tuner.attention(q, k, v, causal, max_error)
 
@@ -84,8 +84,8 @@ def _request(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
     computes = spec.output_spec(problem).dtype
     if str(q.dtype).removeprefix("torch.") != computes:
         raise NoAnswer(f"the {spec.backend} template computes {computes}, not {q.dtype}")
-    return Request(spec=spec, problem=problem, device=q.device, max_error=max_error, inputs=3,
-                   fallback=FALLBACK)
+    return Request(spec=spec, problem=problem, device=q.device, max_error=max_error,
+                   inputs=("q", "k", "v"), fallback=FALLBACK, like_first=True)
 
 
 ops.define("attention(Tensor q, Tensor k, Tensor v, bool causal=False, float? max_error=None) -> Tensor",

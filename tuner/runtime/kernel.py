@@ -69,7 +69,7 @@ def _kernel(template: str, problem: str, inputs: list[torch.Tensor],
         plan = runtime.plan(key, lambda: _request(template, problem, inputs, max_error),
                             kernel=load_spec_file(template).name)
     if isinstance(plan, Tuned):
-        return plan(inputs)
+        return plan(tuple(inputs))
     runtime.missing(key, plan)
     raise NotTuned(f"{plan.decision.kernel}: {plan.decision.reason}")
 
@@ -88,14 +88,15 @@ def _request(template: str, problem_text: str, inputs: Sequence[torch.Tensor],
     if backend_of(device) != spec.backend:
         raise ValueError(f"template {spec.name} runs on the {spec.backend} backend; the inputs "
                          f"are on {device}")
-    expected = [(tuple(a.shape), _dtype_name(a.dtype))
-                for a in spec.make_inputs(problem, np.random.default_rng(0)).values()]
+    drawn = spec.make_inputs(problem, np.random.default_rng(0))
+    expected = [(tuple(a.shape), _dtype_name(a.dtype)) for a in drawn.values()]
     given = [(tuple(t.shape), _dtype_name(t.dtype)) for t in inputs]
     if given != expected or any(t.device != device for t in inputs):
         raise ValueError(f"for {problem} the template takes inputs (shape, dtype) {expected} on "
                          f"one device; got {given}")
-    return Request(spec=spec, problem=problem, device=device, max_error=max_error,
-                   inputs=len(inputs), template=template)
+    out = spec.output_spec(problem)
+    return Request(spec=spec, problem=problem, device=device, max_error=max_error, inputs=tuple(drawn),
+                   template=template, like_first=(tuple(out.shape), out.dtype) == expected[0])
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -28,7 +28,7 @@ from tuner.kernel_templates import KernelSpec, Target
 
 from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
 from .devices import arch_of, stream_of, target_of
-from .launch import Launcher, LaunchError, load
+from .launch import Launch, LaunchError, load
 
 if TYPE_CHECKING:
     from .tuning import Tuning
@@ -54,9 +54,11 @@ class Request:
     problem: dict[str, Any]
     device: torch.device
     max_error: float | None
-    inputs: int  # input buffers; the output buffer follows them
+    inputs: tuple[str, ...]  # the input buffers' names (make_inputs'); the output ("out") follows them
     fallback: str | None = None
     template: str | None = None
+    dense: bool = True  # the kernel reads dense inputs (strided ones are copied first)
+    like_first: bool = False  # the output has the first input's shape and dtype
 
 
 @dataclass(frozen=True)
@@ -74,23 +76,31 @@ class Decision:
 
 
 class Tuned:
-    """A loaded kernel for one call shape: allocates the output and launches."""
+    """A loaded kernel for one call shape: allocates the output and launches. Everything but the
+    output, the addresses and the stream was settled when the plan was made."""
 
-    __slots__ = ("decision", "_launcher", "_shape", "_dtype", "_device", "_stream")
+    __slots__ = ("decision", "_launch", "_shape", "_dtype", "_device", "_stream", "_dense", "_like")
 
-    def __init__(self, decision: Decision, launcher: Launcher, shape: tuple[int, ...],
-                 dtype: torch.dtype, device: torch.device):
-        self.decision, self._launcher = decision, launcher
+    def __init__(self, decision: Decision, launch: Launch, shape: tuple[int, ...], dtype: torch.dtype,
+                 device: torch.device, *, dense: bool = True, like_first: bool = False):
+        self.decision, self._launch = decision, launch
         self._shape, self._dtype, self._device = shape, dtype, device
         self._stream = stream_of(device)
+        self._dense, self._like = dense, dense and like_first
 
-    def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
         # their memory goes back to the allocator on this stream, behind the kernel.
-        out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
-        buffers = [t if t.is_contiguous() else t.contiguous() for t in inputs]
-        buffers.append(out)
-        self._launcher(buffers, self._stream())
+        if self._dense:
+            for tensor in inputs:
+                if not tensor.is_contiguous():
+                    inputs = tuple([t.contiguous() for t in inputs])
+                    break
+        if self._like:  # dense like the input: empty_like is the cheaper allocation
+            out = torch.empty_like(inputs[0])
+        else:
+            out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
+        self._launch((*inputs, out), self._stream())
         return out
 
 
@@ -179,9 +189,10 @@ class Runtime:
             raise NoAnswer(reason)
         source = spec.render(choice.config, problem)
         path = self.answers.binary(spec, source, target)
-        launcher = load(spec.backend, path, source, asked.inputs + 1, asked.device.index or 0)
+        launch = load(spec.backend, path, source, (*asked.inputs, "out"), asked.device.index or 0)
         out = spec.output_spec(problem)
-        return Tuned(decision, launcher, tuple(out.shape), getattr(torch, out.dtype), asked.device)
+        return Tuned(decision, launch, tuple(out.shape), getattr(torch, out.dtype), asked.device,
+                     dense=asked.dense, like_first=asked.like_first)
 
     def _missing(self, asked: Request, decision: Decision, *, untuned: bool) -> Missing:
         tuning = None
