@@ -270,6 +270,7 @@ class Launch:
 
     def __init__(self, kernel: Kernel, buffers: Sequence[Any], stream: int) -> None:
         self._buffers = list(buffers)  # keeps the tensors alive for the block's addresses
+        self._kernel = kernel  # keeps the module's function and the argument block's storage alive
         self._config = kernel.config(stream)
         self._function, self._arguments = kernel.function, kernel.arguments(self._buffers)
         self.grid = kernel.grid
