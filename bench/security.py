@@ -36,18 +36,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # the tests' fixtures; appended, so the installed tuner stays first
 
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from tuner.api import Settings, create_app
+from tuner.db import Store
+from tuner.kernel_templates import Source
+from tuner.workers import Job, SpecRef, Status, TimingPolicy
 
-from tests.api.conftest import PROBLEM, fill, record  # noqa: E402
-from tests.api.test_best_freshness import plant, truth  # noqa: E402
-from tests.api.test_reading_runs_no_code import every_get, planted_template  # noqa: E402
-from tuner.api import Settings, create_app  # noqa: E402
-from tuner.cli import main as cli  # noqa: E402
-from tuner.db import Store  # noqa: E402
-from tuner.kernel_templates import Source  # noqa: E402
-from tuner.service import Service  # noqa: E402
-from tuner.workers import Job, SpecRef, Status, TimingPolicy  # noqa: E402
+from tests.api.conftest import PROBLEM, fill, record
+from tests.api.test_best_freshness import plant, truth
+from tests.api.test_reading_runs_no_code import every_get, planted_template
+from tuner.cli import main as cli
+from tuner.service import Service
 
 PG_SERVER = os.environ.get("TUNER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BEST = "/api/v1/best?kernel=attention&arch=cpu"
@@ -156,7 +156,7 @@ def run_cli(args: list[str]) -> dict[str, Any]:
             code = cli(args)
         except SystemExit as exc:  # what the issue saw for a template calling sys.exit(3)
             code = f"SystemExit({exc.code})"
-        except BaseException as exc:  # a traceback, as the issue saw
+        except Exception as exc:  # noqa: BLE001 -- recorded: a traceback, as the issue saw
             code = f"raised {type(exc).__name__}"
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     return {"args": " ".join(a if len(a) < 40 else a[:20] + f"...({len(a)} chars)" for a in args),
@@ -237,9 +237,9 @@ def measuring_process(count: int) -> dict[str, Any]:
 
 
 def documents_under_token(tmp: Path) -> dict[str, int]:
-    with Store.open(f"sqlite:///{tmp / 'token.db'}") as store:
-        with TestClient(create_app(lambda: Service(store), Settings(token="s3cret"))) as client:
-            return {path: client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")}
+    with (Store.open(f"sqlite:///{tmp / 'token.db'}") as store,
+          TestClient(create_app(lambda: Service(store), Settings(token="s3cret"))) as client):
+        return {path: client.get(path).status_code for path in ("/docs", "/redoc", "/openapi.json")}
 
 
 @contextlib.contextmanager

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tuner.workers.processes import descendants, still_running
 
 from tuner.pareto import non_dominated
-from tuner.workers.processes import descendants, still_running
 
 LIMIT_S = 5.0
 PHASES = ("starting", "tuning")
@@ -179,16 +179,16 @@ def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str
     within = s["within_5s_by_phase"]
     lines = [
         "# Ctrl-C at random moments (bench/sigint.py)", "",
-        f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
-        f"{meta['load_after']} after; `{meta['command']}`.", "",
-        f"{s['trials']} runs of `tuner run --arch cpu --shape {SHAPE}` (one SQLite study, each "
+        (f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
+        f"{meta['load_after']} after; `{meta['command']}`."), "",
+        (f"{s['trials']} runs of `tuner run --arch cpu --shape {SHAPE}` (one SQLite study, each "
         f"run resuming it), each sent SIGINT to its process group, as a terminal's Ctrl-C: "
         f"{phases['starting']} while starting (0.5-12 s after launch: imports, Ray, the "
         f"database), {phases['tuning']} while tuning (0-8 s after the run stored its first "
-        f"trial); {s['double_sigint']} got a second SIGINT 0.2-1 s after the first.", "",
+        f"trial); {s['double_sigint']} got a second SIGINT 0.2-1 s after the first."), "",
         "| measure | result |", "| --- | --- |",
-        f"| runs that ended within {LIMIT_S:.0f} s of the first SIGINT | {s['within_5s']} / {s['signalled']} "
-        f"(starting {within['starting']} / {phases['starting']}, tuning {within['tuning']} / {phases['tuning']}) |",
+        (f"| runs that ended within {LIMIT_S:.0f} s of the first SIGINT | {s['within_5s']} / {s['signalled']} "
+        f"(starting {within['starting']} / {phases['starting']}, tuning {within['tuning']} / {phases['tuning']}) |"),
         f"| seconds to exit: median, max | {s['exit_s_median']}, {s['exit_s_max']} |",
         f"| exit status 130 | {s['exit_130']} / {s['signalled']} |",
         f"| tracebacks printed | {s['tracebacks']} |",

@@ -19,6 +19,7 @@ server's memory from start to end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 PG_SERVER = os.environ.get("TUNER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TUNER = [sys.executable, "-m", "tuner"]
@@ -178,11 +180,9 @@ def main() -> None:
     server = None
     try:
         while True:  # the server needs a database with tuner tables and an answer to serve
-            try:
+            with contextlib.suppress(ProgrammingError, OperationalError):  # no tables yet
                 if stored_trials(engine):
                     break
-            except Exception:  # tables not made yet
-                pass
             if any(t.poll() is not None for t in tuners):
                 raise SystemExit(f"a tuner exited early: see {logs}")
             time.sleep(1)
@@ -272,12 +272,12 @@ def markdown(meta, s, final, memory, wrk_output) -> str:
     rss = s["server_rss_mb"]
     lines = [
         "# Soak: tuner serve under wrk while two tuners write (bench/soak.py)", "",
-        f"{meta['date']}, {meta['machine']}; `{meta['command']}`; load average "
-        f"{s['load_before']} before, {s['load_after']} after.", "",
-        f"Two `tuner run --arch cpu --sampler random` on one study of a fresh PostgreSQL database "
+        (f"{meta['date']}, {meta['machine']}; `{meta['command']}`; load average "
+        f"{s['load_before']} before, {s['load_after']} after."), "",
+        (f"Two `tuner run --arch cpu --sampler random` on one study of a fresh PostgreSQL database "
         f"(127.0.0.1), `tuner serve` on a loopback port, wrk at {s['connections']} connections for "
         f"{s['minutes']:g} minutes over {len(QUERIES)} /best queries, a checker asking each query "
-        f"every 0.2 s beside it.", "",
+        f"every 0.2 s beside it."), "",
         "| measure | result |", "| --- | --- |",
         f"| wrk requests (per second) | {s['requests']} ({s['requests_per_s']}) |",
         f"| wrk non-2xx responses, socket errors | {s['non_2xx']}, {s['socket_errors']} |",

@@ -34,7 +34,7 @@ class StopOnInterrupt:
         self._previous: Any = None
         self._installed = False
 
-    def __enter__(self) -> "StopOnInterrupt":
+    def __enter__(self) -> StopOnInterrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._installed = True

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 STUDY_NAME_MAX = 200
-STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,:=+@-]{0,%d}" % (STUDY_NAME_MAX - 1))
+STUDY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.,:=+@-]{{0,{STUDY_NAME_MAX - 1}}}")
 PARAM_NAME_MAX = 64
-PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}" % (PARAM_NAME_MAX - 1))
+PARAM_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{PARAM_NAME_MAX - 1}}}")
 # The same rules as patterns for request validation (FastAPI, JSON schema).
 STUDY_NAME_PATTERN = f"^{STUDY_NAME.pattern}$"
 PARAM_NAME_PATTERN = f"^{PARAM_NAME.pattern}$"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from tests.api.conftest import PROBLEM, record
 from tuner.api import Settings, create_app
 from tuner.db import Store
 from tuner.kernel_templates import find_spec, template_digest
-from tuner.service import Service
+
+from tests.api.conftest import PROBLEM, record
 from tuner.enums import Status
+from tuner.service import Service
 
 API = "/api/v1"
 
