@@ -77,8 +77,9 @@ def section(results: Path) -> str:
             f"{meta['load_after']} after): sigint.md has every run."), "",
             "| measure | before | now |", "| --- | --- | --- |",
             (f"| runs ended within 5 s of SIGINT to the process group | 11 of 12 (one hung 30 s) | "
-            f"{s['within_5s']} of {s['signalled']} (median {s['exit_s_median']} s, max "
-            f"{s['exit_s_max']} s) |"),
+             f"{s['within_5s']} of {s['signalled']} (while starting {s['within_5s_by_phase']['starting']}"
+             f" of {s['by_phase']['starting']}, while tuning {s['within_5s_by_phase']['tuning']} of "
+             f"{s['by_phase']['tuning']}; median {s['exit_s_median']} s, max {s['exit_s_max']} s) |"),
             (f"| exit status 130 | 11 of 12 (one exited 2, \"free disk space\") | {s['exit_130']} of "
             f"{s['signalled']} |"),
             (f"| tracebacks (a second Ctrl-C in {s['double_sigint']} runs) | Ray's exit handler's | "
@@ -86,7 +87,11 @@ def section(results: Path) -> str:
             f"| Optuna trials left RUNNING by the interrupted runs | 4 | {s['optuna_running_left']} |",
             (f"| databases failing SQLite's integrity check, stored fronts not the true front | - | "
             f"{s['trials'] - s['integrity_ok']}, {s['trials'] - s['front_ok']} |"),
-            f"| processes of a run left running 10 s after it exited | - | {s['processes_left']} |",
+            f"| processes of a run (Ray's) left running 30 s after it exited | - | {s['processes_left']} |",
+            "",
+            ("Runs over 5 s were signalled while Ray was starting, on a machine at the load average "
+             "above (2 cores, seven sessions' work): the start is cut short and the processes it had "
+             "started are stopped, which took that long there. sigint.md lists every run."),
             "",
         ]
     if soak:
