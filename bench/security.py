@@ -36,18 +36,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # the tests' fixtures; appended, so the installed tuner stays first
 
-from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from tuner.api import Settings, create_app
-from tuner.db import Store
-from tuner.kernel_templates import Source
-from tuner.workers import Job, SpecRef, Status, TimingPolicy
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
-from tests.api.conftest import PROBLEM, fill, record
-from tests.api.test_best_freshness import plant, truth
-from tests.api.test_reading_runs_no_code import every_get, planted_template
-from tuner.cli import main as cli
-from tuner.service import Service
+from tests.api.conftest import PROBLEM, fill, record  # noqa: E402
+from tests.api.test_best_freshness import plant, truth  # noqa: E402
+from tests.api.test_reading_runs_no_code import every_get, planted_template  # noqa: E402
+from tuner.api import Settings, create_app  # noqa: E402
+from tuner.cli import main as cli  # noqa: E402
+from tuner.db import Store  # noqa: E402
+from tuner.kernel_templates import Source  # noqa: E402
+from tuner.service import Service  # noqa: E402
+from tuner.workers import Job, SpecRef, Status, TimingPolicy  # noqa: E402
 
 PG_SERVER = os.environ.get("TUNER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BEST = "/api/v1/best?kernel=attention&arch=cpu"
@@ -189,9 +189,8 @@ def names_and_errors(tmp: Path) -> dict[str, Any]:
 
 
 def measuring_process(count: int) -> dict[str, Any]:
-    from tuner.workers import cpu
-
     from tests.test_cpu_backend import CPU, KERNELS, SIGNATURE, SPEC
+    from tuner.workers import cpu
 
     def rss_mb() -> float:
         for line in Path("/proc/self/status").read_text().splitlines():

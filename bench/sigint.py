@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tuner.workers.processes import descendants, still_running
 
 from tuner.pareto import non_dominated
+from tuner.workers.processes import descendants, still_running
 
 LIMIT_S = 5.0
 PHASES = ("starting", "tuning")
@@ -91,7 +91,7 @@ def check_database(path: Path, since: datetime) -> dict[str, Any]:
             seen.add(row[3])
             unique.append(row)
     points = np.array([[r[1], r[2]] for r in unique], dtype=np.float64).reshape(-1, 2)
-    expected = {r[0] for r, on in zip(unique, non_dominated(points)) if on}
+    expected = {r[0] for r, on in zip(unique, non_dominated(points), strict=True) if on}
     return {"integrity": integrity, "optuna_running": running, "complete_unstored": unstored,
             "front_ok": front == expected, "stored": stored}
 

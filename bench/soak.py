@@ -283,10 +283,12 @@ def markdown(meta, s, final, memory, wrk_output) -> str:
         f"| wrk non-2xx responses, socket errors | {s['non_2xx']}, {s['socket_errors']} |",
         f"| checker answers (non-200) | {s['checker_answers']} ({s['checker_non_200']}) |",
         f"| answers that moved to a new best during the soak | {s['answers_that_changed']} |",
-        f"| stale answers during the soak (a faster fitting trial stored > {RECHECK_S + MARGIN_S:g} s before) | {s['stale_during']} |",
+        f"| stale answers during the soak (a faster fitting trial stored > {RECHECK_S + MARGIN_S:g} s "
+        f"before) | {s['stale_during']} |",
         f"| answers equal to `tuner best` at the end | {s['final_same_as_tuner_best']} / {s['final_queries']} |",
         f"| trials stored (ok) by the two tuners | {s['trials_stored']} ({s['ok_trials']}) |",
-        f"| server resident memory: first sample, max, last (MB) | {rss['first']:.0f}, {rss['max']:.0f}, {rss['last']:.0f} |",
+        f"| server resident memory: first sample, max, last (MB) | {rss['first']:.0f}, {rss['max']:.0f}, "
+        f"{rss['last']:.0f} |",
         "", "Server memory every 5 s (seconds into the soak: MB):", "",
         ", ".join(f"{t:g}: {m:.0f}" for t, m in memory if m is not None), "",
         "wrk's report:", "", "```", wrk_output.strip(), "```", "",

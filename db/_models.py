@@ -11,8 +11,19 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, get_args, get_type_hints
 
-from sqlalchemy import (JSON, BigInteger, DateTime, Double, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, text)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 

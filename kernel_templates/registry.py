@@ -103,9 +103,9 @@ def load_spec_file(path: str) -> KernelSpec:
     spec = specs[0]
     if not getattr(spec, "name", None):
         raise SpecError(f"template file {path}: its KernelSpec subclass must set a `name`")
-    for param in (*spec.params, *spec.problem_params):
+    for name in [p.name for p in spec.params] + [p.name for p in spec.problem_params]:
         try:
-            check_param_name(param.name)
+            check_param_name(name)
         except ValueError as exc:
             raise SpecError(f"template file {path}: {exc}") from None
     return spec

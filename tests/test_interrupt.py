@@ -13,10 +13,9 @@ import subprocess
 import sys
 import time
 
-from sqlalchemy import Engine, event
-
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy import Engine, event
 
 from tuner.cli import main
 from tuner.db import Store, StoreError

@@ -7,9 +7,10 @@ flight) then wait on that lock, from the same process, for the whole busy timeou
 trials are being asked for, SIGINT only sets a flag that the loop reads about once a second,
 and the run stops there: its trials in flight are failed, its workers released, and the
 command exits 130. Every SIGINT after the first is ignored, whatever the phase (a second
-Ctrl-C used to land in Ray's exit handler, or in the cleanup of the first, and print a traceback). Before the loop starts (imports, Ray starting,
-the database opening) nothing is written that a later step could wait on, and SIGINT raises at
-once; it is also remembered, since a library may swallow the KeyboardInterrupt.
+Ctrl-C used to land in Ray's exit handler, or in the cleanup of the first, and print a
+traceback). Before the loop starts (imports, Ray starting, the database opening) nothing is
+written that a later step could wait on, and SIGINT raises at once; it is also remembered,
+since a library may swallow the KeyboardInterrupt.
 """
 
 from __future__ import annotations

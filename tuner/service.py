@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Hashable
 from typing import Any
 
 from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord

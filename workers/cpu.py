@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import _ctypes
+import ctypes
 import os
 import platform
 import shlex

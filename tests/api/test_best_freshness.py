@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import Connection
-from tuner.db import Store
-from tuner.db._models import Trial
 
 from tests.api.conftest import BASE_CONFIG, PROBLEM, fill
+from tuner.db import Store
+from tuner.db._models import Trial
 from tuner.service import Service
 
 BEST = "/api/v1/best?kernel=attention&arch=cpu"

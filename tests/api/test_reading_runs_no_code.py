@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tuner.api import Settings, create_app
-from tuner.db import Store
-from tuner.kernel_templates import find_spec, template_digest
 
 from tests.api.conftest import PROBLEM, record
+from tuner.api import Settings, create_app
+from tuner.db import Store
 from tuner.enums import Status
+from tuner.kernel_templates import find_spec, template_digest
 from tuner.service import Service
 
 API = "/api/v1"

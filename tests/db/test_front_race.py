@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import tuner.db._store as store_module
-from tuner.db import Store
 
+import tuner.db._store as store_module
 from tests.db_fixtures import measurement
+from tuner.db import Store
 from tuner.pareto import evictions
 
 

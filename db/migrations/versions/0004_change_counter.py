@@ -7,10 +7,6 @@
   whoever writes them (a tuner, a hand-written DELETE). A cache of answers compares the pair.
   A later migration that rebuilds either table on SQLite (batch mode copies it) must create
   its triggers again.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -22,8 +18,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 WATCHED = ("tuner_trials", "tuner_front")
 BUMP = "UPDATE tuner_changes SET counter = counter + 1 WHERE id = 1"
