@@ -169,7 +169,11 @@ class RayExecutor(Executor):
         self._backend = ""
         self._target: Target | None = None
         self._last_grow = time.monotonic()
-        self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        try:
+            self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        except BaseException:  # a Ctrl-C here: no caller holds this executor to close it
+            self.close()
+            raise
         self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the devices busy
 
     # ---- devices ----
