@@ -22,7 +22,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +38,6 @@ from .executor import Executor, ExecutorError, MeasuringDevice, compile_job, des
 from .measurement import Artifact, Job, Measurement, Status
 
 ACTOR_START_TIMEOUT_S = 120.0
-# After a Ctrl-C cut Ray's start short and killed its processes: how long the interrupt waits for
-# this process's Ray to be reset before leaving it to the background (the tuner exits anyway).
-START_ABANDON_S = 1.0
 GROW_CHECK_S = 10.0
 
 
@@ -93,59 +91,42 @@ def init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    if address:
-        _start_interruptibly(lambda: ray.init(address=address, **kwargs))
-    else:
-        _start_interruptibly(lambda: ray.init(num_cpus=os.cpu_count() or 1, **kwargs))
+    with _sigint_blocked():
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
     return True
 
 
-def _start_interruptibly(start: Callable[[], object]) -> None:
-    """Runs ``start`` (``ray.init``) in a thread with SIGINT blocked while the main thread waits.
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Starts Ray's processes (raylet, GCS, agents, and the workers they spawn) with SIGINT
+    blocked, which they keep: a terminal's Ctrl-C signals the whole process group, and a Ray
+    killed under the tuner turns its shutdown into waits on dead processes, a measurement in
+    flight into a "crash", and leaves agents behind. The tuner stops them itself.
 
-    Ray's processes (raylet, GCS, agents, and the workers they spawn) inherit the blocked mask
-    of the thread that starts them and keep it: a terminal's Ctrl-C signals the whole process
-    group, and a Ray killed under the tuner turns its shutdown into waits on dead processes, a
-    measurement in flight into a "crash", and leaves agents behind. The tuner stops them itself.
-
-    The main thread only waits, so a Ctrl-C raises KeyboardInterrupt there at once; run in the
-    main thread, ``ray.init`` sat in native code (connecting to the raylet) for seconds before
-    Python could run the handler. A start cut short is not waited for: the processes it had
-    started are killed at once, and the reset of this process's Ray (``ray.shutdown``, after the
-    start ends) gets :data:`START_ABANDON_S`, then goes on in the background (an interrupted
-    tuner leaves through ``os._exit``)."""
+    Only the main thread blocks it (the children inherit its mask); a waiting thread keeps it
+    unblocked, so the kernel hands a Ctrl-C to that thread and Python raises KeyboardInterrupt
+    in the main thread at once. A start cut short that way is shut down here, and the processes
+    it had started are stopped."""
     if threading.current_thread() is not threading.main_thread():
-        start()
+        yield
         return
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            start()
-        except BaseException as exc:  # handed to the waiting main thread
-            failure.append(exc)
-
-    starter = threading.Thread(target=run, name="ray-start", daemon=True)
-    starter.start()
+    started = threading.Event()
+    receiver = threading.Thread(target=started.wait, name="sigint-receiver", daemon=True)
+    receiver.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        while starter.is_alive():
-            starter.join(timeout=0.1)
+        yield
     except BaseException:
-        processes.kill(processes.descendants(os.getpid()))  # raylet, GCS, agents, workers
-        cleanup = threading.Thread(target=_shut_down_after, args=(starter,), name="ray-stop", daemon=True)
-        cleanup.start()
-        cleanup.join(timeout=START_ABANDON_S)
+        spawned = processes.descendants(os.getpid())
+        ray.shutdown()
+        processes.kill(spawned)  # the raylet's agents, which outlive a raylet stopped mid-start
         raise
-    if failure:
-        raise failure[0]
-
-
-def _shut_down_after(starter: threading.Thread) -> None:
-    """Resets this process's Ray once its interrupted start has ended (its processes are dead:
-    ``ray.shutdown`` waits on Ray's own lock, which the start holds, and can take seconds)."""
-    starter.join()
-    ray.shutdown()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        started.set()
 
 
 class RayExecutor(Executor):
