@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, event
 from tuner.cli import main
 from tuner.db import Store, StoreError
 from tuner.service import NotFound, Service
+from tuner.workers.processes import descendants, still_running
 
 STUDY = "interrupted"
 
@@ -57,6 +59,42 @@ def test_ctrl_c_then_resume(tmp_path):
     numbers = [t.number for t in optuna.load_study(study_name=STUDY, storage=url).trials]
     assert sorted(numbers) == list(range(len(trials) + len(numbers) - len(trials)))
     assert len(numbers) >= len(trials) + 2
+
+
+def ray_has_started_processes(pid: int) -> dict[int, int]:
+    """The processes below ``pid`` once Ray's GCS is among them (empty until then)."""
+    found = descendants(pid)
+    names = set()
+    for child in found:
+        try:
+            names.add(Path(f"/proc/{child}/comm").read_text().strip())
+        except OSError:
+            pass
+    return found if "gcs_server" in names else {}
+
+
+def test_ctrl_c_while_ray_starts_stops_the_processes_it_started(tmp_path):
+    """The signal comes once Ray's first processes run (its start is under way, or just done):
+    the tuner exits 130 with its one line, and none of the processes Ray had started is left."""
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    process = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--arch", "cpu", "--db", url,
+                                "--study", STUDY, "--trials", "5", "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    started: dict[int, int] = {}
+    while not started and process.poll() is None:
+        started = ray_has_started_processes(process.pid)
+        time.sleep(0.05)
+    assert started, process.communicate()[1]
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate()
+    assert process.returncode == 130, err
+    assert "run the same command to continue" in err and "Traceback" not in err, err
+    for _ in range(50):  # killed processes are reaped by init a moment after the tuner exits
+        if not still_running(started):
+            break
+        time.sleep(0.2)
+    assert still_running(started) == []
 
 
 def test_ctrl_c_during_a_database_write_lets_the_write_finish(tmp_path, capsys):
