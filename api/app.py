@@ -25,6 +25,7 @@ from . import routes_best, routes_dashboard, routes_health, routes_kernels, rout
 from .best_cache import BestCache
 from .best_fast_path import BestFastPath
 from .deps import require_token
+from .guards import Guards
 from .render import STATIC_DIR
 from .schemas import ErrorOut
 from .settings import Settings
@@ -62,6 +63,7 @@ def create_app(service_factory: Callable[[], Service], settings: Settings | None
     app.include_router(routes_dashboard.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BestFastPath)
+    app.add_middleware(Guards)  # outermost: the token on /docs, no encoded '/' in study names
     add_error_handlers(app)
     return app
 

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Request, status
 from pydantic import StringConstraints
 
+from tuner.names import STUDY_NAME_MAX, STUDY_NAME_PATTERN
 from tuner.service import Service, name_values
 
 from .settings import Settings
@@ -47,8 +48,9 @@ async def require_token(request: Request) -> None:
 # Validated request values. Control characters never name anything stored, and PostgreSQL
 # refuses NUL in text: they are rejected here with a 422 rather than reaching the database.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-StudyName = Annotated[str, Path(min_length=1, max_length=500, pattern=PRINTABLE,
-                                description="the study's name")]
+# Study names follow the one rule of tuner.names, as the CLI and the Store check it.
+StudyName = Annotated[str, Path(min_length=1, max_length=STUDY_NAME_MAX, pattern=STUDY_NAME_PATTERN,
+                                description="the study's name (letters, digits, _ . , : = + @ -)")]
 # One NAME=VALUE text of a repeatable query parameter (``shape``, ``param``): a name without "="
 # or spaces at its ends, "=", a value; printable throughout. In the OpenAPI schema as this pattern.
 ASSIGNMENT = r"^[^\s=\x00-\x1f\x7f][^=\x00-\x1f\x7f]*=[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"

@@ -63,6 +63,9 @@ class StudyOut(Schema):
     counts: dict[str, int] = Field(description="trials by status")
     n_trials: int
     best_latency_s: float | None = Field(description="median latency of the fastest ok trial")
+    template_digest: str | None = Field(
+        default=None, description="SHA-256 of the template file the study was tuned with "
+                                  "(null for a built-in kernel, or a study older than schema 0002)")
 
 
 class TrialSummary(Schema):

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.fault_table; appended, so the installed tuner stays first
 
 from bench.fault_table import Accounting, account  # noqa: E402
+from bench.security_section import rewrite as rewrite_security_section  # noqa: E402
 from tuner.db import TrialRecord  # noqa: E402
 
 TEMPLATES = ROOT / "kernel_templates" / "testing"
@@ -264,6 +265,8 @@ def main() -> int:
     (out / f"{setup.stem}.json").write_text(json.dumps(table, indent=2) + "\n")
     text = markdown(table)
     (out / f"{setup.stem}.md").write_text(text)
+    if setup.backend == "cpu":  # the security and staleness figures, from their own benches
+        rewrite_security_section(out / f"{setup.stem}.md", out)
     print(text)
     ok = all(books["ok"] for books in table["studies"].values()) and table["healthy_within_5pct"]
     if setup.backend == "cpu":

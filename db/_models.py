@@ -11,7 +11,19 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, get_args, get_type_hints
 
-from sqlalchemy import JSON, DateTime, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,11 +78,23 @@ class Study(Base):
     space: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     flops: Mapped[float | None] = mapped_column(Double)
     bytes_moved: Mapped[float | None] = mapped_column(Double)
+    template_digest: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the file (schema 0004)
     arch: Mapped[str] = mapped_column(String(40))
     device_name: Mapped[str] = mapped_column(String(200))
     sampler: Mapped[str] = mapped_column(String(100))
     directions: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Changes(Base):
+    """One row: a token naming this database and a counter that database triggers bump in the
+    same transaction as every write to ``tuner_trials`` and ``tuner_front`` (migration 0004)."""
+
+    __tablename__ = "tuner_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    counter: Mapped[int] = mapped_column(BigInteger)
 
 
 class SourceText(Base):

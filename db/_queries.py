@@ -216,7 +216,8 @@ def _to_study(row: Any, counts: dict[str, int], best_latency_s: float | None) ->
         template_path=study.template_path, problem=dict(problem), arch=study.arch,
         device_name=study.device_name, sampler=study.sampler, directions=list(study.directions),
         created_at=utc(study.created_at), counts=counts, best_latency_s=best_latency_s,
-        space=study.space, flops=study.flops, bytes_moved=study.bytes_moved)
+        space=study.space, flops=study.flops, bytes_moved=study.bytes_moved,
+        template_digest=study.template_digest)
 
 
 def kernel_spaces(session: Session) -> list[tuple[str, str, dict[str, Any]]]:

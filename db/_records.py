@@ -12,7 +12,10 @@ from tuner.workers.measurement import Measurement
 
 @dataclass(frozen=True)
 class StudyRecord:
-    """A study with its trial counts by status and its best ok latency (seconds)."""
+    """A study with its trial counts by status and its best ok latency (seconds).
+
+    ``space`` holds what reading needs of the study's template (see ``KernelSpec.space``), so
+    no reader imports the template; ``template_digest`` is the SHA-256 of the template file."""
 
     id: int
     name: str
@@ -30,6 +33,7 @@ class StudyRecord:
     space: dict[str, Any] | None = None  # KernelSpec.space() at creation; None before schema 0003
     flops: float | None = None  # of the study's problem, from its template
     bytes_moved: float | None = None
+    template_digest: str | None = None  # None before schema 0004
 
     @property
     def n_trials(self) -> int:

@@ -7,6 +7,8 @@ asks, always as plain records. Driver errors become :class:`StoreError` with a o
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tuner.names import check_study_name
 from tuner.pareto import evictions
 from tuner.workers.measurement import Measurement
 
@@ -28,7 +31,7 @@ from . import _queries as queries
 from ._engine import BUSY_TIMEOUT_S, is_sqlite, make_engine, parse_url, safe_url
 from ._errors import StoreError
 from ._keys import problem_key
-from ._models import FrontMember, Kernel, Problem, SourceText, Study, Trial
+from ._models import Changes, FrontMember, Kernel, Problem, SourceText, Study, Trial
 from ._records import StudyRecord, TrialPage, TrialPoint, TrialRecord, TunedProblem
 from ._schema import prepare
 from ._trials import row_values, to_record
@@ -60,6 +63,9 @@ class Store:
         self.url = url
         self._url = parsed
         self._engine = make_engine(parsed, **engine_options)
+        self._file = _sqlite_file(parsed)
+        self._file_id = _file_identity(self._file)
+        self._file_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, create: bool = True, read_only: bool = False,
@@ -120,24 +126,47 @@ class Store:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         """One transaction: commits on success, rolls back on any error."""
+        self._follow_replaced_file()
         try:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
             raise StoreError(describe(exc, self._url)) from None
 
+    def _follow_replaced_file(self) -> None:
+        """A SQLite file replaced under a running reader (moved over, restored from a backup):
+        pooled connections hold the old file open and would go on reading it, so they are
+        closed and the next session opens the file now at the path."""
+        if self._file is None:
+            return
+        current = _file_identity(self._file)
+        if current is None:
+            raise StoreError(f"database file {self._file} is gone: restore it, or point --db "
+                             f"at the database a `tuner run` wrote")
+        with self._file_lock:
+            if current != self._file_id:
+                self._engine.dispose()
+                self._file_id = current
+
     # ---- writes ----
 
     def ensure_study(self, *, name: str, kernel: str, backend: str, template_path: str | None,
                      problem: dict[str, Any], arch: str, device_name: str, sampler: str,
                      directions: list[str], space: dict[str, Any] | None = None,
-                     flops: float | None = None, bytes_moved: float | None = None) -> StudyRecord:
+                     flops: float | None = None, bytes_moved: float | None = None,
+                     template_digest: str | None = None) -> StudyRecord:
         """The study called ``name``, created with its kernel and problem rows if new.
 
         Safe when two processes start the same study at once. A study of that name for another
-        kernel, problem or arch is refused. ``space``, ``flops`` and ``bytes_moved`` are what
-        reading needs of the template (see ``KernelSpec.space``).
+        kernel, problem or arch is refused, and so is a name that breaks
+        :func:`tuner.names.check_study_name`. ``space``, ``flops`` and ``bytes_moved`` are what
+        reading needs of the template (see ``KernelSpec.space``), ``template_digest`` the
+        SHA-256 of the template file.
         """
+        try:
+            check_study_name(name)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         with self._session() as session:
             kernel_id = _get_or_create(session, Kernel, {"name": kernel, "backend": backend})
             problem_id = _get_or_create(session, Problem, {"kernel_id": kernel_id,
@@ -146,7 +175,8 @@ class Store:
             _insert_ignore(session, Study, ["name"], name=name, kernel_id=kernel_id,
                            problem_id=problem_id, template_path=template_path, arch=arch,
                            device_name=device_name, sampler=sampler, directions=directions,
-                           space=space, flops=flops, bytes_moved=bytes_moved)
+                           space=space, flops=flops, bytes_moved=bytes_moved,
+                           template_digest=template_digest)
             study = session.scalars(select(Study).where(Study.name == name)).one()
             if (study.kernel_id, study.problem_id, study.arch) != (kernel_id, problem_id, arch):
                 raise StoreError(f"study {name!r} already exists for another kernel, problem or "
@@ -259,11 +289,16 @@ class Store:
 
     # ---- reads for tuner.service ----
 
-    def last_trial_id(self) -> int:
-        """Id of the newest trial (0 if none): trials are only ever inserted, so this changes
-        exactly when one is stored. A primary-key lookup, cheap enough to poll."""
+    def change_marker(self) -> tuple[Any, ...]:
+        """Differs whenever a trial or front member was inserted, updated or deleted since the
+        last call, by any process, and when the database file was replaced by another: (the
+        SQLite file's identity, the database's token, its change counter). The counter is
+        bumped by triggers in the writing transaction itself, so it moves exactly when a write
+        becomes visible, whatever order transactions commit in. One primary-key read."""
         with self._session() as session:
-            return session.scalar(select(func.max(Trial.id))) or 0
+            token, counter = session.execute(
+                select(Changes.token, Changes.counter).where(Changes.id == 1)).one()
+        return (self._file_id, token, counter)
 
     def studies(self) -> list[StudyRecord]:
         with self._session() as session:
@@ -322,6 +357,22 @@ class Store:
         """Every problem of ``kernel`` with an ok trial on ``arch`` within ``max_error``."""
         with self._session() as session:
             return queries.tuned_problems(session, kernel=kernel, arch=arch, max_error=max_error)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    path = url.database
+    return Path(path) if is_sqlite(url) and path and path != ":memory:" else None
+
+
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``: a file moved over it has another."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 def _require_sqlite_file(url: URL) -> None:

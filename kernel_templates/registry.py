@@ -9,11 +9,14 @@ same for each.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
 from functools import cache
 from pathlib import Path
+
+from tuner.names import check_param_name
 
 from .spec import KernelSpec
 
@@ -88,6 +91,9 @@ def load_spec_file(path: str) -> KernelSpec:
         raise
     except SyntaxError as exc:
         raise SpecError(f"template file {path} has a syntax error at line {exc.lineno}: {exc.msg}") from None
+    except SystemExit as exc:  # sys.exit() at import would end the tuner silently
+        raise SpecError(f"template file {path} called sys.exit({exc.code!r}) at import: a "
+                        f"template must only define its KernelSpec subclass") from None
     except Exception as exc:  # a user's module may raise anything at import
         raise SpecError(f"template file {path} failed to import: {type(exc).__name__}: {exc}") from None
     specs = _specs_in(module)
@@ -97,7 +103,17 @@ def load_spec_file(path: str) -> KernelSpec:
     spec = specs[0]
     if not getattr(spec, "name", None):
         raise SpecError(f"template file {path}: its KernelSpec subclass must set a `name`")
+    for name in [p.name for p in spec.params] + [p.name for p in spec.problem_params]:
+        try:
+            check_param_name(name)
+        except ValueError as exc:
+            raise SpecError(f"template file {path}: {exc}") from None
     return spec
+
+
+def template_digest(path: str) -> str:
+    """SHA-256 of a template file's bytes: which version of it a study was tuned with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def specs_for(name: str, arch: str) -> tuple[KernelSpec, ...]:

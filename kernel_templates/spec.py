@@ -39,6 +39,7 @@ from .target import Device, Target
 
 Config = Mapping[str, Any]
 Problem = Mapping[str, Any]
+INT64_MAX = 2**63 - 1  # integer problem parameters reach kernels as int64 scalars
 
 
 def canonical_json(value: Mapping[str, Any]) -> str:
@@ -81,6 +82,10 @@ class ProblemParam:
             else:
                 raise ValueError(f"{self.name} must be true or false, not {text!r}")
         elif self.kind is int:
+            digits = text.strip().lstrip("+-")
+            if digits.isdigit() and len(digits) > len(str(INT64_MAX)):  # before int(): 5000 digits
+                raise ValueError(f"{self.name} must be at most {INT64_MAX} (a 64-bit integer), "
+                                 f"not a {len(digits)}-digit number")
             try:
                 value = int(text)
             except ValueError:
@@ -93,6 +98,9 @@ class ProblemParam:
     def validate(self, value: Any) -> None:
         if self.kind is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"{self.name} must be an integer, not {value!r}")
+        if self.kind is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ValueError(f"{self.name} must be at most {INT64_MAX} (a 64-bit integer): "
+                             f"kernels receive sizes as int64")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{self.name} must be at least {self.minimum}, not {value}")
         if self.choices is not None and value not in self.choices:

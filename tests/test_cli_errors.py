@@ -13,6 +13,7 @@ BROKEN_TEMPLATES = {
     "empty.py": "x = 1\n",
     "missing.py": ("from tuner.kernel_templates import KernelSpec\n"
                    "class Half(KernelSpec):\n    name = 'half'\n"),
+    "exits.py": "import sys\nsys.exit(3)\n",  # used to end the tuner silently with status 3
 }
 
 
@@ -34,6 +35,16 @@ def run_cli(args: list[str], tmp_path, capsys) -> tuple[int, str]:
     (["run", "--arch", "cpu", "--sampler", "magic"], "invalid choice"),
     (["run", "--arch", "cpu", "--template", "/no/such/file.py"], "does not exist"),
     (["best", "--arch", "cpu", "--kernel", "nope"], "unknown kernel"),
+    (["run", "--arch", "cpu", "--study", "x/front"], "study name 'x/front' is not allowed"),
+    (["run", "--arch", "cpu", "--study", "a\x01b"], "is not allowed"),
+    (["run", "--arch", "cpu", "--study", "s" * 501], "use 1-200 letters"),
+    (["run", "--arch", "cpu", "--timeout", "-1"], "--timeout: must be a number of seconds above 0"),
+    (["run", "--arch", "cpu", "--timeout", "nan"], "--timeout: must be a finite number"),
+    (["run", "--arch", "cpu", "--trial-timeout", "-1"], "--trial-timeout: must be a number of seconds"),
+    (["run", "--arch", "cpu", "--heartbeat", "0"], "--heartbeat: must be a number of seconds"),
+    (["best", "--arch", "cpu", "--max-error", "-1"], "--max-error: must be a relative error of 0"),
+    (["best", "--arch", "cpu", "--shape", "S=1" + "0" * 400], "S must be at most 9223372036854775807"),
+    (["best", "--arch", "cpu", "--shape", "S=" + "9" * 5000], "not a 5000-digit number"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, says, tmp_path, capsys):
     code, err = run_cli(args, tmp_path, capsys)
@@ -117,3 +128,20 @@ def test_gp_sampler_runs_or_says_it_needs_pytorch(tmp_path, capsys, ray_session)
         assert code == 2 and "needs PyTorch" in err
     else:
         assert main([*args, "--db", f"sqlite:///{tmp_path / 'gp.db'}"]) == 0
+
+
+def test_export_to_a_missing_folder_is_refused_and_writes_nothing(tmp_path, capsys):
+    from tests.db_fixtures import measurement
+    from tuner.db import Store
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    with Store.open(url) as store:
+        study = store.ensure_study(name="s", kernel="attention", backend="cpu", template_path=None,
+                                   problem={"S": 256}, arch="cpu", device_name="cpu",
+                                   sampler="tpe", directions=["minimize", "minimize"])
+        store.record_trial(study, 0, {"block_m": 16}, measurement(), None)
+    header = tmp_path / "best.h"
+    code = main(["export", "--json", "/missing/dir/x.json", "--header", str(header), "--db", url])
+    err = capsys.readouterr().err
+    assert code == 2 and "/missing/dir" in err and "create it" in err and err.count("\n") == 1, err
+    assert not header.exists()

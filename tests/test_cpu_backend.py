@@ -180,3 +180,54 @@ assert (np.array([1e-310]) * 1.0)[0] != 0.0, "denormals are flushed"
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def mapped_kernels() -> set[str]:
+    """The compile cache's shared objects mapped into this process now."""
+    cache = os.environ["TUNER_CACHE_DIR"]
+    return {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+            if cache in line and line.endswith(".so")}
+
+
+def test_a_long_study_keeps_few_kernels_loaded_and_one_flush_buffer(monkeypatch):
+    """The measuring process unloads old kernels and allocates its LLC-sized flush buffer once."""
+    require(Path("/proc/self/maps").is_file(), "needs Linux's /proc/self/maps")
+    from tuner.workers import cpu
+
+    allocated = []
+
+    class CountedFlusher(cpu._Flusher):
+        def __init__(self) -> None:
+            allocated.append(self)
+            super().__init__()
+
+    monkeypatch.setattr(cpu, "_Flusher", CountedFlusher)
+    cpu._flusher.cache_clear()
+    backend = cpu.CpuBackend()
+    policy = TimingPolicy(warmup_s=0.001, budget_s=0.002, min_repeats=3, flush_l2=True)
+    for variant in range(3 * cpu.CpuBackend.LOADED_MAX):
+        code = f"#include <stdint.h>\n{SIGNATURE}\n{KERNELS['correct']}\n/* variant {variant} */\n"
+        source = Source("c", code, "scale2", options=("-O2",), scalars=(("int64", 1000),))
+        job = Job(variant, SpecRef("scale2", "cpu"), {"kernel": "correct"}, {"n": 1000}, CPU,
+                  source, seed=variant)
+        result = backend.measure(job, backend.compile(source, CPU), SPEC, policy)
+        assert result.status is Status.OK, result.reason
+        assert len(mapped_kernels()) <= cpu.CpuBackend.LOADED_MAX
+    assert len(allocated) == 1
+    cpu._flusher.cache_clear()  # the next test's process-wide buffer is the real class again
+
+
+class NanReference(Scale2):
+    def reference(self, inputs: Mapping[str, Any], problem: Problem) -> np.ndarray:
+        expected = super().reference(inputs, problem)
+        expected[3] = np.nan
+        return expected
+
+
+def test_a_nan_reference_is_named_as_the_template_s_fault():
+    source = SPEC.render({"kernel": "correct"}, SPEC.default_problem())
+    job = Job(1, SpecRef("scale2", "cpu"), {"kernel": "correct"}, SPEC.default_problem(), CPU,
+              source, seed=1)
+    result = BACKEND.measure(job, BACKEND.compile(source, CPU), NanReference(), QUICK)
+    assert result.status is Status.WRONG_RESULT
+    assert "reference" in result.reason and "unwritten" not in result.reason

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 
-from .arch import KNOWN_ARCHS
 from .errors import ExitStatus, UsageError
-from .samplers import DEFAULT as DEFAULT_SAMPLER
-from .samplers import SAMPLERS
+from .interrupts import StopOnInterrupt
 
 DEFAULT_DB = "sqlite:///tuner.db"
 
@@ -22,6 +21,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def error_bound(text: str) -> float:
+    """An argparse type: a finite relative error of 0 or more."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a relative error of 0 or more, not {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=os.environ.get("TUNER_DB", DEFAULT_DB),
                         help="SQLAlchemy URL of the results database (env TUNER_DB; default %(default)s; "
@@ -29,6 +54,8 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
+    from .arch import KNOWN_ARCHS
+
     parser.add_argument("--kernel", default="attention",
                         help="a built-in kernel template (see `tuner kernels`); reading commands also "
                              "take the name of a template of your own that a study stored")
@@ -41,6 +68,10 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: `tuner` owns SIGINT (main) before anything slow is imported.
+    from .samplers import DEFAULT as DEFAULT_SAMPLER
+    from .samplers import SAMPLERS
+
     parser = _Parser(prog="tuner", description="Autotune GPU and CPU kernels; keep and serve the Pareto "
                                                "front of latency against numerical error.")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
@@ -57,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sampler (default %(default)s: a surrogate over the valid configs; see README)")
     run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "
                      "--sampler grid: every point of the grid)")
-    run.add_argument("--timeout", type=float, help="stop proposing after this many seconds")
+    run.add_argument("--timeout", type=positive_seconds, help="stop proposing after this many seconds")
     run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
     run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")
     run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
@@ -67,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "every GPU of the Ray cluster for CUDA, one for the CPU backend")
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="ray (default) or local: in-process, one at a time, for debugging a template")
-    run.add_argument("--trial-timeout", type=float, default=30.0,
+    run.add_argument("--trial-timeout", type=positive_seconds, default=30.0,
                      help="least seconds before a measurement counts as hung; the limit grows to 5x "
                           "the slowest healthy measurement (default %(default)s)")
-    run.add_argument("--heartbeat", type=float, default=10.0,
+    run.add_argument("--heartbeat", type=positive_seconds, default=10.0,
                      help="seconds between heartbeats of running trials; a trial silent for 3 beats "
                           "(its tuner was killed) is failed and retried once (default %(default)s)")
     run.add_argument("--replay", metavar="FILE",
@@ -93,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")
     _add_target(best)
     _add_db(best)
-    best.add_argument("--max-error", type=float, help="largest relative L2 error allowed")
+    best.add_argument("--max-error", type=error_bound, help="largest relative L2 error allowed")
 
     studies = sub.add_parser("studies", help="list the stored studies")
     _add_db(studies)
@@ -133,24 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv
-    from . import commands  # heavy imports (optuna, ray, sqlalchemy) only after parsing works
+    # SIGINT is ours from the first moment: a Ctrl-C during the slow imports below, or one that
+    # a library swallows while the run starts, is still seen (tuner.interrupts).
+    with StopOnInterrupt() as interrupts:
+        try:
+            from . import commands  # heavy imports (optuna, ray, sqlalchemy)
 
-    try:
-        args = build_parser().parse_args(argv)
-        return int(commands.dispatch(args))
-    except BrokenPipeError:
-        _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
-        return ExitStatus.OK
-    except KeyboardInterrupt:
-        print("tuner: interrupted; finished trials are stored: run the same command to continue",
-              file=sys.stderr)
-        return ExitStatus.INTERRUPTED
-    except Exception as exc:
-        status = commands.exit_status_for(exc)
-        if show_traceback or status == ExitStatus.ERROR:
-            raise
-        print(f"tuner: error: {commands.describe_error(exc)}", file=sys.stderr)
-        return status
+            args = build_parser().parse_args(argv)
+            args.interrupts = interrupts
+            return int(commands.dispatch(args))
+        except BrokenPipeError:
+            _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
+            return ExitStatus.OK
+        except KeyboardInterrupt:
+            print("tuner: interrupted; finished trials are stored: run the same command to "
+                  "continue", file=sys.stderr)
+            return ExitStatus.INTERRUPTED
+        except Exception as exc:
+            from . import commands
+
+            status = commands.exit_status_for(exc)
+            if show_traceback or status == ExitStatus.ERROR:
+                raise
+            print(f"tuner: error: {commands.describe_error(exc)}", file=sys.stderr)
+            return status
 
 
 def _silence_stdout() -> None:
@@ -161,6 +198,12 @@ def _silence_stdout() -> None:
 
 def run_main() -> None:
     status = main()
+    if status == ExitStatus.INTERRUPTED:
+        # Everything is stored and closed (Ray included): leave now, without the seconds the
+        # interpreter's teardown of Ray's threads takes, which a user waiting on Ctrl-C sees.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -20,6 +20,7 @@ from tuner.workers.executor import ExecutorError
 
 from .arch import resolve_target
 from .errors import ExitStatus, UsageError
+from .names import check_study_name
 from .progress import RunProgress, check_report_table, front_table
 from .samplers import SamplerContext, make_sampler
 from .search_space import TemplateError, preflight
@@ -147,12 +148,17 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         spec, ref = _spec_and_ref(args, target)
         problem = _problem(spec, args)
         executor = _make_executor(args)
+    name = args.study or default_study_name(spec, target.arch, problem, getattr(args, "family", None))
+    try:
+        check_study_name(name)
+    except ValueError as exc:
+        raise UsageError(f"{exc}: pass another --study") from None
     # A grid search walks its whole grid unless told to stop sooner.
     trials = args.trials if args.trials is not None or args.timeout or args.sampler == "grid" else DEFAULT_TRIALS
-    name = args.study or default_study_name(spec, target.arch, problem, getattr(args, "family", None))
     settings = RunSettings(study_name=name, problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat,
                            warm_start=not args.no_warm_start)
+    stop = args.interrupts
     store = None
     try:
         measuring = executor.start(target)
@@ -160,8 +166,10 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         sampler = make_sampler(args.sampler, SamplerContext(spec, problem, measuring.device, args.seed))
         store = Store.open(args.db)
         console = _console()
+        stop.defer()  # from here on Ctrl-C stops the loop at its next turn (tuner.interrupts)
         with RunProgress(trials, console, enabled=not args.no_progress) as progress:
-            runner = StudyRunner(spec, ref, settings, store, executor, measuring, progress, sampler)
+            runner = StudyRunner(spec, ref, settings, store, executor, measuring, progress, sampler,
+                                 stop=stop)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
     finally:

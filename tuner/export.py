@@ -102,11 +102,21 @@ def export_json(entries: Iterable[Entry]) -> str:
 def write_exports(service: Service, json_path: str | Path | None,
                   header_path: str | Path | None, bounds: ErrorBounds = ErrorBounds()) -> list[Entry]:
     """Writes the JSON file and the C header (either may be ``None``); returns the entries."""
+    outputs = [(Path(p), render) for p, render in ((json_path, export_json), (header_path, to_header))
+               if p is not None]
+    for path, _ in outputs:  # both checked before either is written
+        if not path.parent.is_dir():
+            raise UsageError(f"cannot write {path}: folder {path.parent} does not exist; "
+                             f"create it or choose another path")
+        if path.is_dir():
+            raise UsageError(f"cannot write {path}: it is a folder; name a file")
     entries = collect(service, bounds)
-    if json_path is not None:
-        Path(json_path).write_text(export_json(entries))
-    if header_path is not None:
-        Path(header_path).write_text(to_header(entries))
+    for path, render in outputs:
+        try:
+            path.write_text(render(entries))
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}; choose another path "
+                             f"or free disk space") from None
     return entries
 
 

@@ -27,7 +27,7 @@ def problem_distance(asked: Mapping[str, Any], tuned: Mapping[str, Any]) -> floa
     for name, a in asked.items():
         b = tuned[name]
         if _is_size(a) and _is_size(b):
-            total += abs(math.log2(a / b))
+            total += abs(math.log2(a) - math.log2(b))  # a / b overflows a float for huge ints
         elif a != b:
             return None
     return total

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,10 +23,10 @@ from tuner.kernel_templates import (
     StoredSpace,
     builtin_specs,
     find_builtin,
-    load_spec_file,
     problem_spec,
 )
 from tuner.kernel_templates.spec import ProblemSpace, canonical_json
+from tuner.names import check_param_name
 from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
 
 
@@ -168,6 +168,11 @@ def parse_problem(spec: ProblemSpace | None, texts: Mapping[str, str]) -> dict[s
     spec (a user's template this process has not loaded), each value read as a JSON scalar
     (``128`` -> 128, ``true`` -> True, anything else the text itself)."""
     if spec is None:
+        for name in texts:
+            try:
+                check_param_name(name, "problem parameter")
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         return {name: _json_scalar(text) for name, text in texts.items()}
     try:
         return spec.parse_problem(texts)
@@ -234,11 +239,11 @@ class Service:
         :func:`parse_problem`)."""
         return parse_problem(self.problem_space(kernel, arch), texts)
 
-    def write_marker(self) -> int:
-        """Changes whenever a trial is stored, so a cache of :meth:`best` answers compares it to
-        know they are stale (best reads trials only; fronts are replaced later, apart from
-        trials). One primary-key lookup."""
-        return self._store.last_trial_id()
+    def write_marker(self) -> Hashable:
+        """Changes whenever trials or fronts were written (inserted, updated, deleted, by any
+        process) or the database was replaced, so a cache of :meth:`best` answers compares it
+        to know they are stale. One primary-key lookup."""
+        return self._store.change_marker()
 
     def studies(self) -> list[StudyRecord]:
         return self._store.studies()
@@ -260,10 +265,10 @@ class Service:
         """A page of a study's trials, filtered by status, error bound and config values.
 
         ``params`` values may be texts (from a URL query): they are read as the kernel's
-        parameter choices.
+        parameter choices, from the study's stored space (never from its template file).
         """
         study = self.study(name)
-        wanted = _typed_params(_spec_of(study), params or {})
+        wanted = _typed_params(study, params or {})
         try:
             return self._store.trials(study.id, status=status, max_error=max_error, params=wanted,
                                       sort=sort, descending=descending, offset=offset,
@@ -332,25 +337,35 @@ def _builtin(kernel: str, arch: str) -> KernelSpec | None:
         return None
 
 
-def _spec_of(study: StudyRecord) -> KernelSpec | None:
-    """The study's kernel spec, or ``None`` when its template cannot be loaded here."""
+def _study_space(study: StudyRecord) -> ProblemSpace | None:
+    """The study's parameters: stored with it (schema 0003 on), else those of the built-in
+    template of its kernel; ``None`` for an older study of a user's template. A template file
+    is never imported here: reading must not run code a database names."""
+    if study.space is not None:
+        return StoredSpace(study.kernel, study.backend, study.space)
+    if study.template_path:
+        return None
     try:
-        if study.template_path:
-            return load_spec_file(study.template_path)
         return find_builtin(study.kernel, study.backend)
     except SpecError:
         return None
 
 
-def _typed_params(spec: KernelSpec | None, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Config filter values as the kernel's choices (``"64"`` -> ``64``) where the spec is known."""
-    if spec is None:
+def _typed_params(study: StudyRecord, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Config filter values as the kernel's choices (``"64"`` -> ``64``) where they are known."""
+    for name in params:
+        try:
+            check_param_name(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    space = _study_space(study)
+    if space is None:
         return dict(params)
-    choices = {p.name: p.choices for p in spec.params}
+    choices = {p.name: p.choices for p in space.params}
     typed = {}
     for name, value in params.items():
         if name not in choices:
-            raise UsageError(f"kernel {spec.name!r} has no parameter {name!r} "
+            raise UsageError(f"kernel {study.kernel!r} has no parameter {name!r} "
                              f"(it has: {', '.join(choices)})")
         typed[name] = next((c for c in choices[name] if str(c).lower() == str(value).lower()),
                            value)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 
 from tuner.db import Store, StudyRecord, env_key
-from tuner.kernel_templates import KernelSpec, Source
+from tuner.kernel_templates import KernelSpec, Source, template_digest
 from tuner.workers import Job, Measurement, SpecRef, Status
 from tuner.workers.executor import Executor, MeasuringDevice
 
@@ -60,7 +61,10 @@ class RunSummary:
 class StudyRunner:
     def __init__(self, spec: KernelSpec, spec_ref: SpecRef, settings: RunSettings, store: Store,
                  executor: Executor, target: MeasuringDevice, progress: RunProgress,
-                 sampler: optuna.samplers.BaseSampler):
+                 sampler: optuna.samplers.BaseSampler, stop: Callable[[], bool] = lambda: False):
+        """``stop()`` is read at every turn of the loop (about once a second): when it says so,
+        the run fails its trials in flight and raises KeyboardInterrupt (see tuner.interrupts)."""
+        self._stop = stop
         self._spec, self._ref, self._settings = spec, spec_ref, settings
         self._store, self._executor, self._target, self._progress = store, executor, target, progress
         self._env_key = env_key(target.environment)
@@ -70,7 +74,8 @@ class StudyRunner:
             template_path=spec_ref.path, problem=settings.problem, arch=self._arch,
             device_name=target.device.name, sampler=settings.sampler, directions=["minimize", "minimize"],
             space=spec.space(), flops=spec.flops(settings.problem),
-            bytes_moved=spec.bytes_moved(settings.problem))
+            bytes_moved=spec.bytes_moved(settings.problem),
+            template_digest=template_digest(spec_ref.path) if spec_ref.path else None)
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
         optuna_study = open_study(storage, settings.study_name, sampler)
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
@@ -90,6 +95,7 @@ class StudyRunner:
         self._started = time.monotonic()
         try:
             while self._may_propose() or self._in_flight:
+                self._stop_if_asked()
                 self._fill()
                 self._proposer.keep_alive()
                 if self._in_flight:
@@ -102,6 +108,10 @@ class StudyRunner:
         finally:
             self.summary.wall_s = time.monotonic() - self._started
         return self.summary
+
+    def _stop_if_asked(self) -> None:
+        if self._stop():
+            raise KeyboardInterrupt
 
     # ---- proposing ----
 
@@ -118,6 +128,7 @@ class StudyRunner:
     def _fill(self) -> None:
         invalid_run = 0
         while self._may_propose() and len(self._in_flight) < self._executor.capacity:
+            self._stop_if_asked()
             if self._propose_one():
                 invalid_run = 0
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import os
 import platform
@@ -9,6 +10,7 @@ import shlex
 import subprocess
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -23,7 +25,7 @@ from tuner.kernel_templates.target import Target
 from .backend import Backend, TimingPolicy
 from .cache import cache_key, cached_path, store_atomically
 from .measurement import Artifact, Job, Measurement, Status, Timing, error_line, tail, verdict
-from .stats import error_metrics, summarize
+from .stats import REFERENCE_NOT_FINITE, error_metrics, summarize
 
 COMPILE_TIMEOUT_S = 120.0
 
@@ -35,8 +37,12 @@ class CpuBackend(Backend):
     name = "cpu"
     archs = ("cpu",)
 
+    # Kernels loaded at once in a measuring process: more are unloaded, oldest first, so a long
+    # study's measuring process keeps a bounded number of shared objects mapped.
+    LOADED_MAX = 4
+
     def __init__(self) -> None:
-        self._libraries: dict[str, ctypes.CDLL] = {}  # one dlopen per shared object and process
+        self._libraries: OrderedDict[str, ctypes.CDLL] = OrderedDict()
 
     def compiler(self) -> list[str]:
         return shlex.split(os.environ.get("CC", "cc"))
@@ -105,6 +111,8 @@ class CpuBackend(Backend):
             bench = _Bench.prepare(spec, job, function)
         except Exception as exc:  # the template is user code: its failure is this trial's data
             return result(Status.LAUNCH_ERROR, f"the template failed to prepare inputs: {type(exc).__name__}: {exc}")
+        if not np.isfinite(bench.expected).all():
+            return result(Status.WRONG_RESULT, REFERENCE_NOT_FINITE)
         timing = bench.time(policy)
         rel_l2, max_abs = error_metrics(bench.output, bench.expected)
         status, reason = verdict(rel_l2, spec.max_error(job.config, job.problem))
@@ -114,9 +122,19 @@ class CpuBackend(Backend):
         library = self._libraries.get(path)
         if library is None:
             library = self._libraries[path] = ctypes.CDLL(path)
+            while len(self._libraries) > self.LOADED_MAX:
+                _, oldest = self._libraries.popitem(last=False)
+                _dlclose(oldest)
+        self._libraries.move_to_end(path)
         function = getattr(library, entry)
         function.restype = None
         return function
+
+
+def _dlclose(library: ctypes.CDLL) -> None:
+    """Unloads a kernel's shared object. Safe once its last call returned: an OpenMP kernel's
+    worker threads then wait inside libgomp, which stays loaded, not in the kernel's code."""
+    _ctypes.dlclose(library._handle)
 
 
 class _Bench:
@@ -142,7 +160,7 @@ class _Bench:
                    output, expected)
 
     def time(self, policy: TimingPolicy) -> Timing:
-        flush = _Flusher() if policy.flush_l2 else None
+        flush = _flusher() if policy.flush_l2 else None
         started, runs = time.perf_counter(), 0
         while not runs or time.perf_counter() < started + policy.warmup_s:
             self._timed(self.run_a, flush)
@@ -196,6 +214,13 @@ class _Flusher:
 
     def __call__(self) -> None:
         self.checksum += float(self._scratch[::8].sum())
+
+
+@cache
+def _flusher() -> _Flusher:
+    """The process's one flush buffer: as large as the LLC (hundreds of MB on some VMs), so
+    allocated and filled once, not again for every measurement."""
+    return _Flusher()
 
 
 @cache

@@ -20,7 +20,7 @@ from tuner.kernel_templates.spec import KernelSpec
 from .backend import TimingPolicy
 from .cuda_runtime import environment, sm_clock_mhz
 from .measurement import Artifact, Job, Measurement, Status, verdict
-from .stats import summarize
+from .stats import REFERENCE_NOT_FINITE, summarize
 
 # Larger than any L2 so far (H100: 50 MB), as Triton's flush buffer.
 L2_FLUSH_BYTES = 256 << 20
@@ -125,6 +125,11 @@ def _redraw(inputs: Mapping[str, Any], spec: KernelSpec, problem: Mapping[str, A
 
 def _verify(result: Measurement, out: Any, ref: Any, bound: float) -> bool:
     """Stores the output's errors; marks the result wrong (and returns False) past ``bound``."""
+    import torch
+
+    if not bool(torch.isfinite(torch.as_tensor(ref)).all()):
+        result.status, result.reason = Status.WRONG_RESULT, REFERENCE_NOT_FINITE
+        return False
     result.rel_l2, result.max_abs = error_metrics(out, ref)
     status, reason = verdict(result.rel_l2, bound)
     if status is not Status.OK:

@@ -19,7 +19,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from tuner.kernel_templates.target import Target
 
+from . import processes
 from .backend import TimingPolicy
 from .executor import Executor, ExecutorError, MeasuringDevice, compile_job, describe, failed, measure_job
 from .measurement import Artifact, Job, Measurement, Status
@@ -80,15 +85,48 @@ class _Queues:
     done: collections.deque[Measurement] = field(default_factory=collections.deque)
 
 
-def init_ray(address: str | None) -> None:
-    """Joins ``address`` (a running cluster) or starts a local Ray sized to this machine."""
+def init_ray(address: str | None) -> bool:
+    """Joins ``address`` (a running cluster) or starts a local Ray sized to this machine;
+    False when this process was already connected to a Ray (then it is not ours to shut down)."""
     if ray.is_initialized():
-        return
+        return False
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    with _sigint_blocked():
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    return True
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Starts Ray's processes (raylet, GCS, agents, and the workers they spawn) with SIGINT
+    blocked, which they keep: a terminal's Ctrl-C signals the whole process group, and a Ray
+    killed under the tuner turns its shutdown into waits on dead processes, a measurement in
+    flight into a "crash", and leaves agents behind. The tuner stops them itself.
+
+    Only the main thread blocks it (the children inherit its mask); a waiting thread keeps it
+    unblocked, so the kernel hands a Ctrl-C to that thread and Python raises KeyboardInterrupt
+    in the main thread at once. A start cut short that way is shut down here, and the processes
+    it had started are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    started = threading.Event()
+    receiver = threading.Thread(target=started.wait, name="sigint-receiver", daemon=True)
+    receiver.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    except BaseException:
+        spawned = processes.descendants(os.getpid())
+        ray.shutdown()
+        processes.kill(spawned)  # the raylet's agents, which outlive a raylet stopped mid-start
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        started.set()
 
 
 class RayExecutor(Executor):
@@ -101,7 +139,7 @@ class RayExecutor(Executor):
         measurement seen, so a slow-but-sound kernel is never mistaken for a hang. ``devices``
         is the number of measuring actors (default: every GPU of the cluster for CUDA, one CPU
         device otherwise)."""
-        init_ray(address)
+        self._owns_ray = init_ray(address)
         self._policy = policy
         self._floor_s = trial_timeout_s
         self._slowest_s = 0.0
@@ -112,7 +150,11 @@ class RayExecutor(Executor):
         self._backend = ""
         self._target: Target | None = None
         self._last_grow = time.monotonic()
-        self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        try:
+            self._compile_slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        except BaseException:  # a Ctrl-C here: no caller holds this executor to close it
+            self.close()
+            raise
         self.capacity = 2 * self._compile_slots  # enough compiles queued to keep the devices busy
 
     # ---- devices ----
@@ -273,3 +315,6 @@ class RayExecutor(Executor):
         for ref in self._q.compiling:
             ray.cancel(ref, force=True)
         self._q = _Queues()
+        if self._owns_ray:  # here, not in Ray's exit handler, where a second Ctrl-C would land
+            ray.shutdown()
+            self._owns_ray = False

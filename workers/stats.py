@@ -17,6 +17,12 @@ def summarize(samples_s: Sequence[float], clock_mhz: float | None = None) -> Tim
                   mean_s=float(values.mean()), repeats=int(values.size), clock_mhz=clock_mhz)
 
 
+# Why a trial cannot be verified when the template's own answer is not finite: its fault, not
+# the kernel's, and a message blaming the kernel's output would send the user the wrong way.
+REFERENCE_NOT_FINITE = ("the template's reference holds NaN or inf: fix its reference() (or the "
+                        "inputs make_inputs() draws); the kernel's output could not be verified")
+
+
 def error_metrics(out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     """(relative L2 error, max absolute error), both ``inf`` when the output holds a NaN or inf."""
     out64 = np.asarray(out, dtype=np.float64)

@@ -157,7 +157,8 @@ function drawParams(points) {
   names.forEach((name, index) => {
     const k = index === 0 ? "" : String(index + 1);
     const stats = latencySummary(points, name);
-    const x = stats.map(s => s.label), median = stats.map(s => s.median);
+    // Category values become tick labels, which Plotly reads as HTML (<a href> included).
+    const x = stats.map(s => escapeText(s.label)), median = stats.map(s => s.median);
     const range = (low, high) => ({ type: "data", symmetric: false, array: stats.map(s => s[high] - s.median),
       arrayminus: stats.map(s => s.median - s[low]) });
     const hover = stats.map(s => `${escapeText(name)} = ${escapeText(s.label)} (${s.n} trials)<br>median ${fmtSeconds(s.median)}` +

@@ -150,6 +150,8 @@ def test_best_cache_serves_without_asking_between_rechecks(store: Store) -> None
     "/studies/small/trials?limit=100000", "/studies/small/trials?status=bogus",
     "/studies/small/trials?param=nosuch=1", "/studies/small/trials?param=exp",
     "/studies/small/trials/-1", "/studies/small/trials/99999999999",
+    "/studies/small/trials?param=unroll%22%29=1",  # reached SQLite's JSON path: was a 503
+    "/best?kernel=mine&arch=cpu&shape=S%22%29=1", "/studies/a%01b", "/studies/" + "s" * 201,
 ])
 def test_garbage_is_a_4xx_with_a_message(client: TestClient, query: str) -> None:
     response = client.get(API + query)
@@ -181,8 +183,12 @@ def test_token_guards_everything_but_health(store: Store) -> None:
         assert client.get("/").status_code == 401
         assert client.get(f"{API}/studies", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.get(f"{API}/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        for document in ("/docs", "/redoc", "/openapi.json"):  # they show every route and schema
+            assert client.get(document).status_code == 401, document
+            assert client.get(document, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         client.get("/login?token=s3cret")
         assert client.get("/").status_code == 200
+        assert client.get("/docs").status_code == 200  # the dashboard's cookie opens them too
     with TestClient(app) as client:  # the fast path of repeated best queries checks it too
         query = f"{API}/best?kernel=attention&arch=cpu"
         assert client.get(query, headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -193,3 +199,16 @@ def test_serve_refuses_an_unreachable_database_without_showing_the_password() ->
     with pytest.raises(StoreError) as caught:
         serve("postgresql+psycopg://tuner:hunter2@127.0.0.1:1/none")
     assert "hunter2" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+
+
+def test_a_slash_inside_a_study_name_never_reads_another_study(client: TestClient, store: Store) -> None:
+    """``small%2Ffront`` names a study "small/front", which the name rule forbids: it must not
+    be answered as the front of ``small`` (routing sees the decoded path)."""
+    for path in (f"{API}/studies/small%2Ffront", f"{API}/studies/small%2ftrials", "/studies/small%2Ffront"):
+        response = client.get(path)
+        assert response.status_code == 422 and "no '/'" in response.json()["detail"], path
+    assert client.get(f"{API}/studies/small/front").status_code == 200
+    with pytest.raises(StoreError, match="not allowed"):
+        store.ensure_study(name="small/front", kernel="attention", backend="cpu",
+                           template_path=None, problem=PROBLEM, arch="cpu", device_name="cpu",
+                           sampler="tpe", directions=["minimize", "minimize"])

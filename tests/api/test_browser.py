@@ -78,3 +78,21 @@ def test_dashboard_draws_navigates_and_updates_live(live_server: str, store: Sto
         assert "Trial 1" in driver.find_element(By.TAG_NAME, "h1").text
         assert driver.find_elements(By.CSS_SELECTOR, "#source .highlight")
         driver.save_screenshot(str(shots / "trial.png"))
+
+
+LINK = '<a href="https://evil.example/">x</a>'
+
+
+def test_parameter_values_are_never_links_on_the_plots(live_server: str, store: Store) -> None:
+    """A stored config value of markup is shown as text on the parameter plots' axes."""
+    require(browser.available(), "no /usr/bin/chromium and /usr/bin/chromedriver: "
+                                 "apt-get install chromium chromium-driver")
+    record(store, store.study("small"), 6, {"accum": LINK}, Status.OK, 4e-4, 2e-4, PROBLEM)
+    with browser.chromium() as driver:
+        driver.get(f"{live_server}/studies/small")
+        wait_for(driver, lambda d: d.execute_script("return window.tunerReady === true"))
+        labels = driver.execute_script(
+            "return [...document.querySelectorAll('#param-plots .xtick text')].map(t => t.textContent)")
+        assert LINK in labels  # drawn, as the text it is
+        links = driver.find_elements(By.CSS_SELECTOR, "#param-plots a")
+        assert not [a.get_attribute("href") for a in links if "evil" in (a.get_attribute("href") or "")]

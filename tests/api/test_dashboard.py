@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import PROBLEM, new_study, record
+from tests.api.conftest import PROBLEM, record
 from tuner.db import Store
 from tuner.enums import Status
 
@@ -17,14 +17,17 @@ EVIL = '<script>alert("x")</script>'
 
 @pytest.fixture
 def evil_client(client: TestClient, store: Store) -> TestClient:
-    """A study whose name and one config value are markup."""
-    study = new_study(store, f"evil{EVIL}", {**PROBLEM, "S": 128})
-    record(store, study, 0, {"accum": EVIL}, Status.OK, 1e-3, 1e-5, {**PROBLEM, "S": 128})
+    """A study whose device name and one config value are markup (names cannot hold it)."""
+    problem = {**PROBLEM, "S": 128}
+    study = store.ensure_study(name="evil", kernel="attention", backend="cpu", template_path=None,
+                               problem=problem, arch="cpu", device_name=f"cpu{EVIL}",
+                               sampler="tpe", directions=["minimize", "minimize"])
+    record(store, study, 0, {"accum": EVIL}, Status.OK, 1e-3, 1e-5, problem)
     return client
 
 
 def pages(client: TestClient) -> dict[str, str]:
-    base = f"/studies/{quote('evil' + EVIL, safe='')}"
+    base = f"/studies/{quote('evil', safe='')}"
     return {path: client.get(path).text for path in ("/", base, f"{base}/trials/0")}
 
 

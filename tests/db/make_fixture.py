@@ -12,6 +12,7 @@ from tests.db_fixtures import measurement
 from tuner.db import Store
 from tuner.db._schema import scripts
 from tuner.enums import Status
+from tuner.kernel_templates import find_spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,7 +22,8 @@ def write_fixture(path: Path) -> None:
         study = store.ensure_study(name="fixture-study", kernel="attention", backend="cpu",
                                    template_path=None, problem={"S": 256, "causal": False},
                                    arch="cpu", device_name="cpu", sampler="tpe",
-                                   directions=["minimize", "minimize"])
+                                   directions=["minimize", "minimize"],
+                                   space=find_spec("attention", "cpu").space())
         fast = store.record_trial(study, 0, {"block_m": 16}, measurement(median_s=1e-3), "/* a */")
         store.record_trial(study, 1, {"block_m": 32}, measurement(median_s=2e-3), "/* b */")
         store.record_trial(study, 2, {"block_m": 64}, measurement(

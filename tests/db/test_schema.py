@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from tests.db_fixtures import measurement
 from tuner.db import Store, StoreError
 from tuner.db._models import Base
 from tuner.db._schema import VERSION_TABLE, alembic_config, current_revision, include_name, scripts
@@ -119,3 +120,40 @@ def test_optuna_opens_studies_in_the_same_database(db_url, optuna_first):
     loaded = optuna.load_study(study_name="attn", storage=db_url)
     assert [t.values for t in loaded.trials] == [[1e-3, 1e-4]]
     assert revision_of(db_url) == HEAD  # Optuna's own alembic_version left ours alone
+
+
+@pytest.mark.parametrize("old", ["0001", "0002", "0003"])
+def test_an_upgrade_keeps_the_studies_and_watches_every_write(old, tmp_path):
+    copy = tmp_path / f"{old}.sqlite"
+    shutil.copy(FIXTURES / f"{old}.sqlite", copy)
+    url = f"sqlite:///{copy}"
+    with Store.open(url, create=False) as store:
+        study = store.study("fixture-study")
+        assert study.template_digest is None  # not known before 0004
+        before = store.change_marker()
+        engine = create_engine(url)
+        with engine.begin() as connection:  # a hand-written delete, not through the Store
+            connection.execute(text("DELETE FROM tuner_trials WHERE number = 1"))
+        engine.dispose()
+        assert store.change_marker() != before
+        assert store.study("fixture-study").counts == {"ok": 1, "compile_error": 1}
+
+
+def test_downgrading_0004_keeps_every_trial(db_url):
+    with Store.open(db_url) as store:
+        study = store.ensure_study(name="s", kernel="k", backend="cpu", template_path=None,
+                                   problem={}, arch="cpu", device_name="cpu", sampler="tpe",
+                                   directions=["minimize"], space={"params": []})
+        trial = store.record_trial(study, 0, {"x": 1}, measurement(), "/* x */")
+        store.set_front(study.id, [trial.id])
+    engine = create_engine(db_url)
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0003")
+    assert revision_of(db_url) == "0003" and "tuner_changes" not in table_names(db_url)
+    with engine.begin() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM tuner_trials")) == 1
+        assert connection.scalar(text("SELECT count(*) FROM tuner_front")) == 1
+        connection.execute(text("DELETE FROM tuner_front"))  # no trigger is left to fire
+    engine.dispose()
+    with Store.open(db_url) as store:
+        assert store.study("s").counts == {"ok": 1}
