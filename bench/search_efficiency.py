@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
             traced = {b: [runs.get_or_run(run_key("kernel_tuner", strategy, space.name, s, b, 1),
                                           lambda s=s, b=b, space=space, cache=cache, strategy=strategy:
                                           run_kernel_tuner(space, cache, strategy, s, b))
-                          for s in range(args.seeds)] for b in own}
+                          for s in range(args.seeds_for.get(strategy, args.seeds))] for b in own}
             per_budget[("kernel_tuner", strategy)] = {b: traced[b if b in traced else top] for b in budgets}
         for (tool, strategy), by_budget in per_budget.items():
             for b in budgets:
@@ -116,7 +116,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--seeds-for", type=lambda t: {k: int(v) for k, v in (p.split("=") for p in t.split(","))},
                         default={}, metavar="NAME=N,...",
-                        help=f"fewer seeds for a slow strategy (e.g. tpe=3; {PIPELINED}: the wall-clock runs)")
+                        help=f"fewer seeds for a slow strategy, ours or Kernel Tuner's "
+                             f"(e.g. bayes_opt=5; {PIPELINED}: the wall-clock runs)")
     parser.add_argument("--budgets", type=lambda t: [int(v) for v in t.split(",")], default=[20, 50, 100, 200])
     parser.add_argument("--samplers", type=lambda t: t.split(","), default=list(REGISTRY),
                         help="our samplers, or none (default: every registered one)")

@@ -181,3 +181,31 @@ def test_the_registry_refuses_an_unknown_sampler_with_the_choices():
 def test_the_default_is_registered_and_samples_inside_the_constraints():
     info = REGISTRY[DEFAULT]
     assert info.constraints and info.no_repeats and info.ordered and info.multi_objective
+
+
+@pytest.mark.skipif(not usable(DEFAULT), reason=f"needs {REGISTRY[DEFAULT].needs}")
+def test_the_default_on_a_space_too_large_to_enumerate_samples_a_valid_pool():
+    """A product of 10^6 configs is not walked: the default scores a seeded pool of valid configs
+    drawn at random, and still proposes only valid configs, none twice, and never says exhausted."""
+    from tuner.samplers.candidates import WALK_LIMIT, valid_configs
+
+    class Wide(Tiles):
+        params = tuple(Param(f"p{i}", tuple(2 ** k for k in range(10))) for i in range(6))
+
+        def check(self, config, problem, device):
+            return "too big" if config["p0"] * config["p1"] > 2 ** 12 else None
+
+    spec = Wide()
+    assert 10 ** 6 > WALK_LIMIT
+    candidates = valid_configs(spec, {}, DEVICE, seed=3)
+    assert not candidates.complete and len(candidates)
+    sampler = make_sampler(DEFAULT, SamplerContext(spec, {}, DEVICE, 3))
+    study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
+    proposed = []
+    for _ in range(40):
+        trial = study.ask(distributions(spec))
+        config = dict(trial.params)
+        assert spec.check(config, {}, DEVICE) is None, config
+        proposed.append(tuple(config.values()))
+        study.tell(trial, [sum(np.log2(v) for v in config.values()) + 1.0, 0.0])
+    assert len(set(proposed)) == 40 and not sampler.exhausted(study)

@@ -6,7 +6,9 @@ sampler scores every one of them rather than searching a continuous relaxation:
 - it picks only from the enumerated valid configs (``candidates.valid_configs``), never one
   already measured or in flight, so no measurement is spent on a rejection or a repeat;
 - the first ``n_startup`` picks are uniform over the valid configs, and so is one pick in ten
-  after them (``explore``), so that a second basin is not missed for the first one found;
+  after them (``explore``) until ``local_after`` configs are measured, so that a second basin is
+  not missed for the first one found; after that every pick is the model's (spending a tenth of a
+  200-config budget on uniform picks late cost more than it found);
 - then an extra-trees forest is fitted to what was measured (log latency; a failed config gets a
   value worse than any measured, so its neighbourhood is avoided), the spread of its trees is the
   uncertainty, and the config of largest expected improvement is proposed (refitted after each
@@ -39,6 +41,9 @@ _STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.
 
 
 class ForestSampler(BaseSampler):
+    # The hyperparameters are general defaults, set on the six recorded convolution spaces of
+    # bench/search_efficiency.py (the only choice made there: when uniform picks stop); nothing
+    # here knows those spaces' parameters.
     def __init__(self, candidates: CandidateSet, space: dict[str, BaseDistribution], seed: int | None = None,
                  n_startup: int = 10, trees: int = 16, local_every: int = 2, local_after: int = 30,
                  top_k: int = 3, explore: float = 0.1):
@@ -83,7 +88,7 @@ class ForestSampler(BaseSampler):
         if not free.any():
             free[:] = True  # everything is taken: a repeat, which the study loop answers from storage
         ok = [v is not None for v in values]
-        if sum(ok) < self._n_startup or self._rng.random() < self._explore:
+        if sum(ok) < self._n_startup or (len(measured) < self._local_after and self._rng.random() < self._explore):
             choice = int(self._rng.choice(np.flatnonzero(free)))
         else:
             choice = self._expected_improvement(study, measured, values, pending, free)
