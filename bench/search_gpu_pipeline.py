@@ -112,11 +112,11 @@ def run_kernel_tuner(args: argparse.Namespace, problem: dict) -> dict:
     host = [inputs[n].cpu().numpy() for n in ("q", "k", "v")]
     out = np.zeros_like(reference)
     source = spec.render({p.name: p.choices[0] for p in spec.params}, problem)
-    scalars = [np.int32(problem["S"]), np.int32(int(problem["causal"])), np.float32(source.scalars[2][1])]
+    scalars = [getattr(np, kind)(value) for kind, value in source.scalars]  # S, causal, scale, kv_group
     options = kt_arguments(problem)
     started = time.time()
     results, env = kernel_tuner.tune_kernel(arguments=[*host, out, *scalars], answer=[None, None, None, reference,
-                                            None, None, None], atol=2e-2, strategy=args.kt_strategy,
+                                            *[None] * len(scalars)], atol=2e-2, strategy=args.kt_strategy,
                                             strategy_options={"max_fevals": args.budget}, quiet=True, **options)
     loop_s = time.time() - started
     torch.cuda.synchronize()
