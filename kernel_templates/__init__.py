@@ -1,6 +1,16 @@
 """Kernel templates: the specs the tuner can tune, and the interface a user's template implements."""
 
-from .registry import SpecError, builtin_specs, find_builtin, find_spec, load_spec_file, problem_spec, specs_for
+from .registry import (
+    SpecError,
+    builtin_specs,
+    default_family,
+    find_builtin,
+    find_spec,
+    kernel_spec,
+    load_spec_file,
+    problem_spec,
+    specs_for,
+)
 from .spec import (
                    Config,
                    Device,
@@ -18,4 +28,4 @@ from .target import ARCHS, Target
 
 __all__ = ["ARCHS", "Config", "Device", "KernelSpec", "OutputSpec", "Param", "Problem", "ProblemParam",
            "Source", "SpecError", "StoredSpace", "Target", "TensorMap", "builtin_specs", "canonical_json",
-           "find_builtin", "find_spec", "load_spec_file", "problem_spec", "specs_for"]
+           "default_family", "find_builtin", "find_spec", "kernel_spec", "load_spec_file", "problem_spec", "specs_for"]

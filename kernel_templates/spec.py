@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -311,6 +312,10 @@ def _problem_param_space(p: ProblemParam) -> dict[str, Any]:
 _KINDS = {"int": int, "bool": bool, "str": str}
 
 
+def _params(space: Mapping[str, Any]) -> tuple[Param, ...]:
+    return tuple(Param(p["name"], tuple(p["choices"]), p.get("doc", "")) for p in space.get("params", ()))
+
+
 class StoredSpace(ProblemSpace):
     """A template as a study stored it (:meth:`KernelSpec.space`): enough to parse and complete
     its problems and list its parameters without the template file."""
@@ -319,10 +324,16 @@ class StoredSpace(ProblemSpace):
         self.name, self.backend = name, backend
         self.description: str = space.get("description", "")
         self.archs: tuple[str, ...] = tuple(space.get("archs", ()))
-        self.params = tuple(Param(p["name"], tuple(p["choices"]), p.get("doc", ""))
-                            for p in space.get("params", ()))
+        self.params = _params(space)
+        # a search over several families: each family's own parameters (Families.space())
+        self.families = {name: _params(family) for name, family in space.get("families", {}).items()}
         self.problem_params = tuple(
             ProblemParam(p["name"], _KINDS[p["kind"]], p["default"],
                          None if p.get("choices") is None else tuple(p["choices"]),
                          p.get("minimum"), p.get("doc", ""), p.get("optional", False))
             for p in space.get("problem_params", ()))
+
+    def space_size(self) -> int:
+        if not self.families:
+            return super().space_size()
+        return sum(math.prod(len(p.choices) for p in params) for params in self.families.values())

@@ -26,6 +26,7 @@ from tuner.kernel_templates import (
     load_spec_file,
     problem_spec,
 )
+from tuner.kernel_templates.families import FAMILY
 from tuner.kernel_templates.spec import ProblemSpace, canonical_json
 from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
 
@@ -342,11 +343,24 @@ def _spec_of(study: StudyRecord) -> KernelSpec | None:
         return None
 
 
+def _config_choices(spec: KernelSpec) -> dict[str, tuple[Any, ...]]:
+    """The choices of each key of a stored config of ``spec``'s kernel: every family's knobs, and
+    ``family`` where the kernel has several (a study may search them all)."""
+    members = [s for s in builtin_specs() if (s.name, s.backend) == (spec.name, spec.backend)] or [spec]
+    choices: dict[str, tuple[Any, ...]] = {}
+    if len(members) > 1 or spec.family:
+        choices[FAMILY] = tuple(m.family for m in members)
+    for m in members:
+        for p in m.params:
+            choices[p.name] = choices.get(p.name, ()) + tuple(c for c in p.choices if c not in choices.get(p.name, ()))
+    return choices
+
+
 def _typed_params(spec: KernelSpec | None, params: Mapping[str, Any]) -> dict[str, Any]:
     """Config filter values as the kernel's choices (``"64"`` -> ``64``) where the spec is known."""
     if spec is None:
         return dict(params)
-    choices = {p.name: p.choices for p in spec.params}
+    choices = _config_choices(spec)
     typed = {}
     for name, value in params.items():
         if name not in choices:
