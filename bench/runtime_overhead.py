@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 import tuner.runtime as rt
 from tuner.db import Store
-from tuner.kernel_templates import Target, find_spec
+from tuner.kernel_templates import Target, kernel_spec
 from tuner.runtime.launch import load
 from tuner.workers import backend_for
 from tuner.workers.cuda_launch import launcher
@@ -86,7 +86,7 @@ def launch_overhead(name: str) -> dict[str, Any]:
     decision = rt.decisions()[-1]
     if decision.choice is None:
         raise SystemExit(f"no tuned config for {name}: {decision.reason}")
-    spec = find_spec("attention", decision.arch)
+    spec = kernel_spec("attention", decision.arch)  # the config names its family
     target = Target.documented(decision.arch)
     source = spec.render(decision.choice.config, decision.problem)
     cubin = backend_for(target).compile(source, target).path
