@@ -3,8 +3,10 @@
 from .registry import (
     SpecError,
     builtin_specs,
+    default_family,
     find_builtin,
     find_spec,
+    kernel_spec,
     load_spec_file,
     problem_spec,
     specs_for,
@@ -27,4 +29,5 @@ from .target import ARCHS, Target
 
 __all__ = ["ARCHS", "Config", "Device", "KernelSpec", "OutputSpec", "Param", "Problem", "ProblemParam",
            "Source", "SpecError", "StoredSpace", "Target", "TensorMap", "builtin_specs", "canonical_json",
-           "find_builtin", "find_spec", "load_spec_file", "problem_spec", "specs_for", "template_digest"]
+           "default_family", "find_builtin", "find_spec", "kernel_spec", "load_spec_file", "problem_spec",
+           "specs_for", "template_digest"]

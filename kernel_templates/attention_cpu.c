@@ -1,6 +1,8 @@
 /* Attention forward, flash style: O = softmax(Q K^T * scale [+ causal mask]) V.
  *
- * Q, K, V and O are float32 [batch, heads, seq, HEAD_DIM], contiguous. Every (batch, head,
+ * Q and O are float32 [batch, heads, seq, HEAD_DIM], K and V [batch, heads / group, seq, HEAD_DIM],
+ * contiguous: query head h reads K/V head h / group (grouped-query attention; group 1 is plain
+ * multi-head attention). Every (batch, head,
  * query tile) is independent: its BLOCK_M query rows stream over tiles of BLOCK_N keys and keep
  * a running row max and row sum, so the softmax never needs a whole row of scores (online
  * softmax). Ragged last tiles (seq not a multiple of the tile) are handled by the row and column
@@ -152,7 +154,7 @@ static void attend_tile(const float *q, const float *k, const float *v, float *o
 }
 
 void attention_fwd(const float *q, const float *k, const float *v, float *o, int32_t batch,
-                   int32_t heads, int32_t seq, float scale) {
+                   int32_t heads, int32_t seq, float scale, int32_t group) {
     int64_t tiles = (seq + BLOCK_M - 1) / BLOCK_M;
     int64_t work = (int64_t)batch * heads * tiles;
     /* Dynamic: causal tiles near the end of the sequence cost more than those at the start. */
@@ -160,7 +162,7 @@ void attention_fwd(const float *q, const float *k, const float *v, float *o, int
     for (int64_t w = 0; w < work; w++) {
         int64_t head = w / tiles;
         int m0 = (int)(w % tiles) * BLOCK_M;
-        int64_t offset = head * seq * HEAD_DIM;
-        attend_tile(q + offset, k + offset, v + offset, o + offset, seq, m0, (ACC)scale);
+        int64_t offset = head * seq * HEAD_DIM, kv_offset = head / group * seq * HEAD_DIM;
+        attend_tile(q + offset, k + kv_offset, v + kv_offset, o + offset, seq, m0, (ACC)scale);
     }
 }

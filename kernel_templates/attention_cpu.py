@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .attention_problem import KV_HEADS, kv_group, kv_heads, kv_heads_reason, without_full_kv
 from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source
 
 _TEMPLATE = files(__package__).joinpath("attention_cpu.c").read_text()
@@ -45,13 +46,19 @@ class AttentionCpu(KernelSpec):
     )
     problem_params = (
         ProblemParam("B", int, 1, minimum=1, doc="batch"),
-        ProblemParam("H", int, 4, minimum=1, doc="heads"),
+        ProblemParam("H", int, 4, minimum=1, doc="query heads"),
+        KV_HEADS,
         ProblemParam("S", int, 256, minimum=1, doc="sequence length"),
         ProblemParam("D", int, 64, minimum=1, doc="head dimension"),
         ProblemParam("causal", bool, False, doc="mask keys after each query"),
     )
 
+    def canonical_problem(self, problem: Problem) -> dict[str, Any]:
+        return super().canonical_problem(without_full_kv(problem))
+
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        if reason := kv_heads_reason(problem):
+            return reason
         cores = device.limits.get("cores")
         if cores is not None and config["threads"] > cores:
             return f"threads={config['threads']} exceeds the {cores} cores of this machine"
@@ -78,20 +85,23 @@ class AttentionCpu(KernelSpec):
         if config["march"] == "native":
             options.append("-march=native")
         scalars = (("int32", problem["B"]), ("int32", problem["H"]), ("int32", problem["S"]),
-                   ("float32", 1.0 / math.sqrt(problem["D"])))
+                   ("float32", 1.0 / math.sqrt(problem["D"])), ("int32", kv_group(problem)))
         return Source(language="c", code=header + _TEMPLATE, entry="attention_fwd",
                       options=tuple(options), scalars=scalars)
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
-        shape = _shape(problem)
-        return {name: rng.standard_normal(shape, dtype=np.float32) for name in ("q", "k", "v")}
+        kv = (problem["B"], kv_heads(problem), problem["S"], problem["D"])
+        shapes = {"q": _shape(problem), "k": kv, "v": kv}
+        return {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
 
     def output_spec(self, problem: Problem) -> OutputSpec:
         return OutputSpec(shape=_shape(problem), dtype="float32")
 
     def reference(self, inputs: Mapping[str, Any], problem: Problem) -> np.ndarray:
         seq, dim = problem["S"], problem["D"]
-        q, k, v = (np.asarray(inputs[n], dtype=np.float64).reshape(-1, seq, dim) for n in ("q", "k", "v"))
+        q, k, v = (np.asarray(inputs[n], dtype=np.float64) for n in ("q", "k", "v"))
+        k, v = (np.repeat(t, kv_group(problem), axis=1) for t in (k, v))  # query head h reads h // group
+        q, k, v = (t.reshape(-1, seq, dim) for t in (q, k, v))
         out = np.empty_like(q)
         chunk = max(1, _REFERENCE_CHUNK_BYTES // (8 * seq * seq))
         for start in range(0, q.shape[0], chunk):
@@ -104,7 +114,8 @@ class AttentionCpu(KernelSpec):
         return full / 2 if problem["causal"] else full
 
     def bytes_moved(self, problem: Problem) -> float:
-        return 4.0 * 4 * problem["B"] * problem["H"] * problem["S"] * problem["D"]
+        """Q and O once each, K and V once per K/V head (4-byte elements)."""
+        return 4.0 * problem["B"] * problem["S"] * problem["D"] * (2 * problem["H"] + 2 * kv_heads(problem))
 
     def max_error(self, config: Config, problem: Problem) -> float:
         # libm variants are exact up to float rounding; a looser bound would hide their bugs.

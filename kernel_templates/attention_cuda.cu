@@ -5,7 +5,8 @@
 //
 // attention_cuda.py renders the macros below in front of this file:
 //   BLOCK_M, BLOCK_N, WARPS, STAGES, HEAD_DIM, IS_BF16, FAST_EXP2, PV_F16_ACC, LAZY_RESCALE, MIN_BLOCKS
-// Q, K, V, O are [B, H, S, HEAD_DIM] contiguous 16-bit values; grid = (ceil(S / BLOCK_M), B * H).
+// Q, O are [B, H, S, HEAD_DIM], K, V [B, H / kv_group, S, HEAD_DIM], contiguous 16-bit values;
+// grid = (ceil(S / BLOCK_M), B * H).
 
 #define THREADS (WARPS * 32)
 #define WARP_ROWS (BLOCK_M / WARPS)  // query rows per warp
@@ -285,14 +286,16 @@ __device__ __forceinline__ void store_output(elem_t* o, const float (&acc)[M_TIL
 // (255 at most), trading registers for warps to hide the mma -> softmax -> mma latency chain.
 extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
 attention_fwd(const elem_t* __restrict__ q, const elem_t* __restrict__ k, const elem_t* __restrict__ v,
-              elem_t* __restrict__ o, int seq, int causal, float scale_log2) {
+              elem_t* __restrict__ o, int seq, int causal, float scale_log2, int kv_group) {
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sq = (u32)__cvta_generic_to_shared(smem);
   const u32 sk = sq + BLOCK_M * ROW_BYTES;
   const u32 sv = sk + STAGES * KV_TILE_BYTES;
   const int m0 = (gridDim.x - 1 - blockIdx.x) * BLOCK_M;  // longest causal blocks start first
+  // Grouped-query attention: kv_group consecutive query heads share one K/V head (1: multi-head).
   const size_t head = (size_t)blockIdx.y * seq * HEAD_DIM;
-  q += head, k += head, v += head, o += head;
+  const size_t kv_head = (size_t)(blockIdx.y / kv_group) * seq * HEAD_DIM;
+  q += head, o += head, k += kv_head, v += kv_head;
   const int lane = threadIdx.x % 32, row0 = (threadIdx.x / 32) * WARP_ROWS;
   const int key_end = causal ? min(seq, m0 + BLOCK_M) : seq;  // later tiles are fully masked
   const int n_blocks = (key_end + BLOCK_N - 1) / BLOCK_N;

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from importlib.resources import files
 
-from .attention_problem import AttentionProblem, kv_heads
+from .attention_problem import AttentionProblem, kv_group
 from .spec import Config, Device, Param, Problem, Source
 
 _TEMPLATE = files(__package__).joinpath("attention_cuda.cu").read_text()
@@ -64,8 +64,6 @@ class AttentionCuda(AttentionProblem):
             return reason
         if problem["D"] not in (64, 128):
             return f"D={problem['D']}: the mma_sync family runs D=64 and D=128 (the Hopper family runs 256)"
-        if kv_heads(problem) != problem["H"]:
-            return "grouped-query attention (H_kv < H) is not in the mma_sync family yet"
         rows = config["block_m"] // config["warps"]
         if rows not in (16, 32):
             return f"block_m/warps = {rows} query rows per warp; the kernel needs 16 or 32"
@@ -101,7 +99,8 @@ class AttentionCuda(AttentionProblem):
         scale_log2 = math.log2(math.e) / math.sqrt(problem["D"])
         return Source(
             language="cuda", code=header + _TEMPLATE, entry="attention_fwd", options=("-O3",),
-            scalars=(("int32", problem["S"]), ("int32", int(problem["causal"])), ("float32", scale_log2)),
+            scalars=(("int32", problem["S"]), ("int32", int(problem["causal"])), ("float32", scale_log2),
+                     ("int32", kv_group(problem))),
             grid=(math.ceil(problem["S"] / config["block_m"]), problem["B"] * problem["H"], 1),
             block=(config["warps"] * 32, 1, 1), shared_bytes=shared_bytes(config, problem))
 

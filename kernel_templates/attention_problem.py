@@ -7,8 +7,9 @@ mean the same in every family (the registry checks that families agree on their 
 
 Grouped-query attention: ``H_kv`` K/V heads, each shared by ``H / H_kv`` consecutive query heads
 (query head ``h`` reads K/V head ``h // (H / H_kv)``, as ``torch.nn.functional.scaled_dot_product_attention``
-with ``enable_gqa``); ``H_kv=0`` means as many K/V heads as query heads. The problem parameter
-itself lands with the families' GQA support; until then every problem has ``H_kv`` heads = ``H``.
+with ``enable_gqa``); ``H_kv=0`` means as many K/V heads as query heads. ``H_kv`` is an optional
+problem parameter: absent at 0 (and ``H_kv=H`` is stored as absent too), so the problems, study
+names and best answers stored before it existed are those of ``H_kv=0``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 EXACT_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
 
 
+# Grouped-query attention's K/V heads, a problem parameter of the CPU template too.
+KV_HEADS = ProblemParam("H_kv", int, 0, minimum=0, optional=True,
+                        doc="K/V heads, each shared by H/H_kv query heads (0: as many as H)")
+
+
 class AttentionProblem(KernelSpec):
     """softmax(Q·Kᵀ/√D [+ causal mask])·V over [B,H,S,D] tensors; the families add the rest."""
 
@@ -34,17 +40,19 @@ class AttentionProblem(KernelSpec):
     problem_params = (
         ProblemParam("B", int, 16, minimum=1, doc="batch"),
         ProblemParam("H", int, 96, minimum=1, doc="query heads"),
+        KV_HEADS,
         ProblemParam("S", int, 512, minimum=1, doc="sequence length"),
         ProblemParam("D", int, 64, choices=(64, 128, 256), doc="head dimension"),
         ProblemParam("causal", bool, False, doc="mask keys after each query"),
         ProblemParam("dtype", str, "fp16", choices=tuple(TORCH_DTYPE), doc="input and output type"),
     )
 
+    def canonical_problem(self, problem: Problem) -> dict[str, Any]:
+        return super().canonical_problem(without_full_kv(problem))
+
     def check_problem(self, problem: Problem) -> str | None:
         """The reason no config of any family can run ``problem``, or ``None``."""
-        if problem["H"] % kv_heads(problem):
-            return f"H={problem['H']} is not a multiple of H_kv={kv_heads(problem)}: pick H_kv dividing H"
-        return None
+        return kv_heads_reason(problem)
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
         import torch
@@ -64,8 +72,7 @@ class AttentionProblem(KernelSpec):
 
         q, k, v = (inputs[name].float() for name in ("q", "k", "v"))
         if kv_heads(problem) != problem["H"]:
-            groups = problem["H"] // kv_heads(problem)
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            k, v = (t.repeat_interleave(kv_group(problem), dim=1) for t in (k, v))
         return F.scaled_dot_product_attention(q, k, v, is_causal=bool(problem["causal"]))
 
     def flops(self, problem: Problem) -> float:
@@ -87,6 +94,25 @@ class AttentionProblem(KernelSpec):
 def kv_heads(problem: Problem) -> int:
     """K/V heads of ``problem`` (``H_kv``, or ``H`` where it is 0)."""
     return problem.get("H_kv", 0) or problem["H"]
+
+
+def kv_heads_reason(problem: Problem) -> str | None:
+    """Why ``problem``'s ``H_kv`` cannot be, or ``None``."""
+    if problem["H"] % kv_heads(problem):
+        return f"H={problem['H']} is not a multiple of H_kv={kv_heads(problem)}: pick H_kv dividing H"
+    return None
+
+
+def kv_group(problem: Problem) -> int:
+    """Query heads per K/V head."""
+    return problem["H"] // kv_heads(problem)
+
+
+def without_full_kv(problem: Problem) -> dict[str, Any]:
+    """``problem`` with ``H_kv=H`` (plain multi-head attention) written as ``H_kv=0``."""
+    if problem.get("H_kv") and problem["H_kv"] == problem.get("H"):
+        return {**problem, "H_kv": 0}
+    return dict(problem)
 
 
 def q_shape(problem: Problem) -> tuple[int, int, int, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tuner.names import check_param_name
 
+from .families import Families
 from .spec import KernelSpec
 
 # module (inside tuner.kernel_templates) -> the spec classes it defines
@@ -150,6 +151,22 @@ def find_spec(name: str, arch: str, family: str | None = None) -> KernelSpec:
         if spec.family == family:
             return spec
     raise SpecError(f"kernel {name!r} has no family {family!r} on {arch} (it has: {families})")
+
+
+def kernel_spec(name: str, arch: str) -> KernelSpec:
+    """Kernel ``name`` on ``arch`` as one template: its only family there, or every family as
+    :class:`Families` (the default first), whose ``render`` runs any family's stored config."""
+    specs = specs_for(name, arch)
+    return specs[0] if len(specs) == 1 else Families(specs)
+
+
+def default_family(spec: KernelSpec) -> str:
+    """The family of a stored config of ``spec``'s kernel that names none: the kernel's first
+    registered family on its backend (the only one before it had several), else the template's own."""
+    for builtin in builtin_specs():
+        if (builtin.name, builtin.backend) == (spec.name, spec.backend):
+            return builtin.family
+    return spec.family
 
 
 def find_builtin(name: str, backend: str, family: str | None = None) -> KernelSpec:

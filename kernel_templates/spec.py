@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,7 +62,10 @@ class ProblemParam:
     """One problem parameter (a shape dimension, a flag, a dtype) and the values it may take.
 
     ``kind`` is ``int``, ``bool`` or ``str``; ``choices`` restricts a ``str`` (or any) parameter;
-    ``minimum`` bounds an ``int`` one.
+    ``minimum`` bounds an ``int`` one. An ``optional`` parameter (one added to a template after
+    problems were stored, e.g. attention's ``H_kv``) is left out of a problem while it is at its
+    default, so problems, study names and lookups stored before it existed stay what they were;
+    templates read it with ``problem.get(name, default)``.
     """
 
     name: str
@@ -70,6 +74,7 @@ class ProblemParam:
     choices: tuple[Any, ...] | None = None
     minimum: int | None = None
     doc: str = ""
+    optional: bool = False
 
     def parse(self, text: str) -> Any:
         """Turns the text of ``--shape NAME=VALUE`` into a value, or raises ValueError."""
@@ -205,18 +210,24 @@ class ProblemSpace:
     problem_params: tuple[ProblemParam, ...] = ()
 
     def default_problem(self) -> dict[str, Any]:
-        return {p.name: p.default for p in self.problem_params}
+        return self.canonical_problem({p.name: p.default for p in self.problem_params})
+
+    def canonical_problem(self, problem: Mapping[str, Any]) -> dict[str, Any]:
+        """``problem`` as it is stored and keyed: optional parameters at their default left out (a
+        problem stored before such a parameter existed is the same problem)."""
+        absent = {p.name: p.default for p in self.problem_params if p.optional}
+        return {k: v for k, v in problem.items() if not (k in absent and v == absent[k])}
 
     def parse_problem(self, assignments: Mapping[str, str]) -> dict[str, Any]:
         """Problem from ``NAME=VALUE`` texts over the defaults; raises ValueError with the reason."""
         known = {p.name: p for p in self.problem_params}
-        problem = self.default_problem()
+        problem = {p.name: p.default for p in self.problem_params}
         for key, text in assignments.items():
             if key not in known:
                 names = ", ".join(known)
                 raise ValueError(f"kernel {self.name!r} has no problem parameter {key!r} (it has: {names})")
             problem[key] = known[key].parse(text)
-        return problem
+        return self.canonical_problem(problem)
 
     def validate_problem(self, problem: Mapping[str, Any]) -> dict[str, Any]:
         """A full problem from a partial mapping of values; raises ValueError with the reason."""
@@ -224,10 +235,10 @@ class ProblemSpace:
         unknown = set(problem) - set(known)
         if unknown:
             raise ValueError(f"kernel {self.name!r} has no problem parameter {sorted(unknown)[0]!r}")
-        full = self.default_problem() | dict(problem)
+        full = {p.name: p.default for p in self.problem_params} | dict(problem)
         for key, value in full.items():
             known[key].validate(value)
-        return full
+        return self.canonical_problem(full)
 
     def space_size(self) -> int:
         size = 1
@@ -297,12 +308,20 @@ class KernelSpec(ProblemSpace, ABC):
         is served of it (``tuner best --kernel``, ``/best``, ``tuner kernels``) needs only its name."""
         return {"description": self.description, "archs": list(self.archs),
                 "params": [{"name": p.name, "choices": list(p.choices), "doc": p.doc} for p in self.params],
-                "problem_params": [{"name": p.name, "kind": p.kind.__name__, "default": p.default,
-                                    "choices": None if p.choices is None else list(p.choices),
-                                    "minimum": p.minimum, "doc": p.doc} for p in self.problem_params]}
+                "problem_params": [_problem_param_space(p) for p in self.problem_params]}
+
+
+def _problem_param_space(p: ProblemParam) -> dict[str, Any]:
+    described = {"name": p.name, "kind": p.kind.__name__, "default": p.default,
+                 "choices": None if p.choices is None else list(p.choices), "minimum": p.minimum, "doc": p.doc}
+    return described | ({"optional": True} if p.optional else {})
 
 
 _KINDS = {"int": int, "bool": bool, "str": str}
+
+
+def _params(space: Mapping[str, Any]) -> tuple[Param, ...]:
+    return tuple(Param(p["name"], tuple(p["choices"]), p.get("doc", "")) for p in space.get("params", ()))
 
 
 class StoredSpace(ProblemSpace):
@@ -313,9 +332,16 @@ class StoredSpace(ProblemSpace):
         self.name, self.backend = name, backend
         self.description: str = space.get("description", "")
         self.archs: tuple[str, ...] = tuple(space.get("archs", ()))
-        self.params = tuple(Param(p["name"], tuple(p["choices"]), p.get("doc", ""))
-                            for p in space.get("params", ()))
+        self.params = _params(space)
+        # a search over several families: each family's own parameters (Families.space())
+        self.families = {name: _params(family) for name, family in space.get("families", {}).items()}
         self.problem_params = tuple(
             ProblemParam(p["name"], _KINDS[p["kind"]], p["default"],
                          None if p.get("choices") is None else tuple(p["choices"]),
-                         p.get("minimum"), p.get("doc", "")) for p in space.get("problem_params", ()))
+                         p.get("minimum"), p.get("doc", ""), p.get("optional", False))
+            for p in space.get("problem_params", ()))
+
+    def space_size(self) -> int:
+        if not self.families:
+            return super().space_size()
+        return sum(math.prod(len(p.choices) for p in params) for params in self.families.values())

@@ -24,6 +24,7 @@ BASE = dict(block_m=16, block_n=32, unroll=4, threads=1, accum="float", exp="lib
 RAGGED_CAUSAL = dict(B=1, H=2, S=77, D=32, causal=True)
 SQUARE = dict(B=2, H=1, S=64, D=64, causal=False)
 ODD = dict(B=1, H=3, S=45, D=20, causal=False)  # D and S leave remainders after every unroll
+GQA = dict(B=2, H=6, H_kv=2, S=45, D=20, causal=True)  # query heads 0-2 read K/V head 0, 3-5 head 1
 
 # (config changes, problem, the largest relative L2 error allowed, the smallest one expected)
 VARIANTS = [
@@ -40,6 +41,8 @@ VARIANTS = [
     (dict(block_m=8, block_n=16, accum="double", fast_math=True), SQUARE, 1e-7, 0.0),
     (dict(unroll=8), ODD, 1e-5, 0.0),
     (dict(unroll=8, exp="poly3", fast_math=True), dict(ODD, causal=True), 5e-4, 1e-6),
+    ({}, GQA, 1e-5, 0.0),
+    (dict(threads=2, block_m=8, block_n=16), dict(GQA, H_kv=1, causal=False), 1e-5, 0.0),
 ]
 
 
@@ -79,6 +82,19 @@ def test_reference_matches_the_definition_row_by_row():
             scores = np.array([q[0, h, i] @ k[0, h, j] / math.sqrt(3) for j in range(i + 1)])
             weights = np.exp(scores) / np.exp(scores).sum()
             np.testing.assert_allclose(out[0, h, i], weights @ v[0, h, : i + 1], rtol=1e-12)
+
+
+def test_grouped_query_reference_is_attention_over_the_shared_heads():
+    shape = problem(**GQA)
+    inputs = SPEC.make_inputs(shape, np.random.default_rng(0))
+    assert inputs["q"].shape == (2, 6, 45, 20) and inputs["k"].shape == inputs["v"].shape == (2, 2, 45, 20)
+    repeated = {"q": inputs["q"], "k": np.repeat(inputs["k"], 3, axis=1), "v": np.repeat(inputs["v"], 3, axis=1)}
+    mha = problem(**(GQA | {"H_kv": 0}))
+    np.testing.assert_array_equal(SPEC.reference(inputs, shape), SPEC.reference(repeated, mha))
+    assert SPEC.bytes_moved(shape) == 4 * 2 * 45 * 20 * (2 * 6 + 2 * 2)
+    assert "H=6 is not a multiple of H_kv=4" in SPEC.check(BASE, problem(**(GQA | {"H_kv": 4})), CPU)
+    # H_kv is left out where it is 0 or H: problems and names stored before it existed stay the same
+    assert "H_kv" not in problem(H=6) and problem(H=6, H_kv=6) == problem(H=6)
 
 
 def test_inputs_are_fresh_random_float32():

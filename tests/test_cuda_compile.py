@@ -24,7 +24,7 @@ from tuner.kernel_templates.spec import Source
 from tuner.workers import get_backend, nvrtc
 from tuner.workers.cuda_compile import COMPILER_ENV, ToolchainMissing, compiler, nvcc_path
 
-SPEC = find_spec("attention", "sm_90a")
+SPEC = find_spec("attention", "sm_90a", "mma_sync")
 BACKEND = get_backend("cuda")
 DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact", "rescale": "always",
            "occupancy": 8}
@@ -168,7 +168,21 @@ def test_render_launch_geometry_covers_ragged_sequences() -> None:
     source = SPEC.render(DEFAULT, problem)
     assert source.grid == (8, 6, 1) and source.block == (256, 1, 1)
     assert source.shared_bytes == shared_bytes(DEFAULT, problem)
-    assert [kind for kind, _ in source.scalars] == ["int32", "int32", "float32"]
+    assert source.scalars[-1] == ("int32", 1)  # kv_group: one query head per K/V head
+    assert [kind for kind, _ in source.scalars] == ["int32", "int32", "float32", "int32"]
+
+
+def test_grouped_query_attention_renders_its_group_and_shares_the_binary() -> None:
+    mha = SPEC.validate_problem({"B": 1, "H": 32, "S": 8192, "D": 128})
+    gqa = SPEC.validate_problem({"B": 1, "H": 32, "H_kv": 8, "S": 8192, "D": 128})
+    device = BACKEND.device(Target.documented("sm_90a"))
+    assert SPEC.check(DEFAULT, gqa, device) is None
+    source = SPEC.render(DEFAULT, gqa)
+    assert source.scalars[-1] == ("int32", 4) and source.grid == (64, 32, 1)  # a block per query head
+    assert source.code_digest() == SPEC.render(DEFAULT, mha).code_digest()  # one binary for every group
+    assert "H=32 is not a multiple of H_kv=5" in SPEC.check(DEFAULT, mha | {"H_kv": 5}, device)
+    # H_kv = H is plain multi-head attention: the same problem as H_kv absent (0)
+    assert SPEC.validate_problem({"H": 32, "H_kv": 32}) == SPEC.validate_problem({"H": 32})
 
 
 def _failures(arch: str, jobs: list[tuple[dict, dict]]) -> list[str]:

@@ -14,8 +14,9 @@ from optuna.trial import TrialState
 
 from tuner.errors import UsageError
 from tuner.kernel_templates import Device, KernelSpec, OutputSpec, Param, Source
+from tuner.kernel_templates.families import Families
 from tuner.samplers import DEFAULT, REGISTRY, SamplerContext, make_sampler
-from tuner.search_space import distributions
+from tuner.search_space import distributions, optuna_params, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -209,3 +210,87 @@ def test_the_default_on_a_space_too_large_to_enumerate_samples_a_valid_pool():
         proposed.append(tuple(config.values()))
         study.tell(trial, [sum(np.log2(v) for v in config.values()) + 1.0, 0.0])
     assert len(set(proposed)) == 40 and not sampler.exhausted(study)
+
+
+# ---- two families: ``family`` a parameter, each family's knobs conditional on it ----
+
+
+class TilesA(Tiles):
+    family = "a"
+
+
+class TilesB(Tiles):
+    """Another family with a knob of the same name and other choices, and a knob of its own."""
+
+    family = "b"
+    params = (Param("block", (32, 64)), Param("stages", (1, 2, 3)))
+
+    def check(self, config, problem, device):
+        return "one stage never overlaps" if config["stages"] == 1 and config["block"] == 64 else None
+
+
+FAMILIES = Families([TilesA(), TilesB()])
+FAMILY_VALID = ([{"family": "a", **c} for c in VALID]
+                + [{"family": "b", "block": b, "stages": s} for b in (32, 64) for s in (1, 2, 3)
+                   if FAMILIES.check({"family": "b", "block": b, "stages": s}, {}, DEVICE) is None])
+FAMILY_SAMPLERS = [n for n in SAMPLER_NAMES if REGISTRY[n.values[0]].families]
+
+
+def family_objectives(config) -> list[float]:
+    if config["family"] == "a":
+        return objectives(config)
+    return [1e-3 * (1 + abs(config["stages"] - 2)) * config["block"] / 64, 1e-7]
+
+
+def tune_families(study: optuna.Study, n: int) -> list[dict[str, Any]]:
+    """As the study loop does: define-by-run, invalid configs failed, valid ones told."""
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        config = suggest(trial, FAMILIES)
+        if FAMILIES.check(config, {}, DEVICE) is None:
+            study.tell(trial, family_objectives(config))
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        configs.append(config)
+    return configs
+
+
+def new_family_study(name: str, seed: int = 0) -> optuna.Study:
+    sampler = make_sampler(name, SamplerContext(FAMILIES, {}, DEVICE, seed))
+    return optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
+
+
+@pytest.mark.parametrize("name", FAMILY_SAMPLERS)
+def test_over_two_families_each_config_is_one_familys_and_both_are_searched(name):
+    configs = tune_families(new_family_study(name), 40)
+    for config in configs:
+        own = FAMILIES.members[config["family"]].params
+        assert set(config) == {"family"} | {p.name for p in own}, config
+        assert all(config[p.name] in p.choices for p in own), config
+    assert {c["family"] for c in configs} == {"a", "b"}
+    assert tune_families(new_family_study(name, seed=3), 15) == tune_families(new_family_study(name, seed=3), 15)
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILY_SAMPLERS if REGISTRY[n.values[0]].constraints])
+def test_over_two_families_a_constrained_sampler_walks_every_valid_config_once(name):
+    study = new_family_study(name)
+    configs = tune_families(study, len(FAMILY_VALID))
+    assert sorted(map(str, configs)) == sorted(map(str, FAMILY_VALID))
+    assert study.sampler.exhausted(study)
+
+
+@pytest.mark.parametrize("name", FAMILY_SAMPLERS)
+def test_over_two_families_an_enqueued_config_is_proposed_first(name):
+    study = new_family_study(name)
+    tune_families(study, 3)
+    wanted = {"family": "b", "block": 32, "stages": 3}
+    study.enqueue_trial(optuna_params(FAMILIES, wanted))
+    trial = study.ask()
+    assert suggest(trial, FAMILIES) == wanted and trial.params == {"family": "b", "b.block": 32, "b.stages": 3}
+
+
+def test_the_grid_sampler_walks_one_family_and_says_so():
+    assert not REGISTRY["grid"].families
+    with pytest.raises(UsageError, match="walks one family's grid.*2 here \\(a, b\\): pass --family"):
+        make_sampler("grid", SamplerContext(FAMILIES, {}, DEVICE))

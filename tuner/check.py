@@ -19,7 +19,7 @@ from typing import Any
 from tuner.kernel_templates import Device, KernelSpec, Problem, Target
 from tuner.workers import Backend, get_backend
 
-from .search_space import TemplateError, rejection, render
+from .search_space import TemplateError, branches, config_of, rejection, render
 
 # Enumerating the space to count what the constraints admit stops here: a template this large
 # is checked by --sample alone.
@@ -54,10 +54,12 @@ class Report:
 
 
 def configs(spec: KernelSpec) -> Iterator[dict[str, Any]]:
-    """Every point of the template's grid, in the order of its parameters' choices."""
-    names = [p.name for p in spec.params]
-    for values in itertools.product(*(p.choices for p in spec.params)):
-        yield dict(zip(names, values, strict=True))
+    """Every point of the template's grid (of each family's, over several), in the order of its
+    parameters' choices."""
+    for fixed, free in branches(spec):
+        names = [p.name for p in free]
+        for values in itertools.product(*(p.choices for p in free)):
+            yield config_of(spec, fixed | dict(zip(names, values, strict=True)))
 
 
 def admitted_configs(spec: KernelSpec, problem: Problem, device: Device) -> tuple[list[dict[str, Any]], Counter[str]]:

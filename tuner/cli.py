@@ -67,6 +67,11 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="shorthand for --shape dtype=VALUE")
 
 
+def _add_family(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--family", help=f"the kernel's template family to {what}; `tuner kernels` "
+                        "lists them")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: `tuner` owns SIGINT (main) before anything slow is imported.
     from .samplers import DEFAULT as DEFAULT_SAMPLER
@@ -80,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="tune a kernel for one problem on one arch")
     _add_target(run)
     _add_db(run)
-    run.add_argument("--family", help="the kernel's template family where it has several on the arch "
-                     "(`tuner kernels` lists them)")
+    _add_family(run, "tune (default: every family on the arch, in one study)")
     run.add_argument("--study", help="study name; an existing study resumes "
                      "(default: derived from kernel, arch, shape)")
     run.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
@@ -116,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "
                                          "config compiled for an arch with its resources (no GPU needed)")
     _add_target(check)
+    _add_family(check, "check (default: every family on the arch)")
     check.add_argument("--sample", type=int, metavar="N", help="compile N admitted configs drawn at random "
                        "(default: every admitted config)")
     check.add_argument("--seed", type=int, help="seed of the --sample draw")

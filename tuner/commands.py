@@ -13,7 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tuner.db import Store, StoreError
-from tuner.kernel_templates import KernelSpec, SpecError, Target, builtin_specs, find_spec, load_spec_file, problem_spec
+from tuner.kernel_templates import (
+    KernelSpec,
+    SpecError,
+    Target,
+    builtin_specs,
+    find_spec,
+    kernel_spec,
+    load_spec_file,
+    problem_spec,
+)
+from tuner.kernel_templates.families import Families
 from tuner.kernel_templates.spec import ProblemSpace
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
@@ -75,7 +85,8 @@ def _spec_and_ref(args: argparse.Namespace, target: Target) -> tuple[KernelSpec,
         if not spec.supports(target):
             raise UsageError(f"template {spec.name!r} runs on {', '.join(spec.archs)}, not {target.arch}: pass --arch")
         return spec, SpecRef(spec.name, spec.backend, path=args.template)
-    spec = find_spec(args.kernel, target.arch, getattr(args, "family", None))
+    family = getattr(args, "family", None)
+    spec = find_spec(args.kernel, target.arch, family) if family else kernel_spec(args.kernel, target.arch)
     return spec, SpecRef(spec.name, spec.backend, family=spec.family)
 
 
@@ -110,10 +121,16 @@ def _problem(spec: ProblemSpace, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def default_study_name(spec: KernelSpec, arch: str, problem: dict[str, Any], family: str | None = None) -> str:
-    """kernel-arch-shape, with the family after the kernel when the run chose one."""
+    """kernel-arch-shape, with the family after the kernel when the run chose one, and every family
+    (``mma_sync+wgmma``) when it searches several: a study of one family stored before its kernel had
+    more keeps its name and its space (Optuna cannot widen a study's choices), and so does a study of
+    several when a family is added. Problem parameters left out of the problem (optional ones at their
+    default) are left out of the name."""
     shape = "-".join(f"{k}{int(v) if isinstance(v, bool) else v}" for k, v in problem.items())
+    if isinstance(spec, Families):
+        family = "+".join(spec.names())
     kernel = f"{spec.name}-{family}" if family else spec.name
-    return re.sub(r"[^A-Za-z0-9_.=-]", "_", f"{kernel}-{arch}-{shape}")
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", f"{kernel}-{arch}-{shape}")
 
 
 def _make_executor(args: argparse.Namespace):

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from tuner.kernel_templates import KernelSpec
 
-from .search_space import distributions, grid
+from .search_space import grid, suggest
 
 REASON_ATTR = "tuner_reason"
 METRIC_NAMES = ("latency_s", "rel_l2")  # the two objectives, in the order they are told
@@ -61,7 +61,7 @@ class Proposer:
         self._study = study
         self._storage = storage
         self._study_id = storage.get_study_id_from_name(study.study_name)
-        self._space = distributions(spec)
+        self._spec = spec
         self._grid = grid(spec)
         self._grid_points = spec.space_size()
         self._pending: dict[int, optuna.Trial] = {}
@@ -97,12 +97,13 @@ class Proposer:
         return len(asked) >= self._grid_points
 
     def ask(self) -> Proposal:
-        trial = self._study.ask(self._space)
+        trial = self._study.ask()
         self._pending[trial.number] = trial  # at once: a Ctrl-C from here on fails it
+        config = suggest(trial, self._spec)  # define-by-run: a family's knobs only where it is chosen
         self._ids[trial.number] = self._storage.get_trial_id_from_study_id_trial_number(
             self._study_id, trial.number)
         self._storage.record_heartbeat(self._ids[trial.number])  # as Optuna's heartbeat thread does
-        return Proposal(trial.number, dict(trial.params))
+        return Proposal(trial.number, config)
 
     def keep_alive(self) -> None:
         """Beats for the trials in flight, and fails the stale trials of other (dead) tuners."""

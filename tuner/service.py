@@ -25,6 +25,7 @@ from tuner.kernel_templates import (
     find_builtin,
     problem_spec,
 )
+from tuner.kernel_templates.families import FAMILY
 from tuner.kernel_templates.spec import ProblemSpace, canonical_json
 from tuner.names import check_param_name
 from tuner.problems import nearest_problem, problem_distance  # noqa: F401 (re-exported)
@@ -337,6 +338,17 @@ def _builtin(kernel: str, arch: str) -> KernelSpec | None:
         return None
 
 
+def _config_choices(space: ProblemSpace) -> dict[str, tuple[Any, ...]]:
+    """The choices of each key of a stored config: the space's knobs, every family's where it
+    searches several, and ``family`` (every stored config of a kernel with families names one)."""
+    choices: dict[str, tuple[Any, ...]] = {FAMILY: ()}
+    family_params = getattr(space, "families", {}).values()
+    for param in (*space.params, *(p for params in family_params for p in params)):
+        known = choices.get(param.name, ())
+        choices[param.name] = known + tuple(c for c in param.choices if c not in known)
+    return choices
+
+
 def _study_space(study: StudyRecord) -> ProblemSpace | None:
     """The study's parameters: stored with it (schema 0003 on), else those of the built-in
     template of its kernel; ``None`` for an older study of a user's template. A template file
@@ -361,7 +373,7 @@ def _typed_params(study: StudyRecord, params: Mapping[str, Any]) -> dict[str, An
     space = _study_space(study)
     if space is None:
         return dict(params)
-    choices = {p.name: p.choices for p in space.params}
+    choices = _config_choices(space)
     typed = {}
     for name, value in params.items():
         if name not in choices:

@@ -16,6 +16,7 @@ import optuna
 
 from tuner.db import Store, StudyRecord, env_key
 from tuner.kernel_templates import KernelSpec, Source, template_digest
+from tuner.kernel_templates.families import member
 from tuner.workers import Job, Measurement, SpecRef, Status
 from tuner.workers.executor import Executor, MeasuringDevice
 
@@ -85,7 +86,7 @@ class StudyRunner:
         if settings.warm_start:
             configs = nearest_configs(store, kernel=spec.name, arch=self._arch, problem=settings.problem,
                                       study=settings.study_name)
-            self.summary.warm = enqueue(optuna_study, admissible(configs, spec, settings.problem, target.device))
+            self.summary.warm = enqueue(optuna_study, spec, admissible(configs, spec, settings.problem, target.device))
         self._in_flight: dict[int, tuple[dict[str, Any], Source]] = {}
         self._measuring: dict[str, int] = {}  # source hash -> the trial in flight measuring it
         # proposals of a source already being measured: answered by that measurement when it lands
@@ -147,6 +148,7 @@ class StudyRunner:
             self._record_invalid(proposal.number, config, reason)
             return False
         source = render(self._spec, config, self._settings.problem)
+        family, own = member(self._spec, config)  # the family that runs it, and its own knobs
         digest = source.digest()
         if not self._settings.remeasure:
             prior = self._store.find_measured(kernel=self._spec.name, problem=problem, arch=self._arch,
@@ -160,7 +162,8 @@ class StudyRunner:
                 self._twins[self._measuring[digest]].append((proposal.number, config, source))
                 return True
         seed = (self._settings.seed or 0) * 1_000_003 + proposal.number
-        self._executor.submit(Job(trial_id=proposal.number, spec=self._ref, config=config,
+        ref = replace(self._ref, family=family.family) if family is not self._spec else self._ref
+        self._executor.submit(Job(trial_id=proposal.number, spec=ref, config=own,
                                   problem=problem, target=self._target.device, source=source, seed=seed))
         self._in_flight[proposal.number] = (config, source)
         self._measuring[digest] = proposal.number

@@ -16,9 +16,10 @@ from typing import Any
 import optuna
 
 from tuner.db import Store
-from tuner.kernel_templates import Device, KernelSpec, Problem, canonical_json
+from tuner.kernel_templates import Device, KernelSpec, Problem, canonical_json, default_family
+from tuner.kernel_templates.families import FAMILY, member
 
-from .search_space import rejection
+from .search_space import optuna_params, rejection, stored_config
 from .service import problem_distance
 
 LIMIT = 8
@@ -60,18 +61,30 @@ def nearest_first(problem: Problem, tuned: Iterable[tuple[Problem, float, Any]],
 
 def admissible(configs: Iterable[dict[str, Any]], spec: KernelSpec, problem: Problem,
                device: Device) -> list[dict[str, Any]]:
-    """The configs that are this template's and pass its constraints for this problem."""
-    names = {p.name: set(p.choices) for p in spec.params}
-    return [c for c in configs if c.keys() == names.keys() and all(c[n] in names[n] for n in c)
-            and rejection(spec, c, problem, device) is None]
+    """The configs that are this template's (one of its families') and pass its constraints for
+    this problem. A config of another family of the kernel is not; one stored with no family (before
+    the kernel had several) is the default family's."""
+    kept = []
+    for config in configs:
+        try:
+            family, own = member(spec, config)
+        except ValueError:
+            continue  # a family this search does not hold
+        ours = stored_config(spec, family, own)
+        if (config.get(FAMILY, default_family(spec)) == family.family
+                and own.keys() == {p.name for p in family.params}
+                and all(own[p.name] in p.choices for p in family.params)
+                and rejection(spec, ours, problem, device) is None):
+            kept.append(ours)
+    return kept
 
 
-def enqueue(study: optuna.Study, configs: Sequence[dict[str, Any]]) -> int:
+def enqueue(study: optuna.Study, spec: KernelSpec, configs: Sequence[dict[str, Any]]) -> int:
     """Queues ``configs`` as the first trials of a study that has none; returns how many."""
     if study.get_trials(deepcopy=False):
         return 0  # a study that resumes has its own history
     for config in configs:
-        study.enqueue_trial(config, skip_if_exists=True)
+        study.enqueue_trial(optuna_params(spec, config), skip_if_exists=True)
     return len(configs)
 
 

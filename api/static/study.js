@@ -6,6 +6,9 @@
 const cfg = JSON.parse(document.getElementById("study-config").textContent);
 let knownTotal = cfg.trials;
 const table = { sort: "number", descending: false, offset: 0, limit: 50, filters: new URLSearchParams() };
+// A study over several template families: the family shown (its index in points.values.family),
+// or null for all of them.
+const view = { family: null, points: null };
 
 const plotType = (() => {
   // Large studies draw faster in WebGL; browsers without it fall back to SVG.
@@ -46,6 +49,8 @@ function tablePageURL() {
   params.set("descending", String(table.descending));
   params.set("offset", table.offset);
   params.set("limit", table.limit);
+  const family = view.family === null ? "" : view.points.values.family[view.family];
+  if (family) params.append("param", `family=${family}`);
   return trialsURL(params);
 }
 
@@ -188,9 +193,58 @@ function bindClicks() {
   });
 }
 
+// The trials of the family shown, with that family's own Pareto front; all trials when none is.
+function shownPoints(points) {
+  if (view.family === null || !points.config.family) return points;
+  const keep = points.number.map((_, i) => i).filter(i => points.config.family[i] === view.family);
+  const pick = column => keep.map(i => column[i]);
+  const config = {};
+  Object.keys(points.config).forEach(name => {
+    if (keep.some(i => points.config[name][i] !== null)) config[name] = pick(points.config[name]);  // its own knobs
+  });
+  const shown = { number: pick(points.number), median_s: pick(points.median_s), rel_l2: pick(points.rel_l2),
+    config, values: points.values };
+  shown.front = paretoFront(shown);
+  return shown;
+}
+
+// Trial numbers of the points no other point beats in both latency and error.
+function paretoFront(points) {
+  const order = points.number.map((_, i) => i).sort((a, b) =>
+    points.median_s[a] - points.median_s[b] || points.rel_l2[a] - points.rel_l2[b]);
+  const front = [];
+  let best = Infinity;
+  order.forEach(i => { if (points.rel_l2[i] < best) { front.push(points.number[i]); best = points.rel_l2[i]; } });
+  return front;
+}
+
+// The family selector, shown once the trials hold more than one family.
+function showFamilies(points) {
+  const families = points.values.family || [];
+  const label = document.getElementById("family-filter");
+  const select = label.querySelector("select");
+  if (families.length < 2 || select.options.length === families.length + 1) return;
+  while (select.options.length > 1) select.remove(1);
+  families.forEach((family, index) => select.add(new Option(family || "default", String(index))));
+  select.value = view.family === null ? "" : String(view.family);
+  label.hidden = false;
+}
+
+function bindFamilies() {
+  document.querySelector("#family-filter select").addEventListener("change", event => {
+    view.family = event.target.value === "" ? null : Number(event.target.value);
+    table.offset = 0;
+    loadTable();
+    drawPlots(view.points);
+  });
+}
+
 async function drawPlots(points) {
-  const texts = hoverTexts(points);
-  await Promise.all([drawPareto(points, texts), drawProgress(points, texts), drawParams(points)]);
+  view.points = points;
+  showFamilies(points);
+  const shown = shownPoints(points);
+  const texts = hoverTexts(shown);
+  await Promise.all([drawPareto(shown, texts), drawProgress(shown, texts), drawParams(shown)]);
   bindClicks();
 }
 
@@ -298,6 +352,7 @@ async function poll() {
 
 async function main(firstPoints, firstTable) {
   bindTable();
+  bindFamilies();
   let points;
   try {
     [points] = await Promise.all([firstPoints, loadTable(firstTable)]);

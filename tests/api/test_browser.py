@@ -15,10 +15,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.api import browser
-from tests.api.conftest import PROBLEM, record, update_front
+from tests.api.conftest import PROBLEM, new_study, record, update_front
 from tests.conftest import require
 from tuner.db import Store
 from tuner.enums import Status
+from tuner.kernel_templates import builtin_specs, registry
 
 
 @pytest.fixture
@@ -96,3 +97,39 @@ def test_parameter_values_are_never_links_on_the_plots(live_server: str, store: 
         assert LINK in labels  # drawn, as the text it is
         links = driver.find_elements(By.CSS_SELECTOR, "#param-plots a")
         assert not [a.get_attribute("href") for a in links if "evil" in (a.get_attribute("href") or "")]
+
+
+def test_a_study_over_two_families_filters_its_plots_and_trials_by_family(live_server: str, store: Store,
+                                                                          monkeypatch) -> None:
+    """Its trials' configs name their family (kernel_templates/testing/second_family.py is the second)."""
+    require(browser.available(), "no /usr/bin/chromium and /usr/bin/chromedriver: "
+                                 "apt-get install chromium chromium-driver")
+    monkeypatch.setattr(registry, "BUILTIN_MODULES", registry.BUILTIN_MODULES + ("testing.second_family",))
+    builtin_specs.cache_clear()
+    try:
+        study = new_study(store, "two-families", PROBLEM)
+        for number, (family, median_s, rel_l2) in enumerate([("", 3e-4, 1e-6), ("", 5e-4, 1e-7), ("serial", 4e-4, 2e-6),
+                                                            ("serial", 6e-4, 1e-5), ("serial", 7e-4, 2e-7)]):
+            threads = {"threads": 1} if family else {}
+            record(store, study, number, {"family": family, "block_n": 16 * (number + 1), **threads},
+                   Status.OK, median_s, rel_l2, PROBLEM)
+        update_front(store, study)
+        with browser.chromium(height=1700) as driver:
+            driver.get(f"{live_server}/studies/two-families")
+            wait_for(driver, lambda d: d.execute_script("return window.tunerReady === true"))
+            assert driver.execute_script(browser.COUNT_POINTS, "pareto-plot") == 5
+            family = driver.find_element(By.CSS_SELECTOR, "#family-filter select")
+            assert family.is_displayed()
+            assert [o.text for o in family.find_elements(By.TAG_NAME, "option")][1:] == ["default", "serial"]
+            family.find_element(By.XPATH, "option[text()='serial']").click()
+            wait_for(driver, lambda d: d.execute_script(browser.COUNT_POINTS, "pareto-plot") == 3)
+            # serial's own front: trials 2 (fastest) and 4 (most exact), not 3
+            front = driver.execute_script("return document.getElementById('pareto-plot').data[1].customdata")
+            assert sorted(front) == [2, 4]
+            rows = lambda d: [r.get_attribute("data-number")  # noqa: E731
+                              for r in d.find_elements(By.CSS_SELECTOR, "#trial-table tbody tr")]
+            wait_for(driver, lambda d: rows(d) == ["2", "3", "4"])
+            family.find_element(By.XPATH, "option[@value='']").click()
+            wait_for(driver, lambda d: len(rows(d)) == 5 and d.execute_script(browser.COUNT_POINTS, "pareto-plot") == 5)
+    finally:
+        builtin_specs.cache_clear()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 
 ARCH = "sm_90a"
 TARGET = Target.documented(ARCH)
-SPEC = find_spec("attention", ARCH)
+SPEC = find_spec("attention", ARCH, "mma_sync")
 BACKEND = get_backend("cuda")
 # The fastest exact config of the sweep on the default problem (bench/results/gpu_bench.log).
 DEFAULT = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact", "rescale": "always",
@@ -81,6 +81,23 @@ def test_sampled_configs_are_correct(problem: dict) -> None:
         if config["precision"] == "exact":
             assert result.rel_l2 <= EXACT_BOUND[problem["dtype"]], (config, result.rel_l2)
         assert result.timing.repeats >= 20 and result.timing.q1_s <= result.timing.median_s
+
+
+# Grouped-query attention (query head h reads K/V head h // (H / H_kv)), and sequences shorter than
+# one tile or a multiple of none (S=1, 77, 333), each against the fp32 reference of the repeated K/V.
+GQA_PROBLEMS = [{"B": 2, "H": 8, "H_kv": kv, "S": s, "D": d, "causal": c, "dtype": t}
+                for kv, s, d, c, t in itertools.product((1, 2), (77, 333), (64, 128), (False, True), ("fp16", "bf16"))]
+RAGGED_PROBLEMS = [{"B": 1, "H": 2, "S": s, "D": 64, "causal": c, "dtype": "fp16"}
+                   for s, c in itertools.product((1, 77, 333), (False, True))]
+
+
+@pytest.mark.parametrize("problem", GQA_PROBLEMS + RAGGED_PROBLEMS,
+                         ids=lambda p: f"Hkv{p.get('H_kv', 0)}-" + problem_id(p))
+def test_grouped_query_and_ragged_sequences_are_correct(problem: dict) -> None:
+    for seed, config in enumerate(sample_configs(problem, 3)):
+        result = run(config, problem, seed)
+        assert result.status is Status.OK, (config, result.reason)
+        assert result.rel_l2 <= SPEC.max_error(config, SPEC.validate_problem(problem)), (config, result.rel_l2)
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=problem_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import optuna
 
 from tuner.kernel_templates import Device, KernelSpec, Problem
+from tuner.kernel_templates.families import Families
 
 from ..errors import UsageError
 from ..search_space import distributions, grid
@@ -33,7 +34,8 @@ class SamplerContext:
 class SamplerInfo:
     """``constraints``: proposes only configs that pass the template's check; ``ordered``: sees
     numeric choices as ordered, not as unrelated categories; ``no_repeats``: never proposes a
-    config already measured or in flight while an untried valid one is left."""
+    config already measured or in flight while an untried valid one is left; ``families``: searches
+    several families of a kernel at once (a space conditional on ``family``)."""
 
     name: str
     factory: Callable[[SamplerContext], optuna.samplers.BaseSampler]
@@ -42,6 +44,7 @@ class SamplerInfo:
     constraints: bool = False
     ordered: bool = False
     no_repeats: bool = False
+    families: bool = True
     needs: str | None = None  # a module it imports that the base install lacks
 
 
@@ -73,7 +76,8 @@ REGISTRY: dict[str, SamplerInfo] = {info.name: info for info in (
                 "Optuna's multivariate TPE"),
     SamplerInfo("gp", _gp, "Optuna's Gaussian-process sampler", needs="torch"),
     SamplerInfo("random", lambda ctx: optuna.samplers.RandomSampler(seed=ctx.seed), "uniform over the grid"),
-    SamplerInfo("grid", _grid, "every point of the grid once, then the run stops", no_repeats=True),
+    SamplerInfo("grid", _grid, "every point of the grid once, then the run stops", no_repeats=True,
+                families=False),
 )}
 
 SAMPLERS = tuple(REGISTRY)
@@ -84,6 +88,10 @@ def make_sampler(name: str, ctx: SamplerContext) -> optuna.samplers.BaseSampler:
     info = REGISTRY.get(name)
     if info is None:
         raise UsageError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    if not info.families and isinstance(ctx.spec, Families):
+        raise UsageError(f"--sampler {name} walks one family's grid, and kernel {ctx.spec.name!r} has "
+                         f"{len(ctx.spec.members)} here ({', '.join(ctx.spec.names())}): pass --family, "
+                         "or choose another sampler")
     if info.needs and not _importable(info.needs):
         raise UsageError(f"--sampler {name} needs {info.needs}: pip install {_PIP.get(info.needs, info.needs)}, "
                          f"or choose another of {', '.join(n for n in SAMPLERS if n != name)}")

@@ -7,8 +7,9 @@ sampler scores every one of them rather than searching a continuous relaxation:
   already measured or in flight, so no measurement is spent on a rejection or a repeat;
 - the first ``n_startup`` picks are uniform over the valid configs, and so is one pick in ten
   after them (``explore``) until ``local_after`` configs are measured, so that a second basin is
-  not missed for the first one found; after that every pick is the model's (spending a tenth of a
-  200-config budget on uniform picks late cost more than it found);
+  not missed for the first one found (over several families: a family uniformly, then one of its
+  configs, so a small family is tried too); after that every pick is the model's (spending a tenth
+  of a 200-config budget on uniform picks late cost more than it found);
 - then an extra-trees forest is fitted to what was measured (log latency; a failed config gets a
   value worse than any measured, so its neighbourhood is avoided), the spread of its trees is the
   uncertainty, and the config of largest expected improvement is proposed (refitted after each
@@ -89,10 +90,20 @@ class ForestSampler(BaseSampler):
             free[:] = True  # everything is taken: a repeat, which the study loop answers from storage
         ok = [v is not None for v in values]
         if sum(ok) < self._n_startup or (len(measured) < self._local_after and self._rng.random() < self._explore):
-            choice = int(self._rng.choice(np.flatnonzero(free)))
+            choice = self._uniform(free)
         else:
             choice = self._expected_improvement(study, measured, values, pending, free)
-        return dict(zip(self._candidates.names, self._candidates.configs[choice], strict=True))
+        return {name: value for name, value in zip(self._candidates.names, self._candidates.configs[choice],
+                                                   strict=True) if value is not None}
+
+    def _uniform(self, free: np.ndarray) -> int:
+        """A free config drawn at random: over several families, a family first (each as likely,
+        however few configs it has), then one of its configs."""
+        pool = np.flatnonzero(free)
+        families = np.unique(self._candidates.groups[pool])
+        if len(families) > 1:
+            pool = pool[self._candidates.groups[pool] == self._rng.choice(families)]
+        return int(self._rng.choice(pool))
 
     # ---- the model ----
 
@@ -113,10 +124,8 @@ class ForestSampler(BaseSampler):
 
     def _key(self, t: FrozenTrial) -> int | None:
         params = t.params or t.system_attrs.get("fixed_params") or {}
-        try:
-            return self._index.get(tuple(params[name] for name in self._candidates.names))
-        except KeyError:
-            return None
+        # A knob of another family than the trial's is absent: None, as in the candidates.
+        return self._index.get(tuple(params.get(name) for name in self._candidates.names))
 
     def _expected_improvement(self, study: Study, measured: list[int], values: list, pending: list[int],
                               free: np.ndarray) -> int:
