@@ -21,7 +21,7 @@ from tuner.names import check_param_name
 from .spec import KernelSpec
 
 # module (inside tuner.kernel_templates) -> the spec classes it defines
-BUILTIN_MODULES = ("attention_cpu", "attention_cuda", "gemm_cuda")
+BUILTIN_MODULES = ("attention_cpu", "attention_cuda", "attention_hopper", "gemm_cuda")
 
 
 class SpecError(Exception):
