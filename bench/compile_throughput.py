@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the result files (default %(default)s)")
     args = parser.parse_args(argv)
     arch, shape = args.arch or DEFAULTS[args.backend][0], args.shape or DEFAULTS[args.backend][1]
-    spec = find_spec("attention", arch)
+    spec = find_spec("attention", arch, "mma_sync")
     batch = jobs(spec, Target.documented(arch), shape, args.kernels, args.seed)
     compilers = args.compilers if args.backend == "cuda" else ["cc"]
     runs = [run_with(n, args.backend, c, batch) for c in compilers for n in args.workers]

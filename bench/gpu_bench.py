@@ -24,7 +24,7 @@ from tuner.workers.cuda_measure import time_launches
 
 ARCH = "sm_90a"
 TARGET = Target.documented(ARCH)
-SPEC = find_spec("attention", ARCH)
+SPEC = find_spec("attention", ARCH, "mma_sync")
 BACKEND = get_backend("cuda")
 PROBLEMS = [{}, {"causal": True}, {"D": 128, "H": 48}, {"dtype": "bf16"}]
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 import tuner.runtime as rt
 from tuner.db import Store
-from tuner.kernel_templates import Target, find_spec
+from tuner.kernel_templates import Target, family_of_config
 from tuner.workers import backend_for
 from tuner.workers.cuda_launch import Kernel
 from tuner.workers.cuda_runtime import environment
@@ -109,7 +109,7 @@ def launch_overhead(name: str, db: str) -> dict[str, Any]:
     decision = rt.decisions()[-1]
     if decision.choice is None:
         raise SystemExit(f"no tuned config for {name}: {decision.reason}")
-    spec = find_spec(kernel, decision.arch)
+    spec = family_of_config(kernel, decision.arch, decision.choice.config)
     target = Target.documented(decision.arch)
     source = spec.render(decision.choice.config, decision.problem)
     cubin = backend_for(target).compile(source, target).path  # the compile cache's, as the runtime's

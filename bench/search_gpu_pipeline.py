@@ -45,7 +45,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def problem_of(shape: str) -> dict:
-    spec = find_spec("attention", ARCH)
+    spec = find_spec("attention", ARCH, "mma_sync")
     return spec.parse_problem(dict(part.split("=", 1) for part in shape.split(",")))
 
 
@@ -80,7 +80,7 @@ def first_stored(db: Path) -> float:
 
 def kt_arguments(problem: dict) -> dict:
     """What Kernel Tuner needs to drive our attention source: everything derived from the template."""
-    spec = find_spec("attention", ARCH)
+    spec = find_spec("attention", ARCH, "mma_sync")
     device = Device(ARCH, limits=H100_LIMITS)
     names = [p.name for p in spec.params]
 
@@ -108,7 +108,7 @@ def run_kernel_tuner(args: argparse.Namespace, problem: dict) -> dict:
     import numpy as np
     import torch
 
-    spec = find_spec("attention", ARCH)
+    spec = find_spec("attention", ARCH, "mma_sync")
     inputs = spec.make_inputs(problem, np.random.default_rng(args.seed))
     reference = spec.reference(inputs, problem).to(inputs["q"].dtype).cpu().numpy()
     host = [inputs[n].cpu().numpy() for n in ("q", "k", "v")]

@@ -3,6 +3,7 @@
 from .registry import (
     SpecError,
     builtin_specs,
+    family_of_config,
     find_builtin,
     find_spec,
     load_spec_file,
@@ -27,4 +28,5 @@ from .target import ARCHS, Target
 
 __all__ = ["ARCHS", "Config", "Device", "KernelSpec", "OutputSpec", "Param", "Problem", "ProblemParam",
            "Source", "SpecError", "StoredSpace", "Target", "TensorMap", "builtin_specs", "canonical_json",
-           "find_builtin", "find_spec", "load_spec_file", "problem_spec", "specs_for", "template_digest"]
+           "family_of_config", "find_builtin", "find_spec", "load_spec_file", "problem_spec", "specs_for",
+           "template_digest"]

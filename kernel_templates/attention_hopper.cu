@@ -43,6 +43,10 @@ typedef Wgmma<HEAD_DIM, IS_BF16> MmaO;
 
 #define NEG_INF __int_as_float(0xff800000)
 
+template <bool B> struct Flag {
+  static constexpr bool value = B;
+};
+
 struct Tile {
   int m_block, b, h;
 };
@@ -96,45 +100,46 @@ __device__ __forceinline__ void arrive_once(u64 *bar) {
   if (threadIdx.x % 128 == 0) mbar_arrive(bar);
 }
 
+/* Shared-memory descriptors step by adding a byte offset / 16 to the start-address field (every
+ * tile lies below 256 KB, so the 14-bit field never carries): each is computed once per kernel. */
+__host__ __device__ constexpr u64 desc_step(int bytes) { return (u64)(bytes >> 4); }
+
 /* S = Q·Kᵀ over the head dim: Q rows of this warpgroup and the stage's K tile, both K-major. */
-__device__ __forceinline__ void issue_scores(float (&s)[S_ACC], const unsigned char *q_rows,
-                                             const unsigned char *k_tile) {
+__device__ __forceinline__ void issue_scores(float (&s)[S_ACC], u64 q_desc, u64 k_desc) {
 #pragma unroll
-  for (int kk = 0; kk < HEAD_DIM / 16; kk++) {
-    const u64 a = smem_descriptor(q_rows + kk / 4 * BLOCK_M * 128 + kk % 4 * 32, 16, 1024);
-    const u64 b = smem_descriptor(k_tile + kk / 4 * BLOCK_N * 128 + kk % 4 * 32, 16, 1024);
-    MmaS::ss<0>(s, a, b, kk > 0);
-  }
+  for (int kk = 0; kk < HEAD_DIM / 16; kk++)
+    MmaS::ss<0>(s, q_desc + desc_step(kk / 4 * BLOCK_M * 128 + kk % 4 * 32),
+                k_desc + desc_step(kk / 4 * BLOCK_N * 128 + kk % 4 * 32), kk > 0);
 }
 
 /* O += P·V: P from registers, V [keys, D] row-major read MN-major (64-column chunks BLOCK_N*128 apart). */
-__device__ __forceinline__ void issue_values(float (&o)[O_ACC], const u32 (&p)[P_STEPS][4],
-                                             const unsigned char *v_tile) {
+__device__ __forceinline__ void issue_values(float (&o)[O_ACC], const u32 (&p)[P_STEPS][4], u64 v_desc) {
 #pragma unroll
-  for (int kk = 0; kk < P_STEPS; kk++) MmaO::rs<1>(o, p[kk], smem_descriptor(v_tile + kk * 16 * 128, BLOCK_N * 128, 1024), 1);
+  for (int kk = 0; kk < P_STEPS; kk++) MmaO::rs<1>(o, p[kk], v_desc + desc_step(kk * 16 * 128), 1);
+}
+
+/* Scores of keys >= S or (causal) after the row become -inf. Rows are this thread's two (row, row + 8). */
+__device__ __forceinline__ void mask_scores(float (&s)[S_ACC], int key0, int row, int S, int causal) {
+  const int col0 = key0 + 2 * (threadIdx.x % 4);
+#pragma unroll
+  for (int j = 0; j < BLOCK_N / 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = col0 + 8 * j + e % 2, limit = causal ? min(S - 1, row + 8 * (e / 2)) : S - 1;
+      if (key > limit) s[4 * j + e] = NEG_INF;
+    }
 }
 
 /* The online softmax of one score tile, in place: the scores become unnormalized probabilities,
  * `max` and `sum` the running row maxima (unscaled) and this thread's partial row sums, `scale`
- * what O must be multiplied by before this tile's P·V. Rows are this thread's two (row, row + 8). */
-template <bool MASK>
+ * what O must be multiplied by before this tile's P·V. */
 __device__ __forceinline__ void softmax(float (&s)[S_ACC], float (&max)[2], float (&sum)[2], float (&scale)[2],
-                                        float scale_log2, int key0, int row, int S, int causal) {
-  const int lane_col = 2 * (threadIdx.x % 4);
+                                        float scale_log2) {
 #pragma unroll
   for (int half = 0; half < 2; half++) {
     float m = max[half];
 #pragma unroll
-    for (int j = 0; j < BLOCK_N / 8; j++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        float &x = s[4 * j + 2 * half + e];
-        if (MASK) {
-          const int key = key0 + 8 * j + lane_col + e;
-          if (key >= S || (causal && key > row + 8 * half)) x = NEG_INF;
-        }
-        m = fmaxf(m, x);
-      }
+    for (int j = 0; j < BLOCK_N / 8; j++) m = fmaxf(m, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
     m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
     m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
     const float base = m == NEG_INF ? 0.f : m * scale_log2;  // a row with no key yet stays at 0
@@ -165,18 +170,6 @@ __device__ __forceinline__ void to_operand(u32 (&p)[P_STEPS][4], const float (&s
 __device__ __forceinline__ void rescale(float (&o)[O_ACC], const float (&scale)[2]) {
 #pragma unroll
   for (int i = 0; i < O_ACC; i++) o[i] *= scale[(i / 2) % 2];
-}
-
-/* Masking is needed where a key tile crosses S or (causal) the diagonal of this warpgroup's rows. */
-__device__ __forceinline__ bool needs_mask(int key0, int first_row, int S, int causal) {
-  return key0 + BLOCK_N > S || (causal && key0 + BLOCK_N - 1 > first_row);
-}
-
-__device__ __forceinline__ void tile_softmax(float (&s)[S_ACC], float (&max)[2], float (&sum)[2],
-                                             float (&scale)[2], float scale_log2, int key0, int first_row,
-                                             int row, int S, int causal) {
-  if (needs_mask(key0, first_row, S, causal)) softmax<true>(s, max, sum, scale, scale_log2, key0, row, S, causal);
-  else softmax<false>(s, max, sum, scale, scale_log2, key0, row, S, causal);
 }
 
 /* O / row sum, rounded and stored for the rows below S (the m64nD fragment: row 16*warp + lane/4
@@ -252,7 +245,8 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
   } else {  // a consumer: 64 query rows of every tile
     if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
     const int consumer = wg - 1, t = threadIdx.x % 128;
-    const unsigned char *q_rows = q_tile + consumer * 64 * 128;
+    const u64 q_desc = smem_descriptor(q_tile + consumer * 64 * 128, 16, 1024);
+    const u64 k_desc0 = smem_descriptor(k_tiles, 16, 1024), v_desc0 = smem_descriptor(v_tiles, BLOCK_N * 128, 1024);
     Ring ring;
     u32 q_phase = 0;
     if (PINGPONG && CONSUMERS > 1 && consumer == CONSUMERS - 1) named_barrier_arrive(PINGPONG_BARRIER, 256);
@@ -266,78 +260,95 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       for (int i = 0; i < O_ACC; i++) o[i] = 0.f;
       mbar_wait(&q_full, q_phase);
       q_phase ^= 1;
+      // Key tiles below this warpgroup's diagonal and inside S need no mask: a loop of their own
+      // (a run-time test per tile would be if-converted into selects on every score).
+      int unmasked = S / BLOCK_N;
+      if (causal) unmasked = min(unmasked, (first_row + 1) / BLOCK_N);
+      unmasked = min(unmasked, n_blocks);
 #if OVERLAP_INTRA
       // The first key tile: its scores alone.
       mbar_wait(&k_full[ring.stage], ring.phase);
       pingpong_begin(consumer);
       wgmma_fence();
-      issue_scores(s, q_rows, k_tiles + ring.stage * KV_BYTES);
+      issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
       wgmma_commit();
       pingpong_end(consumer);
       wgmma_wait<0>();
       fence_registers(s);
       arrive_once(&k_empty[ring.stage]);
       if (n_blocks == 1) arrive_once(&q_empty);
-      tile_softmax(s, max, sum, scale, scale_log2, 0, first_row, row, S, causal);
+      if (unmasked == 0) mask_scores(s, 0, row, S, causal);
+      softmax(s, max, sum, scale, scale_log2);
       to_operand(p, s);
-      for (int j = 1; j < n_blocks; j++) {
-        Ring previous = ring;
+      // Tile j's scores issued with tile j-1's P·V; its softmax under that P·V.
+      auto step = [&](int j, auto masked) {
+        const Ring previous = ring;
         ring.advance();
         mbar_wait(&k_full[ring.stage], ring.phase);
         pingpong_begin(consumer);
         wgmma_fence();
-        issue_scores(s, q_rows, k_tiles + ring.stage * KV_BYTES);
+        issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
         wgmma_commit();
         rescale(o, scale);
         mbar_wait(&v_full[previous.stage], previous.phase);
         wgmma_fence();
-        issue_values(o, p, v_tiles + previous.stage * KV_BYTES);
+        issue_values(o, p, v_desc0 + desc_step(previous.stage * KV_BYTES));
         wgmma_commit();
         pingpong_end(consumer);
         wgmma_wait<1>();  // the scores are done
         fence_registers(s);
         arrive_once(&k_empty[ring.stage]);
         if (j == n_blocks - 1) arrive_once(&q_empty);
-        tile_softmax(s, max, sum, scale, scale_log2, j * BLOCK_N, first_row, row, S, causal);
+        if (decltype(masked)::value) mask_scores(s, j * BLOCK_N, row, S, causal);
+        softmax(s, max, sum, scale, scale_log2);
         wgmma_wait<0>();  // P·V of the previous tile is done: its V and P registers are free
         fence_registers(o);
         arrive_once(&v_empty[previous.stage]);
         to_operand(p, s);
-      }
+      };
+      int j = 1;
+      for (; j < unmasked; j++) step(j, Flag<false>());
+      for (; j < n_blocks; j++) step(j, Flag<true>());
       rescale(o, scale);
       mbar_wait(&v_full[ring.stage], ring.phase);
       wgmma_fence();
-      issue_values(o, p, v_tiles + ring.stage * KV_BYTES);
+      issue_values(o, p, v_desc0 + desc_step(ring.stage * KV_BYTES));
       wgmma_commit();
       wgmma_wait<0>();
       fence_registers(o);
       arrive_once(&v_empty[ring.stage]);
       ring.advance();
 #else
-      for (int j = 0; j < n_blocks; j++, ring.advance()) {
+      // One key tile at a time: scores, softmax, P·V.
+      auto step = [&](int j, auto masked) {
         mbar_wait(&k_full[ring.stage], ring.phase);
         pingpong_begin(consumer);
         wgmma_fence();
-        issue_scores(s, q_rows, k_tiles + ring.stage * KV_BYTES);
+        issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
         wgmma_commit();
         pingpong_end(consumer);
         wgmma_wait<0>();
         fence_registers(s);
         arrive_once(&k_empty[ring.stage]);
         if (j == n_blocks - 1) arrive_once(&q_empty);
-        tile_softmax(s, max, sum, scale, scale_log2, j * BLOCK_N, first_row, row, S, causal);
+        if (decltype(masked)::value) mask_scores(s, j * BLOCK_N, row, S, causal);
+        softmax(s, max, sum, scale, scale_log2);
         to_operand(p, s);
         rescale(o, scale);
         mbar_wait(&v_full[ring.stage], ring.phase);
         pingpong_begin(consumer);
         wgmma_fence();
-        issue_values(o, p, v_tiles + ring.stage * KV_BYTES);
+        issue_values(o, p, v_desc0 + desc_step(ring.stage * KV_BYTES));
         wgmma_commit();
         pingpong_end(consumer);
         wgmma_wait<0>();
         fence_registers(o);
         arrive_once(&v_empty[ring.stage]);
-      }
+        ring.advance();
+      };
+      int j = 0;
+      for (; j < unmasked; j++) step(j, Flag<false>());
+      for (; j < n_blocks; j++) step(j, Flag<true>());
 #endif
       store_rows(o, sum, out + ((long long)tile.b * H + tile.h) * S * HEAD_DIM, row, S);
     }

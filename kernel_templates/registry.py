@@ -13,8 +13,10 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from tuner.names import check_param_name
 
@@ -150,6 +152,17 @@ def find_spec(name: str, arch: str, family: str | None = None) -> KernelSpec:
         if spec.family == family:
             return spec
     raise SpecError(f"kernel {name!r} has no family {family!r} on {arch} (it has: {families})")
+
+
+def family_of_config(name: str, arch: str, config: Mapping[str, Any]) -> KernelSpec:
+    """The built-in family of kernel ``name`` on ``arch`` whose knobs ``config`` sets: a stored
+    config names its family by its parameters."""
+    specs = specs_for(name, arch)
+    for spec in specs:
+        if set(config) == {p.name for p in spec.params}:
+            return spec
+    raise SpecError(f"no family of kernel {name!r} on {arch} takes the parameters {sorted(config)} "
+                    f"(it has: {', '.join(s.family or '(unnamed)' for s in specs)})")
 
 
 def find_builtin(name: str, backend: str, family: str | None = None) -> KernelSpec:

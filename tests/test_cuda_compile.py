@@ -24,7 +24,7 @@ from tuner.kernel_templates.spec import Source
 from tuner.workers import get_backend, nvrtc
 from tuner.workers.cuda_compile import COMPILER_ENV, ToolchainMissing, compiler, nvcc_path
 
-SPEC = find_spec("attention", "sm_90a")
+SPEC = find_spec("attention", "sm_90a", "mma_sync")
 BACKEND = get_backend("cuda")
 DEFAULT = {"block_m": 128, "block_n": 64, "warps": 8, "stages": 2, "precision": "exact", "rescale": "always",
            "occupancy": 8}

@@ -65,7 +65,7 @@ def test_kernel_tuner_drives_our_attention_source_with_our_constraints():
 
     problem = problem_of("B=16,H=96,S=512,D=64,causal=false,dtype=fp16")
     options = kt_arguments(problem)
-    ours = valid_configs(find_spec("attention", ARCH), problem, Device(ARCH, limits=H100_LIMITS))
+    ours = valid_configs(find_spec("attention", ARCH, "mma_sync"), problem, Device(ARCH, limits=H100_LIMITS))
     assert count_valid(options) == len(ours) == 146
     first = dict(zip(ours.names, ours.configs[0], strict=True))
     config = {**first, "block_size_x": 32 * first["warps"]}

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="a template's space, what its constraints admit, and every admitted "
                                          "config compiled for an arch with its resources (no GPU needed)")
     _add_target(check)
+    check.add_argument("--family", help="the kernel's template family where it has several on the arch")
     check.add_argument("--sample", type=int, metavar="N", help="compile N admitted configs drawn at random "
                        "(default: every admitted config)")
     check.add_argument("--seed", type=int, help="seed of the --sample draw")

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.gpu
 
 ARCH = "sm_90a"
 TARGET = Target.documented(ARCH)
-SPEC = find_spec("attention", ARCH)
+SPEC = find_spec("attention", ARCH, "mma_sync")
 BACKEND = get_backend("cuda")
 # The fastest exact config of the sweep on the default problem (bench/results/gpu_bench.log).
 DEFAULT = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact", "rescale": "always",

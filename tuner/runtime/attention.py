@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tuner.errors import UsageError
-from tuner.kernel_templates import SpecError, find_spec
+from tuner.kernel_templates import SpecError, problem_spec
 
 from . import ops
 from .answers import NoAnswer
@@ -65,7 +65,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> to
 def _request(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
              max_error: float | None) -> Request:
     try:
-        spec = find_spec("attention", arch_of(q.device))
+        spec = problem_spec("attention", arch_of(q.device))  # the default family (mma_sync on CUDA)
     except (SpecError, UsageError) as exc:  # no template for this device, or an unknown GPU
         raise NoAnswer(str(exc)) from None
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuner.errors import UsageError
 from tuner.export import Entry, collect
-from tuner.kernel_templates import KernelSpec, SpecError, Target, find_spec, load_spec_file
+from tuner.kernel_templates import KernelSpec, SpecError, Target, family_of_config, load_spec_file
 from tuner.service import Service, to_json
 from tuner.workers import backend_for
 from tuner.workers.cache import store_atomically
@@ -67,7 +67,9 @@ def write_bundle(service: Service, directory: str | Path, arch: str | None = Non
 
 def _spec(entry: Entry, template: str | None) -> KernelSpec:
     try:
-        return load_spec_file(template) if template else find_spec(entry["kernel"], entry["arch"])
+        if template:
+            return load_spec_file(template)
+        return family_of_config(entry["kernel"], entry["arch"], entry["config"])
     except SpecError as exc:
         raise UsageError(f"cannot bundle {entry['kernel']}: {exc}") from None
 
