@@ -1,7 +1,7 @@
 """First look at the Hopper (wgmma) attention family on the GPU: correctness with a hang watchdog,
 then a few configs per headline shape timed beside SDPA's cuDNN and flash backends.
 
-    python3 -P bench/attention_hopper_probe.py check --out DIR   (resumable: skips rows already in DIR)
+    python3 -P bench/attention_hopper_probe.py check [--quick] --out DIR   (resumable: skips rows already in DIR)
     python3 -P bench/attention_hopper_probe.py one '{config}' '{problem}'   (one launch, for compute-sanitizer)
     python3 -P bench/attention_hopper_probe.py time --out DIR
 
@@ -52,6 +52,11 @@ TIMED = {
           (192, 80, 2, "serial", True)),
 }
 NAMES = ("block_m", "block_n", "stages", "overlap", "pingpong")
+# check --quick: one tile of each kind on ragged, causal and GQA problems (a check in seconds)
+QUICK_CONFIGS = ((128, 128, 2, "intra", True), (192, 144, 2, "serial", True), (64, 192, 2, "intra", False),
+                 (128, 64, 3, "serial", False), (192, 96, 2, "intra", True))
+QUICK_PROBLEMS = [p for p in PROBLEMS
+                  if p["D"] in (64, 128) and p["S"] in (1000, 333) and (p["causal"] or p["S"] == 1000)]
 
 
 def config_of(values: tuple) -> dict[str, Any]:
@@ -101,12 +106,17 @@ def diagnose(out: torch.Tensor, ref: torch.Tensor, problem: dict[str, Any], bloc
             "max_by_row_tile": [round(x, 4) for x in by_tile][:40], "max_by_head": [round(x, 4) for x in by_head][:16]}
 
 
-def check(out_dir: Path) -> None:
+def check(out_dir: Path, quick: bool) -> None:
     path = out_dir / "attention_hopper_check.jsonl"
     done = set()
     if path.exists():
         done = {json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()}
-    jobs = [(c, problem_of(v)) for v in PROBLEMS for c in configs_for(problem_of(v))]
+    device = BACKEND.device(TARGET)
+    if quick:
+        jobs = [(config_of(c), problem_of(v)) for v in QUICK_PROBLEMS for c in QUICK_CONFIGS
+                if SPEC.check(config_of(c), problem_of(v), device) is None]
+    else:
+        jobs = [(c, problem_of(v)) for v in PROBLEMS for c in configs_for(problem_of(v))]
     compile_all(jobs)
     failures = 0
     with path.open("a") as log:
@@ -195,10 +205,11 @@ def main() -> None:
     parser.add_argument("mode", choices=("check", "one", "time"))
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--quick", action="store_true", help="check: a few tiles on a few problems")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mode == "check":
-        check(args.out)
+        check(args.out, args.quick)
     elif args.mode == "one":
         one(*args.args)
     else:

@@ -43,10 +43,6 @@ typedef Wgmma<HEAD_DIM, IS_BF16> MmaO;
 
 #define NEG_INF __int_as_float(0xff800000)
 
-template <bool B> struct Flag {
-  static constexpr bool value = B;
-};
-
 struct Tile {
   int m_block, b, h;
 };
@@ -192,6 +188,76 @@ __device__ __forceinline__ void store_rows(float (&o)[O_ACC], float (&sum)[2], u
   }
 }
 
+/* What a consumer warpgroup's key-tile steps read: the barriers, descriptors and its tile's rows. */
+struct Consumer {
+  u64 *k_full, *k_empty, *v_full, *v_empty, *q_empty;
+  u64 q_desc, k_desc0, v_desc0;
+  int consumer, n_blocks, row, S, causal;
+  float scale_log2;
+};
+
+/* Key tile j (> 0) with intra-warpgroup overlap: its scores issued with tile j-1's P·V, its softmax
+ * under that P·V. */
+template <bool MASK>
+__device__ __forceinline__ void intra_step(int j, float (&o)[O_ACC], float (&s)[S_ACC], u32 (&p)[P_STEPS][4],
+                                            float (&max)[2], float (&sum)[2], float (&scale)[2], Ring &ring,
+                                            const Consumer &c) {
+  const Ring previous = ring;
+  ring.advance();
+  mbar_wait(&c.k_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_scores(s, c.q_desc, c.k_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  rescale(o, scale);
+  mbar_wait(&c.v_full[previous.stage], previous.phase);
+  wgmma_fence();
+  issue_values(o, p, c.v_desc0 + desc_step(previous.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<1>();  // the scores are done
+  fence_registers(s);
+  arrive_once(&c.k_empty[ring.stage]);
+  if (j == c.n_blocks - 1) arrive_once(c.q_empty);
+  if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
+  softmax(s, max, sum, scale, c.scale_log2);
+  wgmma_wait<0>();  // P·V of the previous tile is done: its V and P registers are free
+  fence_registers(o);
+  arrive_once(&c.v_empty[previous.stage]);
+  to_operand(p, s);
+}
+
+/* Key tile j alone: scores, softmax, P·V. */
+template <bool MASK>
+__device__ __forceinline__ void serial_step(int j, float (&o)[O_ACC], float (&s)[S_ACC], u32 (&p)[P_STEPS][4],
+                                            float (&max)[2], float (&sum)[2], float (&scale)[2], Ring &ring,
+                                            const Consumer &c) {
+  mbar_wait(&c.k_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_scores(s, c.q_desc, c.k_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<0>();
+  fence_registers(s);
+  arrive_once(&c.k_empty[ring.stage]);
+  if (j == c.n_blocks - 1) arrive_once(c.q_empty);
+  if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
+  softmax(s, max, sum, scale, c.scale_log2);
+  to_operand(p, s);
+  rescale(o, scale);
+  mbar_wait(&c.v_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_values(o, p, c.v_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<0>();
+  fence_registers(o);
+  arrive_once(&c.v_empty[ring.stage]);
+  ring.advance();
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant__ TmaDescriptor map_k,
               const __grid_constant__ TmaDescriptor map_v, const unsigned short *q, const unsigned short *k,
@@ -265,6 +331,8 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       int unmasked = S / BLOCK_N;
       if (causal) unmasked = min(unmasked, (first_row + 1) / BLOCK_N);
       unmasked = min(unmasked, n_blocks);
+      const Consumer ctx{k_full, k_empty, v_full, v_empty, &q_empty, q_desc, k_desc0, v_desc0,
+                         consumer, n_blocks, row, S, causal, scale_log2};
 #if OVERLAP_INTRA
       // The first key tile: its scores alone.
       mbar_wait(&k_full[ring.stage], ring.phase);
@@ -281,34 +349,9 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       softmax(s, max, sum, scale, scale_log2);
       to_operand(p, s);
       // Tile j's scores issued with tile j-1's P·V; its softmax under that P·V.
-      auto step = [&](int j, auto masked) {
-        const Ring previous = ring;
-        ring.advance();
-        mbar_wait(&k_full[ring.stage], ring.phase);
-        pingpong_begin(consumer);
-        wgmma_fence();
-        issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
-        wgmma_commit();
-        rescale(o, scale);
-        mbar_wait(&v_full[previous.stage], previous.phase);
-        wgmma_fence();
-        issue_values(o, p, v_desc0 + desc_step(previous.stage * KV_BYTES));
-        wgmma_commit();
-        pingpong_end(consumer);
-        wgmma_wait<1>();  // the scores are done
-        fence_registers(s);
-        arrive_once(&k_empty[ring.stage]);
-        if (j == n_blocks - 1) arrive_once(&q_empty);
-        if (decltype(masked)::value) mask_scores(s, j * BLOCK_N, row, S, causal);
-        softmax(s, max, sum, scale, scale_log2);
-        wgmma_wait<0>();  // P·V of the previous tile is done: its V and P registers are free
-        fence_registers(o);
-        arrive_once(&v_empty[previous.stage]);
-        to_operand(p, s);
-      };
       int j = 1;
-      for (; j < unmasked; j++) step(j, Flag<false>());
-      for (; j < n_blocks; j++) step(j, Flag<true>());
+      for (; j < unmasked; j++) intra_step<false>(j, o, s, p, max, sum, scale, ring, ctx);
+      for (; j < n_blocks; j++) intra_step<true>(j, o, s, p, max, sum, scale, ring, ctx);
       rescale(o, scale);
       mbar_wait(&v_full[ring.stage], ring.phase);
       wgmma_fence();
@@ -320,35 +363,9 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       ring.advance();
 #else
       // One key tile at a time: scores, softmax, P·V.
-      auto step = [&](int j, auto masked) {
-        mbar_wait(&k_full[ring.stage], ring.phase);
-        pingpong_begin(consumer);
-        wgmma_fence();
-        issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
-        wgmma_commit();
-        pingpong_end(consumer);
-        wgmma_wait<0>();
-        fence_registers(s);
-        arrive_once(&k_empty[ring.stage]);
-        if (j == n_blocks - 1) arrive_once(&q_empty);
-        if (decltype(masked)::value) mask_scores(s, j * BLOCK_N, row, S, causal);
-        softmax(s, max, sum, scale, scale_log2);
-        to_operand(p, s);
-        rescale(o, scale);
-        mbar_wait(&v_full[ring.stage], ring.phase);
-        pingpong_begin(consumer);
-        wgmma_fence();
-        issue_values(o, p, v_desc0 + desc_step(ring.stage * KV_BYTES));
-        wgmma_commit();
-        pingpong_end(consumer);
-        wgmma_wait<0>();
-        fence_registers(o);
-        arrive_once(&v_empty[ring.stage]);
-        ring.advance();
-      };
       int j = 0;
-      for (; j < unmasked; j++) step(j, Flag<false>());
-      for (; j < n_blocks; j++) step(j, Flag<true>());
+      for (; j < unmasked; j++) serial_step<false>(j, o, s, p, max, sum, scale, ring, ctx);
+      for (; j < n_blocks; j++) serial_step<true>(j, o, s, p, max, sum, scale, ring, ctx);
 #endif
       store_rows(o, sum, out + ((long long)tile.b * H + tile.h) * S * HEAD_DIM, row, S);
     }
