@@ -230,6 +230,76 @@ TUNER_WGMMA_TYPES(64, TUNER_R32, TUNER_F32, "%32", "%33", "%34", "%35", "%36", "
 TUNER_WGMMA_TYPES(128, TUNER_R64, TUNER_F64, "%64", "%65", "%66", "%67", "%68", "%69", "%70")
 TUNER_WGMMA_TYPES(256, TUNER_R128, TUNER_F128, "%128", "%129", "%130", "%131", "%132", "%133", "%134")
 
+/* ---- more wgmma N (added for the attention family: score tiles of 80-192 keys) ---- */
+#define TUNER_R40 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39"
+#define TUNER_F40(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32)
+TUNER_WGMMA_TYPES(80, TUNER_R40, TUNER_F40, "%40", "%41", "%42", "%43", "%44", "%45", "%46")
+#define TUNER_R48 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47"
+#define TUNER_F48(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40)
+TUNER_WGMMA_TYPES(96, TUNER_R48, TUNER_F48, "%48", "%49", "%50", "%51", "%52", "%53", "%54")
+#define TUNER_R56 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55"
+#define TUNER_F56(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48)
+TUNER_WGMMA_TYPES(112, TUNER_R56, TUNER_F56, "%56", "%57", "%58", "%59", "%60", "%61", "%62")
+#define TUNER_R72 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, " \
+  "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71"
+#define TUNER_F72(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48), TUNER_F8(d, 56), TUNER_F8(d, 64)
+TUNER_WGMMA_TYPES(144, TUNER_R72, TUNER_F72, "%72", "%73", "%74", "%75", "%76", "%77", "%78")
+#define TUNER_R80 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, " \
+  "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, " \
+  "%78, %79"
+#define TUNER_F80(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48), TUNER_F8(d, 56), TUNER_F8(d, 64), TUNER_F8(d, 72)
+TUNER_WGMMA_TYPES(160, TUNER_R80, TUNER_F80, "%80", "%81", "%82", "%83", "%84", "%85", "%86")
+#define TUNER_R88 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, " \
+  "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, " \
+  "%78, %79, %80, %81, %82, %83, %84, %85, %86, %87"
+#define TUNER_F88(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48), TUNER_F8(d, 56), TUNER_F8(d, 64), TUNER_F8(d, 72), TUNER_F8(d, 80)
+TUNER_WGMMA_TYPES(176, TUNER_R88, TUNER_F88, "%88", "%89", "%90", "%91", "%92", "%93", "%94")
+#define TUNER_R96 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+  "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, " \
+  "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, " \
+  "%78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define TUNER_F96(d) TUNER_F8(d, 0), TUNER_F8(d, 8), TUNER_F8(d, 16), TUNER_F8(d, 24), TUNER_F8(d, 32), TUNER_F8(d, 40), TUNER_F8(d, 48), TUNER_F8(d, 56), TUNER_F8(d, 64), TUNER_F8(d, 72), TUNER_F8(d, 80), TUNER_F8(d, 88)
+TUNER_WGMMA_TYPES(192, TUNER_R96, TUNER_F96, "%96", "%97", "%98", "%99", "%100", "%101", "%102")
+
+/* ---- added for the attention family ---- */
+
+/* Loads the box at coordinates (c0 innermost .. c3) of a 4-d `map` into `dst`, completing on `bar`
+ * (a [B, H, S, D] tensor: c0 along D, c1 along S, c2 the head, c3 the batch). */
+__device__ __forceinline__ void tma_load_4d(void *dst, const TmaDescriptor *map, u64 *bar, int c0, int c1, int c2,
+                                            int c3) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+               " [%0], [%1, {%3, %4, %5, %6}], [%2];"
+               :: "r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+}
+
+/* Two floats rounded to one fp16x2 (BF16 = 0) or bf16x2 (BF16 = 1) register, `lo` in the low half. */
+template <int BF16> __device__ __forceinline__ u32 pack_pair(float lo, float hi) {
+  u32 packed;
+  if (BF16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+  else asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
+  return packed;
+}
+
+/* 2^x in one instruction (MUFU.EX2; 2^-inf = 0). */
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 /* ---- a persistent tile scheduler ---- */
 
 /* Tiles of a rows x cols grid in grouped ("swizzled") order: `group` rows at a time, walking a

@@ -22,7 +22,7 @@ from .families import Families
 from .spec import KernelSpec
 
 # module (inside tuner.kernel_templates) -> the spec classes it defines
-BUILTIN_MODULES = ("attention_cpu", "attention_cuda", "gemm_cuda")
+BUILTIN_MODULES = ("attention_cpu", "attention_cuda", "attention_hopper", "gemm_cuda")
 
 
 class SpecError(Exception):

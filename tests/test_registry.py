@@ -13,6 +13,7 @@ from tuner.kernel_templates import (
     builtin_specs,
     find_builtin,
     find_spec,
+    kernel_spec,
     problem_spec,
     registry,
     specs_for,
@@ -35,9 +36,12 @@ def two_cpu_families(monkeypatch):
 
 
 def test_lookups_by_name_and_arch() -> None:
-    (hopper,) = specs_for("attention", "sm_90a")
-    assert (hopper.backend, hopper.family) == ("cuda", "mma_sync")
-    assert find_spec("attention", "sm_80") is hopper and find_spec("attention", "sm_90a", "mma_sync") is hopper
+    mma_sync, wgmma = specs_for("attention", "sm_90a")
+    assert (mma_sync.backend, mma_sync.family, wgmma.family) == ("cuda", "mma_sync", "wgmma")
+    assert find_spec("attention", "sm_80") is mma_sync and find_spec("attention", "sm_90a", "mma_sync") is mma_sync
+    assert find_spec("attention", "sm_90a", "wgmma") is wgmma and problem_spec("attention", "sm_90a") is mma_sync
+    both = kernel_spec("attention", "sm_90a")  # one template over both families
+    assert both.members["wgmma"] is wgmma and both.members["mma_sync"] is mma_sync
     (cpu,) = specs_for("attention", "cpu")
     assert cpu.backend == "cpu" and find_builtin("attention", "cpu") is cpu
 
@@ -45,8 +49,10 @@ def test_lookups_by_name_and_arch() -> None:
 def test_lookup_errors_name_what_there_is() -> None:
     with pytest.raises(SpecError, match="unknown kernel 'nope': choose one of attention"):
         specs_for("nope", "cpu")
-    with pytest.raises(SpecError, match="no family 'wgmma' on sm_90a \\(it has: mma_sync\\)"):
-        find_spec("attention", "sm_90a", "wgmma")
+    with pytest.raises(SpecError, match="no family 'wgmma' on sm_80 \\(it has: mma_sync\\)"):
+        find_spec("attention", "sm_80", "wgmma")
+    with pytest.raises(SpecError, match="2 families on sm_90a \\(mma_sync, wgmma\\): choose one with --family"):
+        find_spec("attention", "sm_90a")
     with pytest.raises(SpecError, match="no built-in template is kernel 'attention' for backend cuda, family 'x'"):
         find_builtin("attention", "cuda", "x")
 
@@ -61,7 +67,7 @@ def test_two_families_stand_side_by_side(two_cpu_families) -> None:
     # a worker finds the same family again from the job's reference
     assert load_spec(SpecRef("attention", "cpu", family="serial")) is serial
     assert load_spec(SpecRef("attention", "cpu")) is default
-    assert specs_for("attention", "sm_90a") == (find_spec("attention", "sm_90a"),)  # other archs untouched
+    assert specs_for("attention", "sm_80") == (find_spec("attention", "sm_80"),)  # other archs untouched
 
 
 def test_a_run_picks_a_family_and_best_answers_from_its_study(two_cpu_families, tmp_path, capsys) -> None:
@@ -96,6 +102,6 @@ def test_families_must_differ_and_share_their_kernels_problem() -> None:
     with pytest.raises(SpecError, match="different problem parameters"):
         check_families([AttentionCpu(), OtherProblem()])
     with pytest.raises(SpecError, match="different problem parameters"):  # each backend's families apart
-        check_families([find_spec("attention", "sm_90a"), AttentionCpu(), OtherProblem()])
+        check_families([find_spec("attention", "sm_90a", "mma_sync"), AttentionCpu(), OtherProblem()])
     check_families(list(builtin_specs()))
     assert all(isinstance(s, KernelSpec) for s in builtin_specs())

@@ -1,0 +1,220 @@
+"""First look at the Hopper (wgmma) attention family on the GPU: correctness with a hang watchdog,
+then a few configs per headline shape timed beside SDPA's cuDNN and flash backends.
+
+    python3 -P bench/attention_hopper_probe.py check [--quick] --out DIR   (resumable: skips rows already in DIR)
+    python3 -P bench/attention_hopper_probe.py one '{config}' '{problem}'   (one launch, for compute-sanitizer)
+    python3 -P bench/attention_hopper_probe.py time --out DIR
+
+``check`` writes one JSON line per (problem, config) to DIR/attention_hopper_check.jsonl: relative L2
+and max abs error, non-finite elements, the first wrong (b, h, row) and the error by row tile. A
+launch that does not finish in WATCHDOG_S is logged as a hang and the process exits 3 (the shell
+script starts it again; the hung row is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.gpu.test_attention_hopper import PROBLEMS, configs_for, problem_of  # noqa: E402
+from tuner.kernel_templates import Target, find_spec  # noqa: E402
+from tuner.workers import TimingPolicy, get_backend  # noqa: E402
+from tuner.workers.cuda_launch import launcher  # noqa: E402
+from tuner.workers.cuda_measure import error_metrics, time_launches  # noqa: E402
+
+TARGET = Target.documented("sm_90a")
+SPEC = find_spec("attention", "sm_90a", "wgmma")
+BACKEND = get_backend("cuda")
+WATCHDOG_S = 10.0
+POLICY = TimingPolicy(warmup_s=0.01, budget_s=0.08, min_repeats=30)
+HEADLINE = ((16, 96, 512, 64), (16, 96, 512, 128), (2, 32, 4096, 128), (2, 96, 4096, 64))
+# (block_m, block_n, stages, overlap, pingpong) timed per head dim: FA3's tiles and their neighbours
+TIMED = {
+    64: ((192, 96, 2, "intra", True), (192, 128, 2, "serial", True), (192, 144, 2, "serial", True),
+         (128, 128, 2, "intra", True), (128, 128, 2, "intra", False), (128, 176, 2, "intra", True),
+         (128, 128, 3, "serial", True), (64, 128, 2, "intra", False)),
+    128: ((128, 128, 2, "intra", True), (128, 128, 2, "intra", False), (128, 112, 2, "intra", True),
+          (128, 176, 2, "serial", True), (128, 96, 3, "intra", True), (128, 128, 2, "serial", True),
+          (192, 80, 2, "serial", True)),
+}
+NAMES = ("block_m", "block_n", "stages", "overlap", "pingpong")
+# check --quick: one tile of each kind on ragged, causal and GQA problems (a check in seconds)
+QUICK_CONFIGS = ((128, 128, 2, "intra", True), (192, 144, 2, "serial", True), (64, 192, 2, "intra", False),
+                 (128, 64, 3, "serial", False), (192, 96, 2, "intra", True))
+QUICK_PROBLEMS = [p for p in PROBLEMS
+                  if p["D"] in (64, 128) and p["S"] in (1000, 333) and (p["causal"] or p["S"] == 1000)]
+
+
+def config_of(values: tuple) -> dict[str, Any]:
+    return dict(zip(NAMES, values, strict=True))
+
+
+def compile_all(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    sources = {s.code_digest(): s for s in itertools.starmap(SPEC.render, pairs)}
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        for artifact in pool.map(lambda s: BACKEND.compile(s, TARGET), sources.values()):
+            if artifact.error:
+                print("COMPILE ERROR", artifact.error, artifact.log[-2000:], flush=True)
+
+
+def launch_of(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, Any], out: torch.Tensor):
+    source = SPEC.render(config, problem)
+    artifact = BACKEND.compile(source, TARGET)
+    if artifact.error:
+        raise RuntimeError(f"compile: {artifact.error}")
+    return launcher(artifact.path, source, inputs, out)
+
+
+def finish_or_die(label: str, log) -> None:
+    """Waits for the launches so far, or logs a hang and exits 3 (a hung kernel holds the GPU)."""
+    event = torch.cuda.Event()
+    event.record()
+    deadline = time.monotonic() + WATCHDOG_S
+    while not event.query():
+        if time.monotonic() > deadline:
+            log.write(json.dumps({"key": label, "hang": True}) + "\n")
+            log.flush()
+            print("HANG", label, flush=True)
+            os._exit(3)
+        time.sleep(0.001)
+
+
+def diagnose(out: torch.Tensor, ref: torch.Tensor, problem: dict[str, Any], block_m: int) -> dict[str, Any]:
+    diff = (out.double() - ref.double()).abs()
+    diff[~torch.isfinite(out)] = float("inf")
+    per_row = diff.amax(dim=-1)  # [B, H, S]
+    tol = 0.05 if problem["dtype"] == "fp16" else 0.2
+    bad = (per_row > tol).nonzero()
+    tiles = per_row.amax(dim=(0, 1))
+    by_tile = [float(tiles[i:i + block_m].max()) for i in range(0, problem["S"], block_m)]
+    by_head = per_row.amax(dim=(0, 2)).tolist()
+    return {"bad_rows": int(bad.shape[0]), "first_bad": bad[0].tolist() if bad.shape[0] else None,
+            "max_by_row_tile": [round(x, 4) for x in by_tile][:40], "max_by_head": [round(x, 4) for x in by_head][:16]}
+
+
+def check(out_dir: Path, quick: bool) -> None:
+    path = out_dir / "attention_hopper_check.jsonl"
+    done = set()
+    if path.exists():
+        done = {json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()}
+    device = BACKEND.device(TARGET)
+    if quick:
+        jobs = [(config_of(c), problem_of(v)) for v in QUICK_PROBLEMS for c in QUICK_CONFIGS
+                if SPEC.check(config_of(c), problem_of(v), device) is None]
+    else:
+        jobs = [(c, problem_of(v)) for v in PROBLEMS for c in configs_for(problem_of(v))]
+    compile_all(jobs)
+    failures = 0
+    with path.open("a") as log:
+        for seed, (config, problem) in enumerate(jobs):
+            key = json.dumps([config, problem], sort_keys=True)
+            if key in done:
+                continue
+            inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
+            out = torch.full(SPEC.output_spec(problem).shape, float("nan"), dtype=inputs["q"].dtype, device="cuda")
+            launch_of(config, problem, inputs, out)()
+            finish_or_die(key, log)
+            ref = SPEC.reference(inputs, problem)
+            rel, worst = error_metrics(out, ref)
+            row = {"key": key, "config": config, "problem": problem, "rel_l2": rel, "max_abs": worst,
+                   "nonfinite": int((~torch.isfinite(out)).sum()),
+                   "ok": rel <= SPEC.max_error(config, problem)}
+            if not row["ok"]:
+                row |= diagnose(out, ref, problem, config["block_m"])
+                failures += 1
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    bad = [r for r in rows if not r.get("ok")]
+    print(f"check: {len(rows)} rows, {len(bad)} failing or hung")
+    for r in bad[:25]:
+        print("FAIL", json.dumps({k: r.get(k) for k in ("config", "problem", "rel_l2", "nonfinite", "bad_rows",
+                                                        "first_bad", "max_by_row_tile", "hang")}))
+    worst = max((r for r in rows if r.get("ok")), key=lambda r: r["rel_l2"] / SPEC.max_error({}, r["problem"]),
+                default=None)
+    if worst:
+        print("largest passing error:", worst["rel_l2"], worst["config"], worst["problem"])
+
+
+def one(config: str, problem: str) -> None:
+    config_, problem_ = json.loads(config), problem_of(json.loads(problem))
+    inputs = SPEC.make_inputs(problem_, np.random.default_rng(0))
+    out = torch.full(SPEC.output_spec(problem_).shape, float("nan"), dtype=inputs["q"].dtype, device="cuda")
+    launch_of(config_, problem_, inputs, out)()
+    torch.cuda.synchronize()
+    print("one:", error_metrics(out, SPEC.reference(inputs, problem_)))
+
+
+def median_s(launch, out: torch.Tensor) -> float:
+    return statistics.median(time_launches(launch, out, POLICY))
+
+
+def sdpa_seconds(backend: SDPBackend, inputs: dict[str, Any], causal: bool) -> float:
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    with sdpa_kernel(backend):
+        return median_s(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                        torch.empty(1, device="cuda"))
+
+
+def time_rows(out_dir: Path) -> None:
+    problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
+                for shape in HEADLINE for causal in (False, True) for dtype in ("fp16", "bf16")]
+    device = BACKEND.device(TARGET)
+    jobs = [(config_of(t), p) for p in problems for t in TIMED[p["D"]]
+            if SPEC.check(config_of(t), p, device) is None]
+    compile_all(jobs)
+    results = []
+    for problem in problems:
+        inputs = SPEC.make_inputs(problem, np.random.default_rng(1))
+        ref = SPEC.reference(inputs, problem)
+        sdpa = {name: sdpa_seconds(backend, inputs, problem["causal"])
+                for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION))}
+        flops = SPEC.flops(problem)
+        for config in (c for c, p in jobs if p is problem):
+            out = torch.empty_like(inputs["q"])
+            launch = launch_of(config, problem, inputs, out)
+            seconds = median_s(launch, out)
+            rel = error_metrics(out, ref)[0]
+            row = {"problem": problem, "config": config, "us": seconds * 1e6, "tflops": flops / seconds / 1e12,
+                   "rel_l2": rel, "cudnn_tflops": flops / sdpa["cudnn"] / 1e12,
+                   "flash_tflops": flops / sdpa["flash"] / 1e12, "x_cudnn": sdpa["cudnn"] / seconds}
+            results.append(row)
+            print(f"{problem['B']},{problem['H']},{problem['S']},{problem['D']} c={int(problem['causal'])} "
+                  f"{problem['dtype']} {list(config.values())} {row['tflops']:6.0f} TF  cudnn "
+                  f"{row['cudnn_tflops']:4.0f} flash {row['flash_tflops']:4.0f}  x cudnn {row['x_cudnn']:.3f} "
+                  f"rel {rel:.1e}", flush=True)
+    (out_dir / "attention_hopper_probe_times.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("check", "one", "time"))
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--quick", action="store_true", help="check: a few tiles on a few problems")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.mode == "check":
+        check(args.out, args.quick)
+    elif args.mode == "one":
+        one(*args.args)
+    else:
+        time_rows(args.out)
+
+
+if __name__ == "__main__":
+    main()

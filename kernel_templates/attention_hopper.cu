@@ -1,0 +1,375 @@
+/* Attention forward on Hopper (sm_90a), after FlashAttention-3's design: a producer warp loads Q once
+ * per tile and K/V by TMA into a ring of STAGES stages (full/empty mbarriers, K and V apart), and
+ * CONSUMERS warpgroups of 64 query rows each issue wgmma: S = Q·Kᵀ with Q and K from shared memory,
+ * O += P·V with P in registers (the fp32 scores rounded to 16 bits in the accumulator layout, which
+ * is the register-A layout) and V read MN-major. setmaxnreg moves registers from the producer to the
+ * consumers. The online softmax runs in exp2 with the scale folded into one FMA.
+ *
+ * OVERLAP_INTRA 1 issues tile j's Q·Kᵀ together with tile j-1's P·V and runs tile j's softmax while
+ * that P·V is in flight (FA3's intra-warpgroup overlap); PINGPONG 1 makes the consumer warpgroups
+ * take turns issuing their MMAs (named barriers), so one's softmax runs under another's MMAs.
+ *
+ * A persistent grid walks the tiles (one BLOCK_M x (b, h) each) in sections of `section` heads whose
+ * K/V stay in L2; causal tiles go longest first inside a section. Causal: key tiles past the
+ * diagonal are never loaded and only the tiles the diagonal crosses are masked. Any S: TMA
+ * zero-fills the rows past S, keys >= S are masked and rows >= S are not stored. GQA: query head h
+ * reads K/V head h / group.
+ *
+ * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, OVERLAP_INTRA and
+ * PINGPONG before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM] contiguous 16-bit tensors.
+ */
+#include "hopper.cuh"
+
+using namespace hopper;
+
+constexpr int CONSUMERS = BLOCK_M / 64;
+constexpr int THREADS = (CONSUMERS + 1) * 128;
+constexpr int D_CHUNKS = HEAD_DIM / 64;                 // 128-byte swizzled column chunks of a row
+constexpr int Q_BYTES = BLOCK_M * HEAD_DIM * 2;
+constexpr int KV_BYTES = BLOCK_N * HEAD_DIM * 2;
+constexpr int S_ACC = BLOCK_N / 2;                      // score accumulators of a thread
+constexpr int O_ACC = HEAD_DIM / 2;                     // output accumulators of a thread
+constexpr int P_STEPS = BLOCK_N / 16;                   // k16 steps of P·V
+// After reallocation (the register file is 64K): 3 consumers get 160, fewer get 240.
+constexpr int PRODUCER_REGISTERS = CONSUMERS == 3 ? 32 : 24;
+constexpr int CONSUMER_REGISTERS = CONSUMERS == 3 ? 160 : 240;
+constexpr int PINGPONG_BARRIER = 1;                     // hardware barriers 1..CONSUMERS
+
+static_assert(BLOCK_M % 64 == 0 && CONSUMERS <= 3, "64 query rows per consumer warpgroup, at most 3");
+static_assert(BLOCK_N % 16 == 0 && HEAD_DIM % 64 == 0, "tile shape");
+
+typedef Wgmma<BLOCK_N, IS_BF16> MmaS;
+typedef Wgmma<HEAD_DIM, IS_BF16> MmaO;
+
+#define NEG_INF __int_as_float(0xff800000)
+
+struct Tile {
+  int m_block, b, h;
+};
+
+/* Tile `index` of `m_blocks` x B*H: sections of `section` heads, in each the m-blocks one after
+ * another (last first when causal: the longest tiles lead), a section's heads side by side. */
+__device__ __forceinline__ Tile tile_of(int index, int m_blocks, int heads, int batch_heads, int section,
+                                        int causal) {
+  const int per_section = m_blocks * section;
+  const int first = index / per_section * section;
+  const int size = batch_heads - first < section ? batch_heads - first : section;
+  const int within = index % per_section;
+  const int bh = first + within % size, m = within / size;
+  return Tile{causal ? m_blocks - 1 - m : m, bh / heads, bh % heads};
+}
+
+/* Key tiles tile `m_block` reads: up to the diagonal when causal. */
+__device__ __forceinline__ int key_blocks(int m_block, int S, int causal) {
+  int keys = causal ? (m_block + 1) * BLOCK_M : S;
+  if (keys > S) keys = S;
+  return (keys + BLOCK_N - 1) / BLOCK_N;
+}
+
+/* ---- the producer ---- */
+
+__device__ __forceinline__ void load_rows(unsigned char *dst, const TmaDescriptor *map, u64 *bar, int rows,
+                                          int row0, int h, int b) {
+#pragma unroll
+  for (int c = 0; c < D_CHUNKS; c++) tma_load_4d(dst + c * rows * 128, map, bar, c * 64, row0, h, b);
+}
+
+/* ---- a consumer warpgroup ---- */
+
+struct Ring {
+  int stage = 0;
+  u32 phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++stage == STAGES) stage = 0, phase ^= 1;
+  }
+};
+
+__device__ __forceinline__ void pingpong_begin(int consumer) {
+  if (PINGPONG && CONSUMERS > 1) named_barrier(PINGPONG_BARRIER + consumer, 256);
+}
+
+__device__ __forceinline__ void pingpong_end(int consumer) {
+  if (PINGPONG && CONSUMERS > 1) named_barrier_arrive(PINGPONG_BARRIER + (consumer + 1) % CONSUMERS, 256);
+}
+
+__device__ __forceinline__ void arrive_once(u64 *bar) {
+  if (threadIdx.x % 128 == 0) mbar_arrive(bar);
+}
+
+/* Shared-memory descriptors step by adding a byte offset / 16 to the start-address field (every
+ * tile lies below 256 KB, so the 14-bit field never carries): each is computed once per kernel. */
+__host__ __device__ constexpr u64 desc_step(int bytes) { return (u64)(bytes >> 4); }
+
+/* S = Q·Kᵀ over the head dim: Q rows of this warpgroup and the stage's K tile, both K-major. */
+__device__ __forceinline__ void issue_scores(float (&s)[S_ACC], u64 q_desc, u64 k_desc) {
+#pragma unroll
+  for (int kk = 0; kk < HEAD_DIM / 16; kk++)
+    MmaS::ss<0>(s, q_desc + desc_step(kk / 4 * BLOCK_M * 128 + kk % 4 * 32),
+                k_desc + desc_step(kk / 4 * BLOCK_N * 128 + kk % 4 * 32), kk > 0);
+}
+
+/* O += P·V: P from registers, V [keys, D] row-major read MN-major (64-column chunks BLOCK_N*128 apart). */
+__device__ __forceinline__ void issue_values(float (&o)[O_ACC], const u32 (&p)[P_STEPS][4], u64 v_desc) {
+#pragma unroll
+  for (int kk = 0; kk < P_STEPS; kk++) MmaO::rs<1>(o, p[kk], v_desc + desc_step(kk * 16 * 128), 1);
+}
+
+/* Scores of keys >= S or (causal) after the row become -inf. Rows are this thread's two (row, row + 8). */
+__device__ __forceinline__ void mask_scores(float (&s)[S_ACC], int key0, int row, int S, int causal) {
+  const int col0 = key0 + 2 * (threadIdx.x % 4);
+#pragma unroll
+  for (int j = 0; j < BLOCK_N / 8; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = col0 + 8 * j + e % 2, limit = causal ? min(S - 1, row + 8 * (e / 2)) : S - 1;
+      if (key > limit) s[4 * j + e] = NEG_INF;
+    }
+}
+
+/* The online softmax of one score tile, in place: the scores become unnormalized probabilities,
+ * `max` and `sum` the running row maxima (unscaled) and this thread's partial row sums, `scale`
+ * what O must be multiplied by before this tile's P·V. */
+__device__ __forceinline__ void softmax(float (&s)[S_ACC], float (&max)[2], float (&sum)[2], float (&scale)[2],
+                                        float scale_log2) {
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    float m = max[half];
+#pragma unroll
+    for (int j = 0; j < BLOCK_N / 8; j++) m = fmaxf(m, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
+    const float base = m == NEG_INF ? 0.f : m * scale_log2;  // a row with no key yet stays at 0
+    scale[half] = exp2_approx(max[half] * scale_log2 - base);
+    max[half] = m;
+    float total = 0.f;
+#pragma unroll
+    for (int j = 0; j < BLOCK_N / 8; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        float &x = s[4 * j + 2 * half + e];
+        x = exp2_approx(fmaf(x, scale_log2, -base));
+        total += x;
+      }
+    sum[half] = sum[half] * scale[half] + total;
+  }
+}
+
+/* The probabilities as the A fragments of P·V: k16 step kk is score columns 16kk..16kk+15, whose
+ * accumulators 8kk..8kk+7 are already in register-A order. */
+__device__ __forceinline__ void to_operand(u32 (&p)[P_STEPS][4], const float (&s)[S_ACC]) {
+#pragma unroll
+  for (int kk = 0; kk < P_STEPS; kk++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) p[kk][i] = pack_pair<IS_BF16>(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
+}
+
+__device__ __forceinline__ void rescale(float (&o)[O_ACC], const float (&scale)[2]) {
+#pragma unroll
+  for (int i = 0; i < O_ACC; i++) o[i] *= scale[(i / 2) % 2];
+}
+
+/* O / row sum, rounded and stored for the rows below S (the m64nD fragment: row 16*warp + lane/4
+ * (+8), column pairs 8j + 2*(lane%4)). */
+__device__ __forceinline__ void store_rows(float (&o)[O_ACC], float (&sum)[2], unsigned short *out, int row,
+                                           int S) {
+  const int col = 2 * (threadIdx.x % 4);
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    float total = sum[half];
+    total += __shfl_xor_sync(0xffffffff, total, 1);
+    total += __shfl_xor_sync(0xffffffff, total, 2);
+    const float inverse = total > 0.f ? 1.f / total : 0.f;
+    if (row + 8 * half >= S) continue;
+    unsigned short *line = out + (long long)(row + 8 * half) * HEAD_DIM;
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 8; j++)
+      *reinterpret_cast<u32 *>(line + 8 * j + col) =
+          pack_pair<IS_BF16>(o[4 * j + 2 * half] * inverse, o[4 * j + 2 * half + 1] * inverse);
+  }
+}
+
+/* What a consumer warpgroup's key-tile steps read: the barriers, descriptors and its tile's rows. */
+struct Consumer {
+  u64 *k_full, *k_empty, *v_full, *v_empty, *q_empty;
+  u64 q_desc, k_desc0, v_desc0;
+  int consumer, n_blocks, row, S, causal;
+  float scale_log2;
+};
+
+/* Key tile j (> 0) with intra-warpgroup overlap: its scores issued with tile j-1's P·V, its softmax
+ * under that P·V. */
+template <bool MASK>
+__device__ __forceinline__ void intra_step(int j, float (&o)[O_ACC], float (&s)[S_ACC], u32 (&p)[P_STEPS][4],
+                                            float (&max)[2], float (&sum)[2], float (&scale)[2], Ring &ring,
+                                            const Consumer &c) {
+  const Ring previous = ring;
+  ring.advance();
+  mbar_wait(&c.k_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_scores(s, c.q_desc, c.k_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  rescale(o, scale);
+  mbar_wait(&c.v_full[previous.stage], previous.phase);
+  wgmma_fence();
+  issue_values(o, p, c.v_desc0 + desc_step(previous.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<1>();  // the scores are done
+  fence_registers(s);
+  arrive_once(&c.k_empty[ring.stage]);
+  if (j == c.n_blocks - 1) arrive_once(c.q_empty);
+  if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
+  softmax(s, max, sum, scale, c.scale_log2);
+  wgmma_wait<0>();  // P·V of the previous tile is done: its V and P registers are free
+  fence_registers(o);
+  arrive_once(&c.v_empty[previous.stage]);
+  to_operand(p, s);
+}
+
+/* Key tile j alone: scores, softmax, P·V. */
+template <bool MASK>
+__device__ __forceinline__ void serial_step(int j, float (&o)[O_ACC], float (&s)[S_ACC], u32 (&p)[P_STEPS][4],
+                                            float (&max)[2], float (&sum)[2], float (&scale)[2], Ring &ring,
+                                            const Consumer &c) {
+  mbar_wait(&c.k_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_scores(s, c.q_desc, c.k_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<0>();
+  fence_registers(s);
+  arrive_once(&c.k_empty[ring.stage]);
+  if (j == c.n_blocks - 1) arrive_once(c.q_empty);
+  if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
+  softmax(s, max, sum, scale, c.scale_log2);
+  to_operand(p, s);
+  rescale(o, scale);
+  mbar_wait(&c.v_full[ring.stage], ring.phase);
+  pingpong_begin(c.consumer);
+  wgmma_fence();
+  issue_values(o, p, c.v_desc0 + desc_step(ring.stage * KV_BYTES));
+  wgmma_commit();
+  pingpong_end(c.consumer);
+  wgmma_wait<0>();
+  fence_registers(o);
+  arrive_once(&c.v_empty[ring.stage]);
+  ring.advance();
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1)
+attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant__ TmaDescriptor map_k,
+              const __grid_constant__ TmaDescriptor map_v, const unsigned short *q, const unsigned short *k,
+              const unsigned short *v, unsigned short *out, int B, int H, int S, int group, int causal,
+              int section, float scale_log2) {
+  extern __shared__ unsigned char dynamic_smem[];
+  __shared__ u64 q_full, q_empty, k_full[STAGES], k_empty[STAGES], v_full[STAGES], v_empty[STAGES];
+  // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
+  unsigned char *smem = dynamic_smem + ((1024 - (smem_addr(dynamic_smem) & 1023)) & 1023);
+  unsigned char *q_tile = smem, *k_tiles = smem + Q_BYTES, *v_tiles = k_tiles + STAGES * KV_BYTES;
+  const int wg = threadIdx.x / 128;
+
+  if (threadIdx.x == 0) {
+    tma_prefetch(&map_q), tma_prefetch(&map_k), tma_prefetch(&map_v);
+    mbar_init(&q_full, 1);
+    mbar_init(&q_empty, CONSUMERS);
+    for (int s = 0; s < STAGES; s++) {
+      mbar_init(&k_full[s], 1), mbar_init(&v_full[s], 1);
+      mbar_init(&k_empty[s], CONSUMERS), mbar_init(&v_empty[s], CONSUMERS);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const int m_blocks = (S + BLOCK_M - 1) / BLOCK_M, tiles = m_blocks * B * H;
+
+  if (wg == 0) {  // the producer: one thread issues every load
+    if (CONSUMERS > 1) setmaxnreg_dec<PRODUCER_REGISTERS>();
+    if (threadIdx.x == 0) {
+      Ring ring;
+      u32 q_phase = 0;
+      for (int index = blockIdx.x; index < tiles; index += gridDim.x) {
+        const Tile tile = tile_of(index, m_blocks, H, B * H, section, causal);
+        const int kv_head = tile.h / group, n_blocks = key_blocks(tile.m_block, S, causal);
+        mbar_wait(&q_empty, q_phase ^ 1);
+        q_phase ^= 1;
+        mbar_arrive_expect_tx(&q_full, Q_BYTES);
+        load_rows(q_tile, &map_q, &q_full, BLOCK_M, tile.m_block * BLOCK_M, tile.h, tile.b);
+        for (int j = 0; j < n_blocks; j++, ring.advance()) {
+          mbar_wait(&k_empty[ring.stage], ring.phase ^ 1);
+          mbar_arrive_expect_tx(&k_full[ring.stage], KV_BYTES);
+          load_rows(k_tiles + ring.stage * KV_BYTES, &map_k, &k_full[ring.stage], BLOCK_N, j * BLOCK_N, kv_head,
+                    tile.b);
+          mbar_wait(&v_empty[ring.stage], ring.phase ^ 1);
+          mbar_arrive_expect_tx(&v_full[ring.stage], KV_BYTES);
+          load_rows(v_tiles + ring.stage * KV_BYTES, &map_v, &v_full[ring.stage], BLOCK_N, j * BLOCK_N, kv_head,
+                    tile.b);
+        }
+      }
+    }
+  } else {  // a consumer: 64 query rows of every tile
+    if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
+    const int consumer = wg - 1, t = threadIdx.x % 128;
+    const u64 q_desc = smem_descriptor(q_tile + consumer * 64 * 128, 16, 1024);
+    const u64 k_desc0 = smem_descriptor(k_tiles, 16, 1024), v_desc0 = smem_descriptor(v_tiles, BLOCK_N * 128, 1024);
+    Ring ring;
+    u32 q_phase = 0;
+    if (PINGPONG && CONSUMERS > 1 && consumer == CONSUMERS - 1) named_barrier_arrive(PINGPONG_BARRIER, 256);
+    for (int index = blockIdx.x; index < tiles; index += gridDim.x) {
+      const Tile tile = tile_of(index, m_blocks, H, B * H, section, causal);
+      const int n_blocks = key_blocks(tile.m_block, S, causal);
+      const int first_row = tile.m_block * BLOCK_M + consumer * 64, row = first_row + 16 * (t / 32) + (t % 32) / 4;
+      float o[O_ACC], s[S_ACC], max[2] = {NEG_INF, NEG_INF}, sum[2] = {0.f, 0.f}, scale[2];
+      u32 p[P_STEPS][4];
+#pragma unroll
+      for (int i = 0; i < O_ACC; i++) o[i] = 0.f;
+      mbar_wait(&q_full, q_phase);
+      q_phase ^= 1;
+      // Key tiles below this warpgroup's diagonal and inside S need no mask: a loop of their own
+      // (a run-time test per tile would be if-converted into selects on every score).
+      int unmasked = S / BLOCK_N;
+      if (causal) unmasked = min(unmasked, (first_row + 1) / BLOCK_N);
+      unmasked = min(unmasked, n_blocks);
+      const Consumer ctx{k_full, k_empty, v_full, v_empty, &q_empty, q_desc, k_desc0, v_desc0,
+                         consumer, n_blocks, row, S, causal, scale_log2};
+#if OVERLAP_INTRA
+      // The first key tile: its scores alone.
+      mbar_wait(&k_full[ring.stage], ring.phase);
+      pingpong_begin(consumer);
+      wgmma_fence();
+      issue_scores(s, q_desc, k_desc0 + desc_step(ring.stage * KV_BYTES));
+      wgmma_commit();
+      pingpong_end(consumer);
+      wgmma_wait<0>();
+      fence_registers(s);
+      arrive_once(&k_empty[ring.stage]);
+      if (n_blocks == 1) arrive_once(&q_empty);
+      if (unmasked == 0) mask_scores(s, 0, row, S, causal);
+      softmax(s, max, sum, scale, scale_log2);
+      to_operand(p, s);
+      // Tile j's scores issued with tile j-1's P·V; its softmax under that P·V.
+      int j = 1;
+      for (; j < unmasked; j++) intra_step<false>(j, o, s, p, max, sum, scale, ring, ctx);
+      for (; j < n_blocks; j++) intra_step<true>(j, o, s, p, max, sum, scale, ring, ctx);
+      rescale(o, scale);
+      mbar_wait(&v_full[ring.stage], ring.phase);
+      wgmma_fence();
+      issue_values(o, p, v_desc0 + desc_step(ring.stage * KV_BYTES));
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_registers(o);
+      arrive_once(&v_empty[ring.stage]);
+      ring.advance();
+#else
+      // One key tile at a time: scores, softmax, P·V.
+      int j = 0;
+      for (; j < unmasked; j++) serial_step<false>(j, o, s, p, max, sum, scale, ring, ctx);
+      for (; j < n_blocks; j++) serial_step<true>(j, o, s, p, max, sum, scale, ring, ctx);
+#endif
+      store_rows(o, sum, out + ((long long)tile.b * H + tile.h) * S * HEAD_DIM, row, S);
+    }
+    // The first consumer takes the last turn handed to it, so no barrier is left half-arrived.
+    if (PINGPONG && CONSUMERS > 1 && consumer == 0) named_barrier(PINGPONG_BARRIER, 256);
+  }
+}

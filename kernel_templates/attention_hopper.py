@@ -1,0 +1,111 @@
+"""Attention forward on Hopper: a FlashAttention-3-style wgmma/TMA kernel (attention_hopper.cu).
+
+Warp-specialized (a TMA producer warp, 1-3 consumer warpgroups of 64 query rows), P·V with P in
+registers, the softmax overlapped with the matrix products inside a warpgroup and/or across
+warpgroups (ping-pong), a persistent grid (longest tiles first when causal). Head dims 64, 128 and
+256, grouped-query attention, any S. S, B, H, the causal flag and the K/V grouping are run-time
+arguments, so the compiled variants depend on the tile knobs, D and dtype alone: every one that
+check() admits compiles in CI (tests/test_attention_hopper_compile.py).
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.resources import files
+
+from .attention_problem import AttentionProblem, kv_heads
+from .headers import inline_headers
+from .spec import Config, Device, Param, Problem, Source, TensorMap
+
+_TEMPLATE = files(__package__).joinpath("attention_hopper.cu").read_text()
+
+# fp32 values a consumer thread may keep live (output + scores, + the previous tile's P while the
+# next scores land with intra-warpgroup overlap) without spilling, by its register count after
+# setmaxnreg: nvcc --resource-usage over the whole space (tests/test_attention_hopper_compile.py).
+_LIVE_BUDGET = {1: 176, 2: 176, 3: 104}
+# Bytes of K/V one section of heads may keep in L2 (50 MB on the H100/H200) while its tiles run.
+L2_SECTION_BYTES = 24 * 1024 * 1024
+# The shared memory a block asks for beyond its tiles: slack to align them to 1024 bytes.
+_ALIGN_SLACK = 1024
+_ELEMENT_BYTES = 2
+
+
+class AttentionHopper(AttentionProblem):
+    description = ("softmax(Q·Kᵀ/√D [+ causal mask])·V, fp16/bf16 [B,H,S,D], FlashAttention-3-style "
+                   "Hopper kernel: wgmma, TMA K/V ring, warp specialization, overlapped softmax, persistent")
+    archs = ("sm_90a",)
+    family = "wgmma"
+    params = (
+        Param("block_m", (64, 128, 192), "query rows per block: 1-3 consumer warpgroups of 64"),
+        Param("block_n", (64, 80, 96, 112, 128, 144, 160, 176, 192), "keys per K/V tile (the wgmma N of Q·Kᵀ)"),
+        Param("stages", (2, 3), "K/V tiles in the shared-memory ring"),
+        Param("overlap", ("serial", "intra"),
+              "intra: issue the next tile's Q·Kᵀ with this tile's P·V and run the softmax under them"),
+        Param("pingpong", (False, True), "consumer warpgroups take turns at the tensor cores (2-3 of them)"),
+    )
+
+    def check(self, config: Config, problem: Problem, device: Device) -> str | None:
+        if reason := self.check_problem(problem):
+            return reason
+        return check_tiles(config, problem["D"], device)
+
+    def render(self, config: Config, problem: Problem) -> Source:
+        defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "HEAD_DIM": problem["D"],
+                   "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"),
+                   "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"])}
+        header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
+        b, h, s, d = problem["B"], problem["H"], problem["S"], problem["D"]
+        group = h // kv_heads(problem)
+        tiles = math.ceil(s / config["block_m"]) * b * h
+        return Source(
+            language="cuda", code=inline_headers(header + _TEMPLATE), entry="attention_fwd", options=("-O3",),
+            scalars=(("int32", b), ("int32", h), ("int32", s), ("int32", group), ("int32", int(problem["causal"])),
+                     ("int32", section_heads(problem)), ("float32", math.log2(math.e) / math.sqrt(d))),
+            grid=(tiles, 1, 1), block=((consumers(config) + 1) * 128, 1, 1), shared_bytes=shared_bytes(config, d),
+            tensor_maps=(TensorMap("q", (64, config["block_m"], 1, 1)), TensorMap("k", (64, config["block_n"], 1, 1)),
+                         TensorMap("v", (64, config["block_n"], 1, 1))),
+            persistent=True)
+
+
+def consumers(config: Config) -> int:
+    return config["block_m"] // 64
+
+
+def live_values(config: Config, head_dim: int) -> int:
+    """fp32 (or packed 16-bit pair) registers a consumer thread keeps live at its peak."""
+    scores, probabilities = config["block_n"] // 2, config["block_n"] // 4
+    return head_dim // 2 + scores + (probabilities if config["overlap"] == "intra" else 0)
+
+
+def check_tiles(config: Config, head_dim: int, device: Device) -> str | None:
+    """Why a tile configuration cannot run (or would spill) at this head dim, or ``None``: the
+    problem's sizes are run-time arguments, so nothing else matters here."""
+    if config["pingpong"] and consumers(config) == 1:
+        return "ping-pong takes turns between consumer warpgroups: it needs block_m 128 or 192"
+    live, budget = live_values(config, head_dim), _LIVE_BUDGET[consumers(config)]
+    if live > budget:
+        return (f"{live} live values per consumer thread (over {budget} with {consumers(config)} consumer "
+                f"warpgroups) spill: a smaller block_n or block_m, or overlap=serial")
+    limit = device.limits.get("max_shared_bytes", 0)
+    needed = shared_bytes(config, head_dim) + static_shared_bytes(config)
+    if needed > limit:
+        return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
+    return None
+
+
+def shared_bytes(config: Config, head_dim: int) -> int:
+    """Dynamic shared memory: the Q tile, ``stages`` K and V tiles, the alignment slack."""
+    rows = config["block_m"] + 2 * config["stages"] * config["block_n"]
+    return rows * head_dim * _ELEMENT_BYTES + _ALIGN_SLACK
+
+
+def static_shared_bytes(config: Config) -> int:
+    """The Q full/empty mbarriers and the K and V full/empty ones of every stage (8 bytes each)."""
+    return 8 * (2 + 4 * config["stages"])
+
+
+def section_heads(problem: Problem) -> int:
+    """Query heads whose tiles run side by side: as many as keep their K/V within L2_SECTION_BYTES."""
+    group = problem["H"] // kv_heads(problem)
+    per_head = 2 * problem["S"] * problem["D"] * _ELEMENT_BYTES / group
+    return max(1, min(problem["B"] * problem["H"], int(L2_SECTION_BYTES // per_head)))

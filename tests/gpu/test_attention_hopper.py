@@ -1,0 +1,115 @@
+"""The Hopper (wgmma) attention family on a real GPU (bench/attention_hopper_probe.sh runs it).
+
+Every tile shape and overlap mode a head dim admits, on ragged S, causal and not, fp16 and bf16,
+D 64/128/256 and grouped-query attention, against the fp32 reference on fresh random inputs, the
+output poisoned with NaN first (an unwritten element is an error); and one config through the
+worker's measurement, as a study runs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import require
+from tuner.kernel_templates import Target, find_spec
+from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+from tuner.workers.cuda_launch import launcher
+from tuner.workers.cuda_measure import error_metrics
+from tuner.workers.cuda_runtime import gpu_count
+
+pytestmark = pytest.mark.gpu
+
+ARCH = "sm_90a"
+TARGET = Target.documented(ARCH)
+SPEC = find_spec("attention", ARCH, "wgmma")
+BACKEND = get_backend("cuda")
+# (B, H, H_kv, S): a ragged S of many tiles, one shorter than every tile, GQA with 2 and 4 query heads a K/V head
+SHAPES = [(2, 3, 3, 1000), (1, 2, 2, 77), (1, 8, 4, 640), (2, 4, 1, 333)]
+PROBLEMS = [{"B": b, "H": h, "H_kv": kv, "S": s, "D": d, "causal": c, "dtype": t}
+            for (b, h, kv, s), d, c, t in itertools.product(SHAPES, (64, 128, 256), (False, True), ("fp16", "bf16"))]
+
+
+def problem_of(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a checked problem; H_kv rides along where the problem has no such parameter
+    yet (kv_heads reads it either way)."""
+    if any(p.name == "H_kv" for p in SPEC.problem_params):
+        return SPEC.validate_problem(values)
+    return {**SPEC.validate_problem({k: v for k, v in values.items() if k != "H_kv"}), "H_kv": values["H_kv"]}
+
+
+def configs_for(problem: dict[str, Any]) -> list[dict[str, Any]]:
+    """For every block_m, overlap mode and ping-pong admitted here, the smallest block_n (3 stages
+    where they fit) and the largest (2 stages)."""
+    device = BACKEND.device(TARGET)
+    names = [p.name for p in SPEC.params]
+    every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params))]
+    ok = [c for c in every if SPEC.check(c, problem, device) is None]
+    picked = []
+    for key in sorted({(c["block_m"], c["overlap"], c["pingpong"]) for c in ok}):
+        same = [c for c in ok if (c["block_m"], c["overlap"], c["pingpong"]) == key]
+        smallest = min(same, key=lambda c: (c["block_n"], -c["stages"]))
+        largest = max(same, key=lambda c: (c["block_n"], -c["stages"]))
+        picked += [smallest] + ([largest] if largest != smallest else [])
+    return picked
+
+
+def problem_id(p: dict[str, Any]) -> str:
+    return "B{B}-H{H}-kv{H_kv}-S{S}-D{D}-{dtype}-{c}".format(c="causal" if p["causal"] else "full", **p)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gpu() -> None:
+    require(gpu_count() > 0, "no CUDA GPU here: run bench/attention_hopper_probe.sh on a GPU machine")
+    sources = {}
+    for values in PROBLEMS:
+        problem = problem_of(values)
+        for config in configs_for(problem):
+            source = SPEC.render(config, problem)
+            sources[source.code_digest()] = source
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # fills the compile cache at once
+        list(pool.map(lambda source: BACKEND.compile(source, TARGET), sources.values()))
+
+
+def check_once(config: dict[str, Any], problem: dict[str, Any], seed: int) -> tuple[float, float, int]:
+    """(rel. L2 error, max abs error, non-finite elements) of one launch on fresh inputs."""
+    import torch
+
+    source = SPEC.render(config, problem)
+    artifact = BACKEND.compile(source, TARGET)
+    assert artifact.error is None, artifact.log
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
+    out = torch.full(SPEC.output_spec(problem).shape, float("nan"), dtype=inputs["q"].dtype, device="cuda")
+    launcher(artifact.path, source, inputs, out)()
+    torch.cuda.synchronize()
+    bad = int((~torch.isfinite(out)).sum())
+    rel, worst = error_metrics(out, SPEC.reference(inputs, problem))
+    return rel, worst, bad
+
+
+@pytest.mark.parametrize("values", PROBLEMS, ids=problem_id)
+def test_every_tile_shape_is_correct(values: dict[str, Any]) -> None:
+    problem = problem_of(values)
+    bound = SPEC.max_error({}, problem)
+    failures = []
+    for seed, config in enumerate(configs_for(problem)):
+        rel, worst, bad = check_once(config, problem, seed)
+        if bad or rel > bound:
+            failures.append(f"{config}: rel L2 {rel:.2e}, max abs {worst:.2e}, {bad} non-finite")
+    assert not failures, "\n".join(failures)
+
+
+def test_a_study_measures_it() -> None:
+    problem = SPEC.validate_problem({"B": 2, "H": 8, "S": 1024, "D": 128, "causal": True})
+    config = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True}
+    source = SPEC.render(config, problem)
+    job = Job(trial_id=0, spec=SpecRef("attention", "cuda", family="wgmma"), config=config, problem=problem,
+              target=TARGET, source=source, seed=0)
+    result = BACKEND.measure(job, BACKEND.compile(source, TARGET), SPEC, TimingPolicy(warmup_s=0.002, budget_s=0.01))
+    assert result.status is Status.OK, result.reason
+    assert result.rel_l2 <= 2e-3
