@@ -74,7 +74,7 @@ def run_ours(space: RecordedSpace, sampler_name: str, seed: int, budget: int, de
     target = executor.start(replay_target(space))
     sampler = make_sampler(sampler_name, SamplerContext(spec, space.problem, target.device, seed))
     study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
-    enqueue(study, list(warm))
+    enqueue(study, spec, list(warm))
     dists = distributions(spec)
     capacity = in_flight or 1
     seen: dict[tuple, Any] = {}  # config key -> its measurement (None while in flight)

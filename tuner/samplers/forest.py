@@ -6,7 +6,8 @@ sampler scores every one of them rather than searching a continuous relaxation:
 - it picks only from the enumerated valid configs (``candidates.valid_configs``), never one
   already measured or in flight, so no measurement is spent on a rejection or a repeat;
 - the first ``n_startup`` picks are uniform over the valid configs, and so is one pick in ten
-  after them (``explore``) until ``local_after`` configs are measured, so that a second basin is
+  after them (``explore``) until ``local_after`` configs are measured (to the end in a space of
+  at most 4 x ``local_after`` valid configs), so that a second basin is
   not missed for the first one found (over several families: a family uniformly, then one of its
   configs, so a small family is tried too); after that every pick is the model's (spending a tenth
   of a 200-config budget on uniform picks late cost more than it found);
@@ -39,6 +40,11 @@ from optuna.trial import FrozenTrial, TrialState
 from .candidates import CandidateSet
 
 _STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+
+
+# A space of at most this many times ``local_after`` valid configs keeps its uniform picks to the
+# end: there each one covers a large share of what is left, so it keeps its worth late.
+_SMALL = 4
 
 
 class ForestSampler(BaseSampler):
@@ -89,7 +95,8 @@ class ForestSampler(BaseSampler):
         if not free.any():
             free[:] = True  # everything is taken: a repeat, which the study loop answers from storage
         ok = [v is not None for v in values]
-        if sum(ok) < self._n_startup or (len(measured) < self._local_after and self._rng.random() < self._explore):
+        exploring = len(measured) < self._local_after or len(self._candidates) <= _SMALL * self._local_after
+        if sum(ok) < self._n_startup or (exploring and self._rng.random() < self._explore):
             choice = self._uniform(free)
         else:
             choice = self._expected_improvement(study, measured, values, pending, free)
