@@ -43,3 +43,14 @@ def ray_session():
     init_ray(None)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def two_cpu_families(monkeypatch):
+    """The built-ins plus a second family of the CPU attention kernel (kernel_templates/testing)."""
+    from tuner.kernel_templates import builtin_specs, registry
+
+    monkeypatch.setattr(registry, "BUILTIN_MODULES", registry.BUILTIN_MODULES + ("testing.second_family",))
+    builtin_specs.cache_clear()
+    yield
+    builtin_specs.cache_clear()

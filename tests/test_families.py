@@ -17,7 +17,7 @@ import pytest
 
 from tuner.cli import main
 from tuner.db import Store
-from tuner.kernel_templates import StoredSpace, Target, builtin_specs, kernel_spec, registry
+from tuner.kernel_templates import StoredSpace, Target, kernel_spec
 from tuner.kernel_templates.families import Families
 from tuner.search_space import branches, config_of
 from tuner.service import Service
@@ -27,14 +27,6 @@ SHAPE = "B=1,H=2,S=32,D=16"
 MULTI = "attention-default+serial-cpu-B1-H2-S32-D16-causal0"
 TUNED_DB = Path(__file__).resolve().parents[1] / "bench/results/attention_tuned.db.gz"
 CPU = Target.documented("cpu")
-
-
-@pytest.fixture
-def two_cpu_families(monkeypatch):
-    monkeypatch.setattr(registry, "BUILTIN_MODULES", registry.BUILTIN_MODULES + ("testing.second_family",))
-    builtin_specs.cache_clear()
-    yield
-    builtin_specs.cache_clear()
 
 
 def run(db: str, *extra: str) -> int:

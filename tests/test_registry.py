@@ -15,7 +15,6 @@ from tuner.kernel_templates import (
     find_spec,
     kernel_spec,
     problem_spec,
-    registry,
     specs_for,
 )
 from tuner.kernel_templates.attention_cpu import AttentionCpu
@@ -24,15 +23,6 @@ from tuner.kernel_templates.spec import ProblemParam
 from tuner.workers import SpecRef, load_spec
 
 SHAPE = "B=1,H=1,S=32,D=16"
-
-
-@pytest.fixture
-def two_cpu_families(monkeypatch):
-    """The built-ins plus a second family of the CPU attention kernel (kernel_templates/testing)."""
-    monkeypatch.setattr(registry, "BUILTIN_MODULES", registry.BUILTIN_MODULES + ("testing.second_family",))
-    builtin_specs.cache_clear()
-    yield
-    builtin_specs.cache_clear()
 
 
 def test_lookups_by_name_and_arch() -> None:
