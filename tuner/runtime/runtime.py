@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tuner.kernel_templates import KernelSpec, Target
+from tuner.kernel_templates.families import FAMILY, member
 
 from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
 from .devices import arch_of, stream_of, target_of
@@ -187,8 +188,9 @@ class Runtime:
         reason = misfit(spec, choice, problem, target)
         if reason is not None:
             raise NoAnswer(reason)
-        source = spec.render(choice.config, problem)
-        path = self.answers.binary(spec, source, target)
+        family, config = member(spec, choice.config)
+        source = family.render(config, problem)
+        path = self.answers.binary(family, source, target)
         launch = load(spec.backend, path, source, (*asked.inputs, "out"), asked.device.index or 0)
         out = spec.output_spec(problem)
         return Tuned(decision, launch, tuple(out.shape), getattr(torch, out.dtype), asked.device,
@@ -229,13 +231,21 @@ def _say(decision: Decision, fallback: str | None, more: str = "") -> None:
 
 
 def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], target: Target) -> str | None:
-    """Why a stored config cannot run ``problem`` on ``target``, or None when it can."""
-    choices = {p.name: p.choices for p in spec.params}
-    config = choice.config
+    """Why a stored config cannot run ``problem`` on ``target``, or None when it can. ``spec`` may
+    be several families (:class:`Families`): the config is checked as the family it names reads it."""
+    try:
+        family, config = member(spec, choice.config)
+    except ValueError as exc:  # a family this arch has not
+        return f"the stored config {choice.config} cannot run here: {exc}"
+    named = choice.config.get(FAMILY)
+    if named is not None and named != family.family:
+        return (f"the stored config {choice.config} is of family {named!r}; kernel {spec.name} runs "
+                f"family {family.family or '(unnamed)'!r} here")
+    choices = {p.name: p.choices for p in family.params}
     if set(config) != set(choices) or any(config[n] not in c for n, c in choices.items()):
-        return (f"the stored config {config} is not one of the template's current space (the "
+        return (f"the stored config {choice.config} is not one of the template's current space (the "
                 f"template changed since it was tuned): tune {spec.name} again")
-    reason = spec.check(config, problem, target)
+    reason = family.check(config, problem, target)
     if reason is None:
         return None
     if choice.exact:
