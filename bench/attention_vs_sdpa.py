@@ -38,6 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec, kernel_spec
+from tuner.kernel_templates.families import own_config
 from tuner.service import NotFound, Service
 from tuner.workers import TimingPolicy, get_backend
 from tuner.workers.cuda_launch import launcher
@@ -167,9 +168,17 @@ def best_configs(db: str, family: str, deadline: float) -> dict[int, Any]:
     found = {}
     for index, problem in enumerate(shapes):
         answer = stored_answer(service, problem, nearest=family == HOPPER) if runs(family, problem) else None
-        if answer is not None:
+        if answer is not None and fits(family, answer.config, problem):
             found[index] = answer
     return found
+
+
+def fits(family: str, config: dict[str, Any], problem: dict[str, Any]) -> bool:
+    """Whether the family admits a stored config for ``problem``: the nearest tuned shape's config
+    may not (a D=64 tile ring needs twice the shared memory at D=128, four times at D=256, past
+    what a block may have: the driver then refuses the launch's shared-memory opt-in)."""
+    device = get_backend("cuda").device(TARGET)
+    return FAMILIES[family].check(own_config(config), problem, device) is None
 
 
 def median_s(launch: Callable[[], None], out: torch.Tensor) -> float:

@@ -77,8 +77,23 @@ def _function(cubin: str, entry: str, shared_bytes: int, device_index: int) -> A
     function = check(driver.cuModuleGetFunction(module, entry.encode()))
     if shared_bytes > _DEFAULT_DYNAMIC_SHARED:
         attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-        check(driver.cuFuncSetAttribute(function, attribute, shared_bytes))
+        try:
+            check(driver.cuFuncSetAttribute(function, attribute, shared_bytes))
+        except CudaDriverError as exc:
+            message = f"{exc}: {_shared_refusal(function, entry, shared_bytes, device_index)}"
+            driver.cuModuleUnload(module)
+            raise CudaDriverError(message) from None
     return function
+
+
+def _shared_refusal(function: Any, entry: str, shared_bytes: int, device_index: int) -> str:
+    """Why the driver refuses a kernel's dynamic shared memory, in numbers: the dynamic and the
+    static bytes together must be within what a block may opt in to."""
+    static = check(driver.cuFuncGetAttribute(driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                                             function))
+    limit = device_limits(device_index)["max_shared_bytes"]
+    return (f"{entry} asks for {shared_bytes} bytes of dynamic shared memory and has {static} static; a block "
+            f"on this GPU may have {limit} in all (a config checked for another problem or device?)")
 
 
 def device_limits(device_index: int) -> dict[str, int]:
