@@ -72,7 +72,7 @@ def test_nearest_config_the_template_rejects_falls_back_to_sdpa(runtime):
     (dict(causal=False), "no ok trial of kernel 'attention' on arch cpu"),
     (dict(max_error=1e-7), "within max_error 1e-07"),
     (dict(dtype=torch.float64), "computes float32, not torch.float64"),
-    (dict(kv_length=32), "q, k and v of one shape"),
+    (dict(kv_length=32), "k, v [B, H_kv, S, D] with H_kv dividing H"),
 ])
 def test_calls_nothing_stored_fits_run_sdpa_and_say_why(runtime, change, reason):
     q, k, v = qkv(SMALL)
@@ -187,3 +187,46 @@ def test_a_stored_config_the_template_no_longer_has_falls_back(tmp_path):
     rt.configure(db=url)
     with pytest.warns(rt.FallbackWarning, match="not one of the template's current space"):
         rt.attention(*qkv(SMALL), causal=True)
+
+
+GQA = {**SMALL, "H": 4, "H_kv": 2}  # two query heads per k/v head
+
+
+def gqa_inputs(problem: dict, seed: int = 0) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(problem["B"], problem["H"], problem["S"], problem["D"], generator=generator)
+    k, v = (torch.randn(problem["B"], problem["H_kv"], problem["S"], problem["D"], generator=generator)
+            for _ in range(2))
+    return q, k, v
+
+
+def gqa_reference(q, k, v) -> torch.Tensor:
+    return torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True,
+                                                            enable_gqa=True)
+
+
+def test_grouped_query_attention_runs_the_config_tuned_for_its_kv_heads(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    with Store.open(url) as store:
+        fill_attention(store)
+        record(store, new_study(store, "gqa", GQA), 0, {"exp": "poly3", "block_n": 16}, Status.OK, 1e-3, 1e-4, GQA)
+    rt.configure(db=url)
+    q, k, v = gqa_inputs(GQA)
+    out = rt.attention(q, k, v, causal=True)
+    decision = only_decision()
+    assert decision.problem["H_kv"] == 2 and decision.choice.exact and decision.choice.config["block_n"] == 16
+    assert out.shape == q.shape and rel_l2(out, gqa_reference(q, k, v)) < 1e-3
+
+
+def test_grouped_query_attention_nothing_was_tuned_for_runs_sdpa_grouped(runtime):
+    q, k, v = gqa_inputs(GQA)
+    with pytest.warns(rt.FallbackWarning, match="'H_kv': 2"):
+        out = rt.attention(q, k, v, causal=True)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert torch.equal(out, expected)
+
+
+def test_kv_heads_that_do_not_divide_the_query_heads_run_sdpa_and_say_why(runtime):
+    q, k, v = gqa_inputs({**GQA, "H": 3})
+    with pytest.warns(rt.FallbackWarning, match="H_kv dividing H"), pytest.raises(RuntimeError):
+        rt.attention(q, k, v, causal=True)  # SDPA itself refuses 3 query heads over 2

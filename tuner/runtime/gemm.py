@@ -28,14 +28,19 @@ _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 _TMA_ALIGN = 16  # bytes: TMA reads rows whose stride (and address) is a multiple of this
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, *, max_error: float | None = None) -> torch.Tensor:
+def gemm(a: torch.Tensor, b: torch.Tensor, *, max_error: float | None = None,
+         out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b`` of 2-D tensors by the stored best config within ``max_error`` (relative L2;
-    None: any config that passed the template's own bound when tuned)."""
+    None: any config that passed the template's own bound when tuned). ``out``: a contiguous
+    [M, N] tensor of their dtype to write into (no allocation), returned."""
     if ops.needs_grad(a, b):
-        return torch.matmul(a, b)
+        return ops.into(out, torch.matmul(a, b))
     if ops.eager(a):  # a plain call: the implementation itself, no dispatcher
-        return _gemm(a, b, max_error)
-    return torch.ops.tuner.gemm(a, b, max_error)
+        return _gemm(a, b, max_error, out)
+    if out is None:
+        return torch.ops.tuner.gemm(a, b, max_error)
+    torch.ops.tuner.gemm_out(a, b, out, max_error)
+    return out
 
 
 def layout(b: torch.Tensor) -> str | None:
@@ -45,20 +50,28 @@ def layout(b: torch.Tensor) -> str | None:
     return "nt" if b.stride(0) == 1 else None
 
 
-def _gemm(a: torch.Tensor, b: torch.Tensor, max_error: float | None = None) -> torch.Tensor:
+def _gemm(a: torch.Tensor, b: torch.Tensor, max_error: float | None = None,
+          out: torch.Tensor | None = None) -> torch.Tensor:
     runtime = current()
-    key = ("gemm", a.shape, b.shape, a.stride(), b.stride(), a.dtype, b.dtype, a.device, b.device,
-           max_error)
+    key = ("gemm", a.shape, b.shape, a.stride(), b.stride(), a.dtype, b.dtype, a.get_device(), b.get_device(),
+           max_error)  # get_device(): -1 on the CPU, the GPU's index
     plan = runtime.plans.get(key)
     if plan is None:
         plan = runtime.plan(key, lambda: _request(a, b, max_error), kernel="gemm", fallback=FALLBACK)
     if isinstance(plan, Tuned):
         try:
-            return plan((a, b if b.stride(1) == 1 else b.T))  # the template's b: [K, N] or [N, K]
+            return plan((a, b if b.stride(1) == 1 else b.T), out)  # the template's b: [K, N] or [N, K]
+        except ops.WrongOut:
+            raise
         except ValueError:  # a view at an address TMA cannot read (checked when first seen)
-            return torch.matmul(a, b)
-    runtime.missing(key, plan)
-    return torch.matmul(a, b)
+            pass
+    else:
+        runtime.missing(key, plan)
+    return ops.into(out, torch.matmul(a, b))
+
+
+def _gemm_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, max_error: float | None = None) -> None:
+    _gemm(a, b, max_error, out)
 
 
 def _fake(a: torch.Tensor, b: torch.Tensor, max_error: float | None = None) -> torch.Tensor:
@@ -94,3 +107,4 @@ def problem_of(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
 
 
 ops.define("gemm(Tensor a, Tensor b, float? max_error=None) -> Tensor", _gemm, _fake)
+ops.define_into("gemm_out(Tensor a, Tensor b, Tensor(a!) out, float? max_error=None) -> ()", _gemm_into)

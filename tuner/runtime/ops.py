@@ -27,6 +27,38 @@ def define(schema: str, implementation: Callable, fake: Callable) -> None:
     torch.library.register_fake(f"tuner::{name}", fake, lib=LIBRARY)
 
 
+def define_into(schema: str, implementation: Callable) -> None:
+    """Defines ``tuner::<schema>``, an out= variant that writes its ``Tensor(a!) out`` argument and
+    returns nothing (what torch.compile functionalizes), with ``implementation`` on CPU and CUDA;
+    its fake implementation does nothing."""
+    define(schema, implementation, _writes_nothing)
+
+
+def _writes_nothing(*args: object) -> None:
+    return None
+
+
+class WrongOut(ValueError):
+    """An out= tensor the kernel cannot write: another shape, dtype or device, or strided."""
+
+
+def into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    """``result``, or ``out`` with ``result`` copied into it (the fallback of an out= call); WrongOut
+    for an ``out`` the tuned kernel could not write either (copy_ would broadcast into another shape)."""
+    if out is None:
+        return result
+    if (out.shape != result.shape or out.dtype != result.dtype or out.get_device() != result.get_device()
+            or not out.is_contiguous()):
+        raise WrongOut(wrong_out(out, tuple(result.shape), result.dtype))
+    return out.copy_(result)
+
+
+def wrong_out(out: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> str:
+    return (f"out= must be a contiguous {tuple(shape)} {str(dtype).removeprefix('torch.')} tensor on the "
+            f"inputs' device (got {tuple(out.shape)} {str(out.dtype).removeprefix('torch.')} on {out.device}"
+            f"{'' if out.is_contiguous() else ', strided'})")
+
+
 def eager(tensor: torch.Tensor) -> bool:
     """Whether a call on ``tensor`` may run the implementation directly: a plain CPU or CUDA
     tensor, not under torch.compile, no dispatch mode (FakeTensorMode, make_fx) active."""

@@ -30,6 +30,7 @@ from tuner.kernel_templates.families import FAMILY, member
 from .answers import Answers, Choice, DatabaseAnswers, NoAnswer
 from .devices import arch_of, stream_of, target_of
 from .launch import Launch, LaunchError, load
+from .ops import WrongOut, wrong_out
 
 if TYPE_CHECKING:
     from .tuning import Tuning
@@ -77,19 +78,23 @@ class Decision:
 
 
 class Tuned:
-    """A loaded kernel for one call shape: allocates the output and launches. Everything but the
-    output, the addresses and the stream was settled when the plan was made."""
+    """A loaded kernel for one call shape: allocates the output (or takes the caller's) and
+    launches. Everything but the output, the addresses and the stream was settled when the plan
+    was made."""
 
-    __slots__ = ("decision", "_launch", "_shape", "_dtype", "_device", "_stream", "_dense", "_like")
+    __slots__ = ("decision", "_launch", "_shape", "_dtype", "_device", "_index", "_stream", "_dense", "_like")
 
     def __init__(self, decision: Decision, launch: Launch, shape: tuple[int, ...], dtype: torch.dtype,
                  device: torch.device, *, dense: bool = True, like_first: bool = False):
         self.decision, self._launch = decision, launch
         self._shape, self._dtype, self._device = shape, dtype, device
+        self._index = device.index if device.type == "cuda" else -1  # as Tensor.get_device() says it
         self._stream = stream_of(device)
         self._dense, self._like = dense, dense and like_first
 
-    def __call__(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def __call__(self, inputs: tuple[torch.Tensor, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Launches on ``inputs`` into ``out`` (a fresh tensor when None; WrongOut, a ValueError, for one of
+        another shape, dtype or device, or strided) and returns it."""
         # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
         # their memory goes back to the allocator on this stream, behind the kernel.
         if self._dense:
@@ -97,10 +102,14 @@ class Tuned:
                 if not tensor.is_contiguous():
                     inputs = tuple([t.contiguous() for t in inputs])
                     break
-        if self._like:  # dense like the input: empty_like is the cheaper allocation
-            out = torch.empty_like(inputs[0])
-        else:
-            out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
+        if out is None:
+            if self._like:  # dense like the input: empty_like is the cheaper allocation
+                out = torch.empty_like(inputs[0])
+            else:
+                out = torch.empty(self._shape, dtype=self._dtype, device=self._device)
+        elif not (out.dtype == self._dtype and out.shape == self._shape and out.get_device() == self._index
+                  and out.is_contiguous()):
+            raise WrongOut(wrong_out(out, self._shape, self._dtype))
         self._launch((*inputs, out), self._stream())
         return out
 
