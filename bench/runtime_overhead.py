@@ -8,10 +8,14 @@ headline one; a GEMM), each on the cubin the runtime chose:
   launcher the project's one launcher (``tuner.workers.cuda_launch.Kernel.launch``) on fixed
            buffers and torch's current stream: argument-block lookup, device check, the call
   launcher+alloc  the same with a fresh output tensor each call (what any functional op pays)
+  plan out=  the runtime's plan of the shape called on the inputs and a fixed output: its input
+           and output checks, the stream query and the launch (no key, no lookup, no allocation)
   runtime  ``tuner.runtime.attention(q, k, v, causal)`` / ``tuner.runtime.gemm(a, b)``, eager:
            plan lookup, output, launch
+  runtime out=  the same with ``out=`` a fixed tensor: no allocation
   op       ``torch.ops.tuner.attention`` / ``torch.ops.tuner.gemm``: the same through torch's
            dispatcher (what compiled graphs call)
+  op out=  ``torch.ops.tuner.attention_out`` / ``torch.ops.tuner.gemm_out`` into a fixed tensor
   torch    ``F.scaled_dot_product_attention`` / ``torch.matmul``, PyTorch's own
 Each is timed two ways: the host time to enqueue a burst of calls (no synchronization inside
 the burst, fewer calls than the launch queue holds), which is the per-call overhead, and the
@@ -57,7 +61,7 @@ BLOCKS = {"small": (1, 128), "headline": (16, 512)}  # batch, length; width 512,
 WIDTH, HEADS = 512, 8
 BURST, BURSTS = 200, 15
 MAX_ERROR = 1e-3  # attention's bound; the GEMM takes its template's own (None)
-VARIANTS = ("driver", "launcher", "launcher+alloc", "runtime", "op", "torch")
+VARIANTS = ("driver", "launcher", "launcher+alloc", "plan out=", "runtime", "runtime out=", "op", "op out=", "torch")
 
 
 def burst(call: Callable[[], Any], n: int = BURST, bursts: int = BURSTS) -> dict[str, float]:
@@ -84,45 +88,63 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q * 100) - 1]
 
 
-def _calls(kernel: str, problem: tuple[Any, ...]) -> tuple[list[torch.Tensor], dict[str, Callable[[], Any]], Any]:
-    """The inputs of a case, its runtime/op/torch calls, and its fp32 reference."""
+def _calls(kernel: str, problem: tuple[Any, ...],
+           out: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, Callable[[], Any]], Any]:
+    """The inputs of a case, its runtime/op/torch calls (the out= ones into ``out``), and its fp32
+    reference."""
     if kernel == "attention":
         batch, heads, length, dim, causal = problem
         q, k, v = (torch.randn(batch, heads, length, dim, device="cuda", dtype=torch.float16) for _ in range(3))
         reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal)
         return [q, k, v], {
             "runtime": lambda: rt.attention(q, k, v, causal, max_error=MAX_ERROR),
+            "runtime out=": lambda: rt.attention(q, k, v, causal, max_error=MAX_ERROR, out=out),
             "op": lambda: torch.ops.tuner.attention(q, k, v, causal, MAX_ERROR),
+            "op out=": lambda: torch.ops.tuner.attention_out(q, k, v, out, causal, MAX_ERROR),
             "torch": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)}, reference
     m, n, k_ = problem
     a, b = (torch.randn(rows, cols, device="cuda", dtype=torch.float16) for rows, cols in ((m, k_), (k_, n)))
-    return [a, b], {"runtime": lambda: rt.gemm(a, b), "op": lambda: torch.ops.tuner.gemm(a, b, None),
+    return [a, b], {"runtime": lambda: rt.gemm(a, b), "runtime out=": lambda: rt.gemm(a, b, out=out),
+                    "op": lambda: torch.ops.tuner.gemm(a, b, None),
+                    "op out=": lambda: torch.ops.tuner.gemm_out(a, b, out, None),
                     "torch": lambda: torch.matmul(a, b)}, a.float() @ b.float()
+
+
+def _output(kernel: str, problem: tuple[Any, ...]) -> torch.Tensor:
+    """The output tensor of a case, as the kernel writes it."""
+    shape = problem[:4] if kernel == "attention" else (problem[0], problem[1])
+    return torch.empty(shape, device="cuda", dtype=torch.float16)
 
 
 def launch_overhead(name: str, db: str) -> dict[str, Any]:
     kernel, problem = CASES[name]
-    rt.configure(db=db)
-    inputs, calls, reference = _calls(kernel, problem)
+    runtime = rt.configure(db=db)
+    out = _output(kernel, problem)
+    inputs, calls, reference = _calls(kernel, problem, out)
     with torch.no_grad():
         ours = calls["runtime"]()  # the plan is made here
     decision = rt.decisions()[-1]
     if decision.choice is None:
         raise SystemExit(f"no tuned config for {name}: {decision.reason}")
+    (plan,) = runtime.plans.values()  # this case's one shape
+    planned = tuple(inputs)
     spec = kernel_spec(kernel, decision.arch)  # a stored config names its family
     target = Target.documented(decision.arch)
     source = spec.render(decision.choice.config, decision.problem)
     cubin = backend_for(target).compile(source, target).path  # the compile cache's, as the runtime's
     names = ("q", "k", "v", "out") if kernel == "attention" else ("a", "b", "out")
     launcher = Kernel(cubin, source, names, inputs[0].device.index)
-    out = torch.empty_like(ours)
     buffers = [*inputs, out]
     stream = torch.cuda.current_stream().cuda_stream
     calls = {"driver": driver_launch(launcher, buffers, stream),
              "launcher": lambda: launcher.launch(buffers, stream),
-             "launcher+alloc": lambda: launcher.launch([*inputs, torch.empty_like(out)], stream), **calls}
+             "launcher+alloc": lambda: launcher.launch([*inputs, torch.empty_like(out)], stream),
+             "plan out=": lambda: plan(planned, out), **calls}
     with torch.no_grad():
         timings = {label: burst(calls[label]) for label in VARIANTS}
+        out.zero_()
+        calls["runtime out="]()
+        rel_out = _rel(out, reference)
         launcher.launch(buffers, stream)
         torch.cuda.synchronize()
     floor = timings["driver"]["host_us"]
@@ -130,12 +152,13 @@ def launch_overhead(name: str, db: str) -> dict[str, Any]:
             "tuned_problem": decision.choice.tuned_problem, "exact": decision.choice.exact,
             "origin": decision.choice.origin, "grid": launcher.grid, "cluster": list(source.cluster),
             "tensor_maps": len(source.tensor_maps),
-            "rel_l2_runtime": _rel(ours, reference), "rel_l2_direct": _rel(out, reference), "timings": timings,
+            "rel_l2_runtime": _rel(ours, reference), "rel_l2_out": rel_out, "rel_l2_direct": _rel(out, reference),
+            "timings": timings,
             "overhead_us": timings["runtime"]["host_us"] - floor,
             "overhead_op_us": timings["op"]["host_us"] - floor,
-            "allocation_us": timings["launcher+alloc"]["host_us"] - timings["launcher"]["host_us"],
-            "overhead_over_alloc_us": timings["runtime"]["host_us"] - timings["launcher+alloc"]["host_us"]
-            + timings["launcher"]["host_us"] - floor}
+            "overhead_out_us": timings["runtime out="]["host_us"] - floor,
+            "overhead_op_out_us": timings["op out="]["host_us"] - floor,
+            "allocation_us": timings["launcher+alloc"]["host_us"] - timings["launcher"]["host_us"]}
 
 
 def driver_launch(launcher: Kernel, buffers: list[torch.Tensor], stream: int) -> Callable[[], Any]:
@@ -205,18 +228,20 @@ def markdown(document: dict[str, Any]) -> str:
              f"{document['environment'].get('driver')}; bursts of {BURST} calls, median of {BURSTS}.",
              "", "## Launch overhead per call (µs)", "",
              "| case | config from | " + " | ".join(VARIANTS)
-             + " | **runtime − driver** | op − driver | allocation | runtime − driver − allocation |",
-             "|" + " --- |" * (len(VARIANTS) + 6)]
+             + " | runtime − driver | **runtime out= − driver** | op − driver | op out= − driver | allocation |",
+             "|" + " --- |" * (len(VARIANTS) + 7)]
     for name, row in document["launch"].items():
         t = row["timings"]
         source = "exact" if row["exact"] else f"nearest {row['tuned_problem']}"
         cells = [f"{t[k]['host_us']:.2f} (wall {t[k]['wall_us']:.1f})" for k in VARIANTS]
         lines.append(f"| {name} {row['problem']} | {source} | " + " | ".join(cells)
-                     + f" | **{row['overhead_us']:.2f}** | {row['overhead_op_us']:.2f} | {row['allocation_us']:.2f} "
-                     f"| {row['overhead_over_alloc_us']:.2f} |")
+                     + f" | {row['overhead_us']:.2f} | **{row['overhead_out_us']:.2f}** | {row['overhead_op_us']:.2f} "
+                     f"| {row['overhead_op_out_us']:.2f} | {row['allocation_us']:.2f} |")
     lines += ["", "Host time to enqueue one call; in parentheses the time per call until the GPU has "
               "finished the burst. allocation: launcher+alloc − launcher (a fresh output and the free of "
-              "the last).", "", "## Transformer block forward (µs per forward)", "",
+              "the last). plan out= − launcher: the runtime's per-call checks and stream query; runtime out= − "
+              "plan out=: the call's own checks, its key and the plan lookup.", "",
+              "## Transformer block forward (µs per forward)", "",
               "| block | sdpa eager | runtime eager | sdpa compiled | runtime compiled | rel. L2 runtime vs sdpa |",
               "| --- | --- | --- | --- | --- | --- |"]
     for name, row in document["block"].items():

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .tuning import Tuning
 
 DEFAULT_DB = "sqlite:///tuner.db"  # the CLI's default
+_contiguous = torch.Tensor.is_contiguous  # mapped over a call's inputs with no Python frame
 
 
 class FallbackWarning(RuntimeWarning):
@@ -97,11 +98,8 @@ class Tuned:
         another shape, dtype or device, or strided) and returns it."""
         # Copies of strided inputs stay referenced until the launch is enqueued; freed after it,
         # their memory goes back to the allocator on this stream, behind the kernel.
-        if self._dense:
-            for tensor in inputs:
-                if not tensor.is_contiguous():
-                    inputs = tuple([t.contiguous() for t in inputs])
-                    break
+        if self._dense and not all(map(_contiguous, inputs)):
+            inputs = tuple([t.contiguous() for t in inputs])
         if out is None:
             if self._like:  # dense like the input: empty_like is the cheaper allocation
                 out = torch.empty_like(inputs[0])
