@@ -10,6 +10,8 @@ host, the CPU-side share of the GPU overhead in bench/results/runtime_overhead.m
   launcher        the runtime's own CPU launcher (``tuner.runtime.launch.CpuLauncher``) on fixed
                   buffers: the floor (the ctypes call and the kernel)
   launcher+alloc  the same with a fresh output tensor each call
+  plan out=       the runtime's plan of the shape on the inputs and a fixed output: its per-call
+                  checks and the launch (no key, no lookup, no allocation)
   runtime         ``tuner.runtime.attention(q, k, v, causal)``, eager
   runtime out=    the same writing into a caller's tensor (``out=``): no allocation
   op / op out=    ``torch.ops.tuner.attention`` / ``torch.ops.tuner.attention_out``: through the
@@ -50,7 +52,7 @@ from tuner.runtime.launch import load
 
 PROBLEM = {"B": 1, "H": 1, "S": 16, "D": 16, "causal": True}
 BURST, BURSTS = 2000, 25
-VARIANTS = ("launcher", "launcher+alloc", "runtime", "runtime out=", "op", "op out=", "sdpa")
+VARIANTS = ("launcher", "launcher+alloc", "plan out=", "runtime", "runtime out=", "op", "op out=", "sdpa")
 
 
 def tune(db: str) -> None:
@@ -87,6 +89,7 @@ def calls(db: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     reference = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     first = rt.attention(q, k, v, causal)
     (decision,) = rt.decisions()
+    (plan,) = rt.current().plans.values()
     if decision.choice is None:
         raise SystemExit(f"the runtime found no config: {decision.reason}")
     family, config = member(kernel_spec("attention", "cpu"), decision.choice.config)
@@ -101,6 +104,7 @@ def calls(db: str) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     return {
         "launcher": lambda: launcher((q, k, v, out), 0),
         "launcher+alloc": lambda: launcher((q, k, v, torch.empty_like(q)), 0),
+        "plan out=": lambda: plan((q, k, v), out),
         "runtime": lambda: rt.attention(q, k, v, causal),
         "runtime out=": lambda: rt.attention(q, k, v, causal, out=out),
         "op": lambda: torch.ops.tuner.attention(q, k, v, causal, None),
