@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuner.enums import Status, TrialSort
@@ -132,28 +133,44 @@ def _studies_of(kernel: str, arch: str, problem_key: str | None = None) -> Selec
     return query
 
 
-def _ok_within(max_error: float | None) -> list[ColumnElement[bool]]:
+@dataclass(frozen=True)
+class FamilyFilter:
+    """Trials of one template family: configs whose ``family`` is ``name`` and, where ``unnamed``
+    (``name`` is the kernel's default family), configs naming none (stored before it had several)."""
+
+    name: str
+    unnamed: bool = False
+
+    def condition(self) -> ColumnElement[bool]:
+        named = Trial.config["family"].as_string()
+        return or_(named == self.name, named.is_(None)) if self.unnamed else named == self.name
+
+
+def _ok_within(max_error: float | None, family: FamilyFilter | None = None) -> list[ColumnElement[bool]]:
     filters = [Trial.status == OK, Trial.median_s.is_not(None)]
     if max_error is not None:
         filters.append(Trial.rel_l2 <= max_error)
+    if family is not None:
+        filters.append(family.condition())
     return filters
 
 
-def _study_best(column: Any, max_error: float | None) -> Any:
-    """``column`` of the fastest ok trial within ``max_error`` of the enclosing query's study.
+def _study_best(column: Any, max_error: float | None, family: FamilyFilter | None) -> Any:
+    """``column`` of the fastest ok trial within ``max_error`` (of ``family`` where given) of the
+    enclosing query's study.
 
     One walk down the study's (status, latency) index that stops at the first trial within the
     bound: the cost does not grow with the study's size.
     """
-    return (select(column).where(Trial.study_id == Study.id, *_ok_within(max_error))
+    return (select(column).where(Trial.study_id == Study.id, *_ok_within(max_error, family))
             .order_by(Trial.median_s).limit(1).correlate(Study).scalar_subquery())
 
 
 def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
-               max_error: float | None) -> TrialRecord | None:
+               max_error: float | None, family: FamilyFilter | None = None) -> TrialRecord | None:
     """The fastest ok trial of ``kernel`` on ``arch`` for one problem, in one query: the best
     of each of the problem's (few) studies, then the fastest of those."""
-    per_study = (select(_study_best(Trial.id, max_error))
+    per_study = (select(_study_best(Trial.id, max_error, family))
                  .where(Study.id.in_(_studies_of(kernel, arch, problem_key))))
     query = (trial_select().where(Trial.id.in_(per_study))
              .order_by(Trial.median_s, Trial.id).limit(1))
@@ -161,10 +178,11 @@ def best_trial(session: Session, *, kernel: str, arch: str, problem_key: str,
     return to_record(row) if row else None
 
 
-def tuned_problems(session: Session, *, kernel: str, arch: str,
-                   max_error: float | None) -> list[TunedProblem]:
-    """Problems of ``kernel`` tuned on ``arch``, each with its best latency within the bound."""
-    studies = (select(Study.problem_id, _study_best(Trial.median_s, max_error).label("best"))
+def tuned_problems(session: Session, *, kernel: str, arch: str, max_error: float | None,
+                   family: FamilyFilter | None = None) -> list[TunedProblem]:
+    """Problems of ``kernel`` tuned on ``arch``, each with its best latency within the bound (of
+    ``family`` where given)."""
+    studies = (select(Study.problem_id, _study_best(Trial.median_s, max_error, family).label("best"))
                .where(Study.id.in_(_studies_of(kernel, arch))).subquery())
     # Grouping by the primary key lets PostgreSQL select the row's other columns too.
     query = (select(Problem.id, Problem.params, func.min(studies.c.best))

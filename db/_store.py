@@ -32,6 +32,7 @@ from ._engine import BUSY_TIMEOUT_S, is_sqlite, make_engine, parse_url, safe_url
 from ._errors import StoreError
 from ._keys import problem_key
 from ._models import Changes, FrontMember, Kernel, Problem, SourceText, Study, Trial
+from ._queries import FamilyFilter
 from ._records import StudyRecord, TrialPage, TrialPoint, TrialRecord, TunedProblem
 from ._schema import prepare
 from ._trials import row_values, to_record
@@ -346,17 +347,20 @@ class Store:
             return trial, code.code if code else None
 
     def best_trial(self, *, kernel: str, arch: str, problem: Mapping[str, Any],
-                   max_error: float | None = None) -> TrialRecord | None:
-        """The fastest ok trial of ``kernel`` on ``arch`` for exactly ``problem``."""
+                   max_error: float | None = None, family: FamilyFilter | None = None) -> TrialRecord | None:
+        """The fastest ok trial of ``kernel`` on ``arch`` for exactly ``problem`` (of one family
+        where ``family`` is given)."""
         with self._session() as session:
-            return queries.best_trial(session, kernel=kernel, arch=arch,
-                                      problem_key=problem_key(problem), max_error=max_error)
+            return queries.best_trial(session, kernel=kernel, arch=arch, problem_key=problem_key(problem),
+                                      max_error=max_error, family=family)
 
-    def tuned_problems(self, *, kernel: str, arch: str,
-                       max_error: float | None = None) -> list[TunedProblem]:
-        """Every problem of ``kernel`` with an ok trial on ``arch`` within ``max_error``."""
+    def tuned_problems(self, *, kernel: str, arch: str, max_error: float | None = None,
+                       family: FamilyFilter | None = None) -> list[TunedProblem]:
+        """Every problem of ``kernel`` with an ok trial on ``arch`` within ``max_error`` (of one
+        family where ``family`` is given)."""
         with self._session() as session:
-            return queries.tuned_problems(session, kernel=kernel, arch=arch, max_error=max_error)
+            return queries.tuned_problems(session, kernel=kernel, arch=arch, max_error=max_error,
+                                          family=family)
 
 
 def _sqlite_file(url: URL) -> Path | None:

@@ -119,8 +119,8 @@ def tuned_db(tmp_path_factory) -> str:
     return f"sqlite:///{path}"
 
 
-def best(db: str, shape: str, capsys) -> dict:
-    assert main(["best", "--arch", "sm_90a", "--shape", shape, "--db", db]) == 0, capsys.readouterr().err
+def best(db: str, shape: str, capsys, *extra: str) -> dict:
+    assert main(["best", "--arch", "sm_90a", "--shape", shape, "--db", db, *extra]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
 
 
@@ -140,3 +140,24 @@ def test_studies_stored_before_h_kv_answer_as_before(tuned_db, tmp_path, capsys)
     exported = json.loads((tmp_path / "best.json").read_text())
     entries = exported["entries"] if isinstance(exported, dict) else exported
     assert any(e["problem"] == stored["problem"] for e in entries)
+
+
+def test_best_of_one_family(two_cpu_families, tmp_path, capsys) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    assert run(db, "--trials", "14") == 0
+    capsys.readouterr()
+    for family in ("serial", ""):
+        assert main(["best", "--arch", "cpu", "--shape", SHAPE, "--db", db, "--family", family]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["config"]["family"] == family and answer["provenance"]["study"] == MULTI
+        if family == "serial":
+            assert answer["config"]["threads"] == 1
+
+
+def test_best_of_the_default_family_takes_configs_stored_before_it_had_others(tuned_db, capsys) -> None:
+    shape = "B=16,H=8,S=512,D=64"
+    assert best(tuned_db, shape, capsys, "--family", "mma_sync") == best(tuned_db, shape, capsys)
+    assert main(["best", "--arch", "sm_90a", "--shape", shape, "--db", tuned_db, "--family", "wgmma"]) != 0
+    assert "no ok trial of family 'wgmma' of kernel 'attention' on arch sm_90a" in capsys.readouterr().err
+    assert main(["best", "--arch", "sm_90a", "--shape", shape, "--db", tuned_db, "--family", "nope"]) == 2
+    assert "has no family 'nope' on sm_90a (it has: mma_sync, wgmma)" in capsys.readouterr().err

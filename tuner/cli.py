@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     best = sub.add_parser("best", help="print the fastest stored config within an error bound, as JSON")
     _add_target(best)
     _add_db(best)
+    _add_family(best, "answer from (default: the fastest config of every family)")
     best.add_argument("--max-error", type=error_bound, help="largest relative L2 error allowed")
 
     studies = sub.add_parser("studies", help="list the stored studies")

@@ -269,7 +269,8 @@ def cmd_best(args: argparse.Namespace) -> ExitStatus:
                 raise UsageError(f"{unknown}; no study in {args.db} tuned a template named "
                                  f"{args.kernel!r} for {target.arch} either")
             problem = _problem(space, args)
-        answer = service.best(kernel=space.name, arch=target.arch, problem=problem, max_error=args.max_error)
+        answer = service.best(kernel=space.name, arch=target.arch, problem=problem, max_error=args.max_error,
+                              family=args.family)
     finally:
         store.close()
     print(to_json(answer.document(), indent=2))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tuner.db import HOST_KEYS, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
+from tuner.db import HOST_KEYS, FamilyFilter, Store, StudyRecord, TrialPage, TrialPoint, TrialRecord
 from tuner.errors import UsageError
 from tuner.kernel_templates import (
     ARCHS,
@@ -24,6 +24,7 @@ from tuner.kernel_templates import (
     builtin_specs,
     find_builtin,
     problem_spec,
+    specs_for,
 )
 from tuner.kernel_templates.families import FAMILY
 from tuner.kernel_templates.spec import ProblemSpace, canonical_json
@@ -292,30 +293,33 @@ class Service:
         return TrialDetail(*found)
 
     def best(self, *, kernel: str, arch: str, problem: dict[str, Any],
-             max_error: float | None = None) -> BestAnswer:
+             max_error: float | None = None, family: str | None = None) -> BestAnswer:
         """The fastest ok config of ``kernel`` on ``arch`` for ``problem`` within ``max_error``
-        (relative L2), from the nearest tuned problem when this one was never tuned."""
+        (relative L2), from the nearest tuned problem when this one was never tuned; of one
+        template family where ``family`` is given (else the fastest of every family)."""
         full = _full_problem(self.problem_space(kernel, arch), problem)
+        only = _family_filter(kernel, arch, family)
         tuned, distance = full, 0.0
-        trial = self._store.best_trial(kernel=kernel, arch=arch, problem=full, max_error=max_error)
+        trial = self._store.best_trial(kernel=kernel, arch=arch, problem=full, max_error=max_error, family=only)
         if trial is None:
-            nearest = self._nearest(kernel, arch, full, max_error)
+            nearest = self._nearest(kernel, arch, full, max_error, only)
             if nearest is not None:
                 tuned, distance = nearest
                 trial = self._store.best_trial(kernel=kernel, arch=arch, problem=tuned,
-                                               max_error=max_error)
+                                               max_error=max_error, family=only)
         if trial is None:
             bound = "" if max_error is None else f" within max_error {max_error:g}"
-            raise NotFound(f"no ok trial of kernel {kernel!r} on arch {arch}{bound} for this "
+            of = "" if family is None else f" of family {family!r}"
+            raise NotFound(f"no ok trial{of} of kernel {kernel!r} on arch {arch}{bound} for this "
                            f"problem or one like it (same dtype and flags): tune it first "
                            f"with `tuner run`")
         return BestAnswer(kernel=kernel, arch=arch, problem=full, tuned_problem=tuned,
                           trial=trial, distance=distance, max_error=max_error)
 
-    def _nearest(self, kernel: str, arch: str, problem: dict[str, Any],
-                 max_error: float | None) -> tuple[dict[str, Any], float] | None:
+    def _nearest(self, kernel: str, arch: str, problem: dict[str, Any], max_error: float | None,
+                 family: FamilyFilter | None) -> tuple[dict[str, Any], float] | None:
         """The closest comparable tuned problem and its distance; ties go to the faster one."""
-        tuned = self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error)
+        tuned = self._store.tuned_problems(kernel=kernel, arch=arch, max_error=max_error, family=family)
         return nearest_problem(problem, ((t.problem, t.best_latency_s, t.problem) for t in tuned))
 
 
@@ -328,6 +332,23 @@ def _full_problem(space: ProblemSpace | None, problem: dict[str, Any]) -> dict[s
         return space.validate_problem(problem)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _family_filter(kernel: str, arch: str, family: str | None) -> FamilyFilter | None:
+    """The trials of ``family``: a built-in kernel's must be one of its families on ``arch``
+    (UsageError names them), and its default family's are also those naming none; a template of
+    a user's, known by what is stored, has the family its configs name."""
+    if family is None:
+        return None
+    try:
+        specs = specs_for(kernel, arch)
+    except SpecError:
+        return FamilyFilter(family)
+    names = [s.family for s in specs]
+    if family not in names:
+        raise UsageError(f"kernel {kernel!r} has no family {family!r} on {arch} (it has: "
+                         f"{', '.join(n or '(unnamed)' for n in names)}): `tuner kernels` lists them")
+    return FamilyFilter(family, unnamed=family == names[0])
 
 
 def _builtin(kernel: str, arch: str) -> KernelSpec | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.db_fixtures import measurement
-from tuner.db import Store, StoreError, StudyRecord, env_key
+from tuner.db import FamilyFilter, Store, StoreError, StudyRecord, env_key
 from tuner.enums import Status
 
 PROBLEM = {"B": 1, "H": 4, "S": 256, "D": 64, "causal": False}
@@ -169,3 +169,21 @@ def test_a_source_measured_again_does_not_join_twice(store):
     assert offer(store, study, 0, 2e-3, 1e-6, source_hash="same")
     assert not offer(store, study, 1, 1e-3, 1e-6, source_hash="same")  # its first trial counts
     assert [t.number for t in store.front(study.id)] == [0]
+
+
+def test_best_of_one_family_reads_the_config_s_family_and_the_default_s_unnamed_configs(store):
+    study = make_study(store)
+    configs = [({"family": "wgmma", "block_m": 128}, 1e-3), ({"family": "mma_sync", "block_m": 64}, 2e-3),
+               ({"block_m": 32}, 3e-3)]  # stored before the kernel had families: the default's
+    for number, (config, median_s) in enumerate(configs):
+        store.record_trial(study, number, config, measurement(median_s=median_s, source_hash=f"{number}" * 64), "")
+    best = {family: store.best_trial(kernel="attention", arch="sm_90a", problem=PROBLEM, family=family)
+            for family in (None, FamilyFilter("wgmma"), FamilyFilter("mma_sync", unnamed=True),
+                           FamilyFilter("mma_sync"), FamilyFilter("other"))}
+    assert [t and t.number for t in best.values()] == [0, 0, 1, 1, None]
+    store.record_trial(study, 3, {"block_m": 16}, measurement(median_s=1e-4, source_hash="3" * 64), "")
+    unnamed = store.best_trial(kernel="attention", arch="sm_90a", problem=PROBLEM,
+                               family=FamilyFilter("mma_sync", unnamed=True))
+    assert unnamed.number == 3
+    assert [t.best_latency_s for t in store.tuned_problems(kernel="attention", arch="sm_90a",
+                                                           family=FamilyFilter("wgmma"))] == [1e-3]
