@@ -8,12 +8,9 @@ falls back to torch.matmul.
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from pathlib import Path
-
 import pytest
 
+from tests.committed import committed_database
 from tests.conftest import require
 
 pytestmark = pytest.mark.gpu
@@ -21,22 +18,13 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 import tuner.runtime  # noqa: E402 (after torch's check)
-from tuner.db import Store  # noqa: E402
 from tuner.kernel_templates import find_spec  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-TUNED_DB = REPO / "bench" / "results" / "gemm_tuned.db.gz"
 
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     require(torch.cuda.is_available(), "no CUDA GPU here: run bench/runtime_overhead.sh on a GPU machine")
-    path = tmp_path_factory.mktemp("db") / "gemm_tuned.db"
-    with gzip.open(TUNED_DB) as packed, open(path, "wb") as out:
-        shutil.copyfileobj(packed, out)
-    url = f"sqlite:///{path}"
-    Store.open(url, create=False).close()  # the copy brought to this tuner's schema: the runtime only reads
-    tuner.runtime.configure(db=url)
+    tuner.runtime.configure(db=committed_database("gemm_tuned", tmp_path_factory.mktemp("db")))
     return tuner.runtime
 
 

@@ -9,9 +9,7 @@ shares).
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.committed import committed_database
 from tests.conftest import require
 from tests.runtime.isolation import REFUSE_COMPILER_AND_DATABASE
 
@@ -27,10 +26,7 @@ pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 import tuner.runtime  # noqa: E402 (after torch's check)
-from tuner.db import Store  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-TUNED_DB = REPO / "bench" / "results" / "attention_tuned.db.gz"
 MAX_ERROR = 1e-3  # relative L2 the caller allows; the stored configs chosen are within it
 BATCH, LENGTH, WIDTH, HEADS = 4, 512, 512, 8  # attention problem B=4,H=8,S=512,D=64: tuned nearby
 
@@ -38,12 +34,7 @@ BATCH, LENGTH, WIDTH, HEADS = 4, 512, 512, 8  # attention problem B=4,H=8,S=512,
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     require(torch.cuda.is_available(), "no CUDA GPU here: run bench/runtime_overhead.sh on a GPU machine")
-    path = tmp_path_factory.mktemp("db") / "attention_tuned.db"
-    with gzip.open(TUNED_DB) as packed, open(path, "wb") as out:
-        shutil.copyfileobj(packed, out)
-    url = f"sqlite:///{path}"
-    Store.open(url, create=False).close()  # the copy brought to this tuner's schema: the runtime only reads
-    tuner.runtime.configure(db=url)
+    tuner.runtime.configure(db=committed_database("attention_tuned", tmp_path_factory.mktemp("db")))
     return tuner.runtime
 
 

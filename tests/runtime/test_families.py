@@ -4,22 +4,19 @@ H100 database for the Hopper arch, where the mma_sync and wgmma families both ru
 
 from __future__ import annotations
 
-import gzip
-import shutil
 import warnings
 
 import pytest
 
 from tests.api.conftest import new_study, record
-from tests.runtime.helpers import FAST_CONFIG, REPO, SMALL, fill_attention, qkv, reference, rel_l2
+from tests.committed import committed_database
+from tests.runtime.helpers import FAST_CONFIG, SMALL, fill_attention, qkv, reference, rel_l2
 from tuner import runtime as rt
 from tuner.db import Store
 from tuner.enums import Status
 from tuner.kernel_templates import Target, kernel_spec
 from tuner.kernel_templates.families import Families
 from tuner.runtime.runtime import misfit
-
-TUNED_DB = REPO / "bench" / "results" / "attention_tuned.db.gz"
 
 
 @pytest.fixture
@@ -30,34 +27,30 @@ def url(tmp_path, two_cpu_families) -> str:
     return url
 
 
-def only_choice() -> rt.Choice:
-    (decision,) = rt.decisions()
-    assert decision.choice is not None, decision.reason
-    return decision.choice
-
-
-def test_a_config_that_names_no_family_runs_as_the_default_family(url):
-    assert isinstance(kernel_spec("attention", "cpu"), Families)
+def run_tuned(url: str) -> tuple[rt.Choice, float]:
+    """The one call's choice and its output's error, where no fallback may run."""
     rt.configure(db=url)
     q, k, v = qkv(SMALL)
     with warnings.catch_warnings():
         warnings.simplefilter("error", rt.FallbackWarning)
         out = rt.attention(q, k, v, causal=True)
-    assert only_choice().config == FAST_CONFIG
-    assert rel_l2(out, reference(q, k, v, True)) < 1e-3
+    (decision,) = rt.decisions()
+    assert decision.choice is not None, decision.reason
+    return decision.choice, rel_l2(out, reference(q, k, v, True))
+
+
+def test_a_config_that_names_no_family_runs_as_the_default_family(url):
+    assert isinstance(kernel_spec("attention", "cpu"), Families)
+    choice, error = run_tuned(url)
+    assert choice.config == FAST_CONFIG and error < 1e-3
 
 
 def test_a_config_of_the_second_family_runs_as_that_family(url):
     serial = {"family": "serial", **FAST_CONFIG}
     with Store.open(url) as store:
         record(store, new_study(store, "serial", SMALL), 0, serial, Status.OK, 5e-4, 1e-4, SMALL)
-    rt.configure(db=url)
-    q, k, v = qkv(SMALL)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", rt.FallbackWarning)
-        out = rt.attention(q, k, v, causal=True)
-    assert only_choice().config == serial
-    assert rel_l2(out, reference(q, k, v, True)) < 1e-3
+    choice, error = run_tuned(url)
+    assert choice.config == serial and error < 1e-3
 
 
 def test_a_config_of_a_family_this_arch_lacks_runs_the_fallback_and_says_so(url):
@@ -71,12 +64,7 @@ def test_a_config_of_a_family_this_arch_lacks_runs_the_fallback_and_says_so(url)
 
 @pytest.fixture(scope="module")
 def tuned_attention(tmp_path_factory) -> rt.DatabaseAnswers:
-    path = tmp_path_factory.mktemp("db") / "attention_tuned.db"
-    with gzip.open(TUNED_DB) as packed, open(path, "wb") as out:
-        shutil.copyfileobj(packed, out)
-    url = f"sqlite:///{path}"
-    Store.open(url, create=False).close()  # the copy brought to this tuner's schema; the runtime only reads
-    return rt.DatabaseAnswers(url)
+    return rt.DatabaseAnswers(committed_database("attention_tuned", tmp_path_factory.mktemp("db")))
 
 
 @pytest.mark.parametrize("problem", [

@@ -3,20 +3,17 @@ database of the Hopper GEMM, the stated fallback (torch.matmul) and the custom o
 
 from __future__ import annotations
 
-import gzip
-import shutil
 import warnings
 
 import pytest
 
-from tests.runtime.helpers import REPO, torch
+from tests.committed import committed_database
+from tests.runtime.helpers import torch
 from tuner import runtime as rt
-from tuner.db import Store
 from tuner.kernel_templates import Target, find_spec
 from tuner.runtime.gemm import layout, problem_of
 from tuner.runtime.runtime import misfit
 
-GEMM_DB = REPO / "bench" / "results" / "gemm_tuned.db.gz"
 F16 = torch.float16
 
 
@@ -27,12 +24,7 @@ def runtime(tmp_path) -> rt.Runtime:
 
 @pytest.fixture(scope="module")
 def tuned_gemm(tmp_path_factory) -> rt.DatabaseAnswers:
-    path = tmp_path_factory.mktemp("db") / "gemm_tuned.db"
-    with gzip.open(GEMM_DB) as packed, open(path, "wb") as out:
-        shutil.copyfileobj(packed, out)
-    url = f"sqlite:///{path}"
-    Store.open(url, create=False).close()  # the copy brought to this tuner's schema; the runtime only reads
-    return rt.DatabaseAnswers(url)
+    return rt.DatabaseAnswers(committed_database("gemm_tuned", tmp_path_factory.mktemp("db")))
 
 
 def test_the_layout_is_how_b_is_stored():

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.helpers import SMALL, fill_attention, qkv, reference, rel_l2, torch
+from tests.runtime.helpers import SMALL, qkv, reference, rel_l2, torch
 from tuner import runtime as rt
-from tuner.db import Store
-
-
-@pytest.fixture
-def runtime(tmp_path) -> rt.Runtime:
-    url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    with Store.open(url) as store:
-        fill_attention(store)
-    return rt.configure(db=url)
 
 
 @pytest.mark.parametrize("causal, tuned", [(True, True), (False, False)])  # causal=False: nothing stored

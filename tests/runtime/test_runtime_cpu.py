@@ -18,14 +18,6 @@ from tuner.enums import Status
 
 
 @pytest.fixture
-def runtime(tmp_path) -> rt.Runtime:
-    url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    with Store.open(url) as store:
-        fill_attention(store)
-    return rt.configure(db=url)
-
-
-@pytest.fixture
 def runtime_on_each_database(db_url: str) -> rt.Runtime:
     """The runtime over SQLite, then over the real PostgreSQL."""
     with Store.open(db_url) as store:
