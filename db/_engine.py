@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -57,13 +59,30 @@ def make_engine(url: URL, *, read_only: bool = False, **options: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (the API, `tuner best`) run while a study writes; the busy timeout makes
-    # a second writing process wait for the lock instead of failing at once.
+    # The busy timeout makes a second writing process wait for the lock instead of failing at
+    # once; WAL lets readers (the API, `tuner best`) run while a study writes.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _enter_wal(cursor: Any) -> None:
+    """Switches the file to WAL once; retried because SQLite answers a switch that races another
+    process's (two tuners opening a fresh file) with 'database is locked' at once, whatever the
+    busy timeout."""
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:

@@ -148,7 +148,9 @@ def test_a_bundle_runs_with_no_compiler_and_no_database(tmp_path):
     for target in (["--arch", "cpu", "--shape", shape], ["--template", SOFTMAX, "--shape", "rows=8,cols=32"]):
         assert main(["run", "--db", url, *target, "--executor", "local", "--trials", "3", "--seed", "3",
                      "--no-progress"]) == 0
-    assert export(url, tmp_path / "bundle") == 0
+    # The bound leaves the fast poly2 configs (about 1e-3 at S=64) out, so the error checked below
+    # at S=128 on other inputs has an order of magnitude to spare.
+    assert export(url, tmp_path / "bundle", "--max-error", "attention=1e-4") == 0
     os.unlink(tmp_path / "tuned.db")  # no database left on this machine either
 
     tools, touched = tmp_path / "tools", tmp_path / "compiler-was-run"
