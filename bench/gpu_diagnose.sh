@@ -3,6 +3,8 @@
 # GPU machine (the last round on merged main lost every message to a -q run stopped by its limit):
 #   bench/gpu_diagnose.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
 # The device call:  run(command='bash bench/gpu_diagnose.sh "$OUT"', carry=[".devwheels"], timeout_s=600)
+# from a checkout with .devwheels made by ../shared/tools/device-wheels .devwheels kernel_tuner==1.5.0
+# python-constraint2 xmltodict (the search pipeline test's Kernel Tuner; without it that test skips).
 #
 # 1. The tests that failed in bench/results/final_round (the README example's run and best lines,
 #    the runtime's GPU tests, the search pipeline), each file in a fresh process: whether they fail
