@@ -12,6 +12,7 @@ from tests.api.conftest import new_study, record
 from tests.committed import committed_database
 from tests.runtime.helpers import FAST_CONFIG, SMALL, fill_attention, qkv, reference, rel_l2
 from tuner import runtime as rt
+from tuner.cli import main
 from tuner.db import Store
 from tuner.enums import Status
 from tuner.kernel_templates import Target, kernel_spec
@@ -77,3 +78,17 @@ def test_the_committed_attention_configs_fit_the_hopper_arch_through_every_famil
     full = spec.validate_problem(problem)
     choice = tuned_attention.choose("attention", "sm_90a", full, max_error=1e-3)
     assert misfit(spec, choice, full, Target.documented("sm_90a")) is None
+
+
+def test_a_bundle_of_both_families_runs_the_one_each_entry_names(url, tmp_path):
+    serial = {"family": "serial", **FAST_CONFIG}
+    with Store.open(url) as store:
+        record(store, new_study(store, "serial", SMALL), 0, serial, Status.OK, 5e-4, 1e-4, SMALL)
+    assert main(["export", "--db", url, "--bundle", str(tmp_path / "b")]) == 0
+    rt.configure(bundle=tmp_path / "b")
+    q, k, v = qkv(SMALL)
+    out = rt.attention(q, k, v, causal=True)
+    (decision,) = rt.decisions()
+    assert decision.choice is not None, decision.reason
+    assert decision.choice.config == serial and decision.choice.origin == f"bundle {tmp_path / 'b'}"
+    assert rel_l2(out, reference(q, k, v, True)) < 1e-3
