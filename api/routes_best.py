@@ -37,6 +37,10 @@ async def best(
                                              "the kernel's defaults fill the rest", max_length=64)] = [],
     max_error: Annotated[float | None, Query(ge=0, allow_inf_nan=False,
                                              description="largest relative L2 error accepted")] = None,
+    family: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                        description="only this template family's configs, empty for "
+                                                    "an unnamed default family (default: the fastest "
+                                                    "of every family)")] = None,
 ) -> Response:
     # The service and cache come from app.state directly, not as dependencies: resolving a
     # dependency costs as much as a cache hit itself on this, the hottest route.
@@ -48,22 +52,22 @@ async def best(
         problem = service.problem(kernel, arch, texts)
     except SpecError:
         problem = await run_in_threadpool(service.problem, kernel, arch, texts)
-    key = (kernel, arch, canonical_json(problem), max_error)
+    key = (kernel, arch, canonical_json(problem), max_error, family)
     if cache.claim_refresh():
         await run_in_threadpool(cache.refresh)
     generation = cache.generation
     answer = cache.get(key)
     if answer is None:
-        answer = await run_in_threadpool(compute, service, kernel, arch, problem, max_error)
+        answer = await run_in_threadpool(compute, service, kernel, arch, problem, max_error, family)
         cache.put(key, answer, generation)
     cache.put(raw_key(request.scope["query_string"]), answer, generation)
     return Response(answer.body, status_code=answer.status_code, media_type="application/json")
 
 
 def compute(service: Service, kernel: str, arch: str, problem: dict[str, Any],
-            max_error: float | None) -> CachedAnswer:
+            max_error: float | None, family: str | None) -> CachedAnswer:
     try:
-        found = service.best(kernel=kernel, arch=arch, problem=problem, max_error=max_error)
+        found = service.best(kernel=kernel, arch=arch, problem=problem, max_error=max_error, family=family)
     except NotFound as exc:
         return CachedAnswer(404, ErrorOut(detail=str(exc)).model_dump_json().encode())
     except UsageError as exc:

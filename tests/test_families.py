@@ -14,7 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from tuner.api import create_app
 from tuner.cli import main
 from tuner.db import Store
 from tuner.kernel_templates import StoredSpace, Target, kernel_spec
@@ -152,6 +154,13 @@ def test_best_of_one_family(two_cpu_families, tmp_path, capsys) -> None:
         assert answer["config"]["family"] == family and answer["provenance"]["study"] == MULTI
         if family == "serial":
             assert answer["config"]["threads"] == 1
+    with Store.open(db, read_only=True) as store, TestClient(create_app(lambda: Service(store))) as client:
+        for family in ("serial", ""):
+            answer = client.get("/api/v1/best", params={"kernel": "attention", "arch": "cpu",
+                                                        "shape": SHAPE.split(","), "family": family})
+            assert answer.status_code == 200 and answer.json()["config"]["family"] == family
+        unknown = client.get("/api/v1/best", params={"kernel": "attention", "arch": "cpu", "family": "nope"})
+        assert unknown.status_code == 422 and "has no family 'nope' on cpu" in unknown.json()["detail"]
 
 
 def test_best_of_the_default_family_takes_configs_stored_before_it_had_others(tuned_db, capsys) -> None:
