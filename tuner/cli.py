@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import ExitStatus, UsageError
-from .interrupts import StopOnInterrupt
+from .interrupts import MESSAGE, StopOnInterrupt
 
 DEFAULT_DB = "sqlite:///tuner.db"
 
@@ -182,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
             return ExitStatus.OK
         except KeyboardInterrupt:
-            print("tuner: interrupted; finished trials are stored: run the same command to "
-                  "continue", file=sys.stderr)
+            print(MESSAGE, file=sys.stderr)
             return ExitStatus.INTERRUPTED
         except Exception as exc:
             from . import commands
