@@ -194,6 +194,11 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
                                  stop=stop)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
+    except KeyboardInterrupt:
+        if store is not None:
+            store.close()
+        stop.abort()  # all is stored: the run's processes are killed, not stopped one by one
+        raise
     finally:
         executor.close()
         if store is not None:

@@ -11,13 +11,19 @@ Ctrl-C used to land in Ray's exit handler, or in the cleanup of the first, and p
 traceback). Before the run's start (imports, parsing) SIGINT raises at once; it is also
 remembered, since a library may swallow the KeyboardInterrupt.
 
-While the run starts (Ray starting, its measuring device, the database opening) SIGINT ends the
-process at once from a thread of its own (``abort_on_interrupt``): the main thread may sit in
-native code for seconds then, tens under load (``ray.init`` waits on the processes it starts,
-and Python runs a signal handler only when the main thread comes back to bytecode). That
-thread kills every process the run started, writes the one line and exits 130. Nothing is
-lost: no trial exists yet, and the only write so far, the schema's migration, is one
-transaction that the database rolls back.
+When the command owns its process (``tuner`` on a command line, not ``main()`` called from
+Python), it also ends that process itself, so that no wait on Ray delays the exit:
+
+- While the run starts (Ray starting, its measuring device, the database opening), a SIGINT
+  ends the process at once from a thread of its own (``abort_on_interrupt``): the main thread
+  may sit in native code for seconds then (``ray.init`` waits on the processes it starts, and
+  Python runs a signal handler only when the main thread comes back to bytecode). That thread
+  kills every process the run started, writes the one line and exits 130. Nothing is lost: no
+  trial exists yet, and the only write so far, the schema's migration, is one transaction that
+  the database rolls back.
+- Once the loop has stopped and failed its trials in flight, everything is stored, and the
+  run's processes are killed the same way (``abort``) instead of Ray's graceful shutdown, which
+  gives each of its processes up to a second to exit, one after another.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from tuner.errors import ExitStatus
 
@@ -43,8 +49,11 @@ class StopOnInterrupt:
     ends, so shutting down is never interrupted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, owns_process: bool = False) -> None:
+        """``owns_process``: the command may end the process (see the module's doc)."""
         self.requested = False
+        self._owns_process = owns_process
+        self._cleanup: Callable[[], None] | None = None
         self._deferred = False
         self._previous: Any = None
         self._installed = False
@@ -65,9 +74,17 @@ class StopOnInterrupt:
 
     def abort_on_interrupt(self, cleanup: Callable[[], None]) -> None:
         """Until ``defer()`` (or the context's end) a SIGINT ends the process at once: ``cleanup``
-        (which kills the processes the run started), the one line, exit status 130."""
-        if self._installed and self._watcher is None:
+        (which kills the processes the run started), the one line, exit status 130. ``abort()``
+        ends it so later."""
+        if self._installed and self._owns_process and self._watcher is None:
+            self._cleanup = cleanup
             self._watcher = _Watcher(cleanup)
+
+    def abort(self) -> None:
+        """Ends the process as a SIGINT before the loop does, when the command owns it and
+        ``abort_on_interrupt`` was called; else returns (the caller stops as usual)."""
+        if self._cleanup is not None:
+            _abort(self._cleanup)
 
     def defer(self) -> None:
         """From now on SIGINT only sets :attr:`requested`; raises KeyboardInterrupt at once if
@@ -118,15 +135,16 @@ class _Watcher:
         try:
             while data := os.read(self._read, 64):
                 if signal.SIGINT in data:
-                    self._abort()
+                    _abort(self._cleanup)
         finally:
             os.close(self._read)
 
-    def _abort(self) -> None:
-        """Ends the process with no cleanup but ``cleanup``: no other is owed (see the module's
-        doc), and none may wait on the main thread, which may not come back."""
-        try:
-            self._cleanup()
-            os.write(2, f"{MESSAGE}\n".encode())
-        finally:
-            os._exit(ExitStatus.INTERRUPTED)
+
+def _abort(cleanup: Callable[[], None]) -> NoReturn:
+    """Ends the process with no cleanup but ``cleanup``: no other is owed (see the module's doc),
+    and none may wait on the main thread, which may not come back."""
+    try:
+        cleanup()
+        os.write(2, f"{MESSAGE}\n".encode())
+    finally:
+        os._exit(ExitStatus.INTERRUPTED)
