@@ -119,9 +119,8 @@ def _slow_runs(runs: list[dict[str, Any]]) -> str:
     listed = ", ".join(f"run {run['trial']} ({run['phase']}, {run['exit_s']} s)" for run in slow)
     why = ""
     if all(run["phase"] == "starting" for run in slow):
-        why = (" A Ctrl-C while `ray.init` runs is handled only when it comes back from native code "
-               "(Python runs signal handlers in the main thread, between bytecodes): 3.5-4.3 s late "
-               "when measured on 2026-12-02 at load average ~17 (signals 4-7 s into the start).")
+        why = (" While the run starts, a thread of the tuner's ends it on a Ctrl-C; it needs the GIL, "
+               "which two of `ray.init`'s native calls hold until they return (ray_init_gil.md).")
     return f"Runs over 5 s: {listed}.{why} sigint.md lists every run."
 
 

@@ -20,7 +20,9 @@ Python), it also ends that process itself, so that no wait on Ray delays the exi
   Python runs a signal handler only when the main thread comes back to bytecode). That thread
   kills every process the run started, writes the one line and exits 130. Nothing is lost: no
   trial exists yet, and the only write so far, the schema's migration, is one transaction that
-  the database rolls back.
+  the database rolls back. The thread needs the GIL, so a native call that holds it (two of
+  ray.init's do: its wait for the GCS's port file, and the driver's CoreWorker start) delays
+  it until that call returns.
 - Once the loop has stopped and failed its trials in flight, everything is stored, and the
   run's processes are killed the same way (``abort``) instead of Ray's graceful shutdown, which
   gives each of its processes up to a second to exit, one after another.
