@@ -18,6 +18,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # bench.report; appended, so the installed tuner stays first
@@ -50,6 +51,26 @@ print(json.dumps({{"init_s": round(took, 2), "stalls": stalls}}))
 """
 
 
+def markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    longest = max((s[0] for r in runs for s in r["stalls"]), default=0.0)
+    rows = []
+    for i, run in enumerate(runs):
+        stalls = sorted(run["stalls"], reverse=True)
+        worst = f"{stalls[0][0]} s, after {stalls[0][1]}" if stalls else "none"
+        rows.append((i, run["init_s"], worst, len(stalls) - 1 if stalls else 0,
+                     round(sum(s[0] for s in stalls[1:]), 2)))
+    lines = [*heading("ray.init holding the GIL (bench/ray_init_gil.py)",
+                      f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
+                      f"{meta['load_after']} after; `{meta['command']}`.",
+                      f"{len(runs)} starts of a local Ray as `tuner run` makes one; a thread waking every "
+                      f"5 ms found the GIL held over {LATE_S} s for the stretches below (the longest: "
+                      f"{longest} s; ray_init_gil.json has all, imports included); ray/_private/worker.py:2729 "
+                      f"makes the driver's CoreWorker. A Ctrl-C in such a stretch ends the run when it is over."),
+             *table(("start", "ray.init (s)", "longest stretch (the main thread's stack just after)",
+                     "other stretches", "their sum (s)"), rows)]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -65,19 +86,9 @@ def main() -> None:
             "machine": f"{platform.node()} ({os.cpu_count()} cores, shared with other work)",
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
             "command": f"python bench/ray_init_gil.py --runs {args.runs}"}
-    longest = max((s[0] for r in runs for s in r["stalls"]), default=0.0)
-    rows = [(i, r["init_s"], "; ".join(f"{s[0]} s after {s[1]}" for s in r["stalls"]) or "none")
-            for i, r in enumerate(runs)]
-    lines = [*heading("ray.init holding the GIL (bench/ray_init_gil.py)",
-                      f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
-                      f"{meta['load_after']} after; `{meta['command']}`.",
-                      f"{args.runs} starts of a local Ray as `tuner run` makes one; a thread waking every "
-                      f"5 ms found the GIL held over {LATE_S} s at the places below (the longest: "
-                      f"{longest} s). A Ctrl-C in such a stretch ends the run when it is over."),
-             *table(("start", "ray.init (s)", "GIL held over 0.15 s (main thread's stack just after)"), rows)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ray_init_gil.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
-    (args.out / "ray_init_gil.md").write_text("\n".join(lines) + "\n")
+    (args.out / "ray_init_gil.md").write_text(markdown(meta, runs))
 
 
 if __name__ == "__main__":
