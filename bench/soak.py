@@ -232,7 +232,7 @@ def main() -> None:
                                                 check=True).stdout)
             final.append({"query": query, "status": status,
                           "served": [served.get("provenance", {}).get("trial"), served.get("latency_s")],
-                          "tuner_best": [printed["trial"], printed["latency_s"]],
+                          "tuner_best": [printed["provenance"]["trial"], printed["latency_s"]],
                           "same": status == 200 and served["config"] == printed["config"]
                           and served["latency_s"] == printed["latency_s"]})
         os.killpg(server.pid, signal.SIGINT)
