@@ -35,6 +35,11 @@ import numpy as np
 from tuner.pareto import non_dominated
 from tuner.workers.processes import descendants, still_running
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # bench.report; appended, so the installed tuner stays first
+
+from bench.report import heading, table  # noqa: E402
+
 LIMIT_S = 5.0
 PHASES = ("starting", "tuning")
 LEFT_WAIT_S = 30.0  # how long the processes a run started may take to end after it
@@ -177,35 +182,35 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     s, phases = summary, summary["by_phase"]
     within = s["within_5s_by_phase"]
-    lines = [
-        "# Ctrl-C at random moments (bench/sigint.py)", "",
-        (f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
-        f"{meta['load_after']} after; `{meta['command']}`."), "",
-        (f"{s['trials']} runs of `tuner run --arch cpu --shape {SHAPE}` (one SQLite study, each "
-        f"run resuming it), each sent SIGINT to its process group, as a terminal's Ctrl-C: "
-        f"{phases['starting']} while starting (0.5-12 s after launch: imports, Ray, the "
-        f"database), {phases['tuning']} while tuning (0-8 s after the run stored its first "
-        f"trial); {s['double_sigint']} got a second SIGINT 0.2-1 s after the first."), "",
-        "| measure | result |", "| --- | --- |",
-        (f"| runs that ended within {LIMIT_S:.0f} s of the first SIGINT | {s['within_5s']} / {s['signalled']} "
-        f"(starting {within['starting']} / {phases['starting']}, tuning {within['tuning']} / {phases['tuning']}) |"),
-        f"| seconds to exit: median, max | {s['exit_s_median']}, {s['exit_s_max']} |",
-        f"| exit status 130 | {s['exit_130']} / {s['signalled']} |",
-        f"| tracebacks printed | {s['tracebacks']} |",
-        f"| SQLite integrity check ok | {s['integrity_ok']} / {s['trials']} |",
-        f"| Optuna trials left RUNNING by the interrupted run | {s['optuna_running_left']} |",
-        f"| completed Optuna trials missing from tuner_trials | {s['complete_but_unstored']} |",
-        f"| stored front equal to the non-dominated stored trials | {s['front_ok']} / {s['trials']} |",
-        f"| processes of a run (Ray's) left {LEFT_WAIT_S:.0f} s after its exit | {s['processes_left']} |",
-        f"| seconds after a run's exit until its processes were gone: max | {s['processes_gone_max_s']} |",
-        f"| trials stored at the end (the study resumed {s['trials']} times) | {s['stored_trials_at_end']} |",
-        "", "| run | phase | SIGINT at (s) | double | exit after (s) | status | last line of stderr |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+    measures = [
+        (f"runs that ended within {LIMIT_S:.0f} s of the first SIGINT", f"{s['within_5s']} / {s['signalled']} "
+         f"(starting {within['starting']} / {phases['starting']}, tuning {within['tuning']} / {phases['tuning']})"),
+        ("seconds to exit: median, max", f"{s['exit_s_median']}, {s['exit_s_max']}"),
+        ("exit status 130", f"{s['exit_130']} / {s['signalled']}"),
+        ("tracebacks printed", s["tracebacks"]),
+        ("SQLite integrity check ok", f"{s['integrity_ok']} / {s['trials']}"),
+        ("Optuna trials left RUNNING by the interrupted run", s["optuna_running_left"]),
+        ("completed Optuna trials missing from tuner_trials", s["complete_but_unstored"]),
+        ("stored front equal to the non-dominated stored trials", f"{s['front_ok']} / {s['trials']}"),
+        (f"processes of a run (Ray's) left {LEFT_WAIT_S:.0f} s after its exit", s["processes_left"]),
+        ("seconds after a run's exit until its processes were gone: max", s["processes_gone_max_s"]),
+        (f"trials stored at the end (the study resumed {s['trials']} times)", s["stored_trials_at_end"]),
     ]
-    for r in rows:
-        lines.append(f"| {r['trial']} | {r['phase']} | {r['signal_at_s']} | "
-                     f"{'yes' if r['double'] else ''} | {r['exit_s']} | {r['returncode']} | "
-                     f"{r['last_line'].replace('|', '/')} |")
+    runs = [(r["trial"], r["phase"], r["signal_at_s"], "yes" if r["double"] else "", r["exit_s"],
+             r["returncode"], r["last_line"]) for r in rows]
+    lines = [
+        *heading("Ctrl-C at random moments (bench/sigint.py)",
+                 f"{meta['date']}, {meta['machine']}, load average {meta['load_before']} before and "
+                 f"{meta['load_after']} after; `{meta['command']}`.",
+                 f"{s['trials']} runs of `tuner run --arch cpu --shape {SHAPE}` (one SQLite study, each "
+                 f"run resuming it), each sent SIGINT to its process group, as a terminal's Ctrl-C: "
+                 f"{phases['starting']} while starting (0.5-12 s after launch: imports, Ray, the "
+                 f"database), {phases['tuning']} while tuning (0-8 s after the run stored its first "
+                 f"trial); {s['double_sigint']} got a second SIGINT 0.2-1 s after the first."),
+        *table(("measure", "result"), measures), "",
+        *table(("run", "phase", "SIGINT at (s)", "double", "exit after (s)", "status", "last line of stderr"),
+               runs),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -39,6 +39,11 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # bench.report; appended, so the installed tuner stays first
+
+from bench.report import heading, table  # noqa: E402
+
 PG_SERVER = os.environ.get("TUNER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TUNER = [sys.executable, "-m", "tuner"]
 SHAPE = "B=1,H=2,S=128,D=32"
@@ -227,7 +232,7 @@ def main() -> None:
                                                 check=True).stdout)
             final.append({"query": query, "status": status,
                           "served": [served.get("provenance", {}).get("trial"), served.get("latency_s")],
-                          "tuner_best": [printed["trial"], printed["latency_s"]],
+                          "tuner_best": [printed["provenance"]["trial"], printed["latency_s"]],
                           "same": status == 200 and served["config"] == printed["config"]
                           and served["latency_s"] == printed["latency_s"]})
         os.killpg(server.pid, signal.SIGINT)
@@ -270,25 +275,27 @@ def main() -> None:
 
 def markdown(meta, s, final, memory, wrk_output) -> str:
     rss = s["server_rss_mb"]
+    measures = [
+        ("wrk requests (per second)", f"{s['requests']} ({s['requests_per_s']})"),
+        ("wrk non-2xx responses, socket errors", f"{s['non_2xx']}, {s['socket_errors']}"),
+        ("checker answers (non-200)", f"{s['checker_answers']} ({s['checker_non_200']})"),
+        ("answers that moved to a new best during the soak", s["answers_that_changed"]),
+        (f"stale answers during the soak (a faster fitting trial stored > {RECHECK_S + MARGIN_S:g} s before)",
+         s["stale_during"]),
+        ("answers equal to `tuner best` at the end", f"{s['final_same_as_tuner_best']} / {s['final_queries']}"),
+        ("trials stored (ok) by the two tuners", f"{s['trials_stored']} ({s['ok_trials']})"),
+        ("server resident memory: first sample, max, last (MB)",
+         f"{rss['first']:.0f}, {rss['max']:.0f}, {rss['last']:.0f}"),
+    ]
     lines = [
-        "# Soak: tuner serve under wrk while two tuners write (bench/soak.py)", "",
-        (f"{meta['date']}, {meta['machine']}; `{meta['command']}`; load average "
-        f"{s['load_before']} before, {s['load_after']} after."), "",
-        (f"Two `tuner run --arch cpu --sampler random` on one study of a fresh PostgreSQL database "
-        f"(127.0.0.1), `tuner serve` on a loopback port, wrk at {s['connections']} connections for "
-        f"{s['minutes']:g} minutes over {len(QUERIES)} /best queries, a checker asking each query "
-        f"every 0.2 s beside it."), "",
-        "| measure | result |", "| --- | --- |",
-        f"| wrk requests (per second) | {s['requests']} ({s['requests_per_s']}) |",
-        f"| wrk non-2xx responses, socket errors | {s['non_2xx']}, {s['socket_errors']} |",
-        f"| checker answers (non-200) | {s['checker_answers']} ({s['checker_non_200']}) |",
-        f"| answers that moved to a new best during the soak | {s['answers_that_changed']} |",
-        f"| stale answers during the soak (a faster fitting trial stored > {RECHECK_S + MARGIN_S:g} s "
-        f"before) | {s['stale_during']} |",
-        f"| answers equal to `tuner best` at the end | {s['final_same_as_tuner_best']} / {s['final_queries']} |",
-        f"| trials stored (ok) by the two tuners | {s['trials_stored']} ({s['ok_trials']}) |",
-        f"| server resident memory: first sample, max, last (MB) | {rss['first']:.0f}, {rss['max']:.0f}, "
-        f"{rss['last']:.0f} |",
+        *heading("Soak: tuner serve under wrk while two tuners write (bench/soak.py)",
+                 f"{meta['date']}, {meta['machine']}; `{meta['command']}`; load average "
+                 f"{s['load_before']} before, {s['load_after']} after.",
+                 f"Two `tuner run --arch cpu --sampler random` on one study of a fresh PostgreSQL database "
+                 f"(127.0.0.1), `tuner serve` on a loopback port, wrk at {s['connections']} connections for "
+                 f"{s['minutes']:g} minutes over {len(QUERIES)} /best queries, a checker asking each query "
+                 f"every 0.2 s beside it."),
+        *table(("measure", "result"), measures),
         "", "Server memory every 5 s (seconds into the soak: MB):", "",
         ", ".join(f"{t:g}: {m:.0f}" for t, m in memory if m is not None), "",
         "wrk's report:", "", "```", wrk_output.strip(), "```", "",

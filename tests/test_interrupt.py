@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, event
 
 from tuner.cli import main
 from tuner.db import Store, StoreError
+from tuner.interrupts import MESSAGE
 from tuner.service import NotFound, Service
 from tuner.workers.processes import descendants, still_running
 
@@ -61,26 +63,85 @@ def test_ctrl_c_then_resume(tmp_path):
     assert len(numbers) >= len(trials) + 2
 
 
-def ray_has_started_processes(pid: int) -> dict[int, int]:
-    """The processes below ``pid`` once Ray's GCS is among them (empty until then)."""
-    found = descendants(pid)
-    names = set()
-    for child in found:
+def names(processes: dict[int, int]) -> dict[str, int]:
+    """Command name -> pid of ``processes`` still alive."""
+    found = {}
+    for pid in processes:
         try:
-            names.add(Path(f"/proc/{child}/comm").read_text().strip())
+            found[Path(f"/proc/{pid}/comm").read_text().strip()] = pid
         except OSError:
             pass
-    return found if "gcs_server" in names else {}
+    return found
+
+
+def ray_has_started_processes(pid: int, process: str = "gcs_server") -> dict[int, int]:
+    """The processes below ``pid`` once Ray's ``process`` is among them (empty until then)."""
+    found = descendants(pid)
+    return found if process in names(found) else {}
+
+
+def session_processes(pid: int) -> list[int]:
+    """The live processes of the Ray session that the driver ``pid`` started: those whose command
+    line or open files name its session directory (a worker renames its command line)."""
+    sessions = [d.name for d in (Path(tempfile.gettempdir()) / "ray").glob(f"session_*_{pid}")]
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            seen = [(entry / "cmdline").read_bytes().decode(errors="replace")]
+            seen += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(session in text for session in sessions for text in seen):
+            found.append(int(entry.name))
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def tcp_sockets() -> list[tuple[int, int, str, int, str]]:
+    """(local port, remote port, state, bytes received but not yet read, inode) of every TCP
+    socket (/proc/net/tcp and tcp6)."""
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            rows.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
+                         fields[3], int(fields[4].split(":")[1], 16), fields[9]))
+    return rows
+
+
+def unanswered(client: int, server: int) -> bool:
+    """Whether ``client`` has sent ``server`` (a stopped process) bytes it has not read: a
+    request of the client's waits on it."""
+    sockets = tcp_sockets()
+    listening = {local for local, _, state, _, inode in sockets
+                 if state == "0A" and inode in socket_inodes(server)}
+    mine = socket_inodes(client)
+    ports = {(local, remote) for local, remote, _, _, inode in sockets if remote in listening and inode in mine}
+    return any((remote, local) in ports and waiting for local, remote, _, waiting, _ in sockets)
+
+
+def run_to_interrupt(url: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tuner", "run", "--arch", "cpu", "--db", url,
+                             "--study", STUDY, "--trials", "5", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def test_ctrl_c_while_ray_starts_stops_the_processes_it_started(tmp_path):
     """The signal comes once Ray's first processes run (its start is under way, or just done):
     the tuner exits 130 with its one line, and none of the processes Ray had started is left."""
-    url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    process = subprocess.Popen([sys.executable, "-m", "tuner", "run", "--arch", "cpu", "--db", url,
-                                "--study", STUDY, "--trials", "5", "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = run_to_interrupt(f"sqlite:///{tmp_path / 'tuner.db'}")
     started: dict[int, int] = {}
     while not started and process.poll() is None:
         started = ray_has_started_processes(process.pid)
@@ -95,6 +156,33 @@ def test_ctrl_c_while_ray_starts_stops_the_processes_it_started(tmp_path):
             break
         time.sleep(0.2)
     assert still_running(started) == []
+
+
+def test_ctrl_c_while_ray_waits_on_its_gcs_ends_the_run_at_once(tmp_path):
+    """Ray's GCS stops answering once the raylet runs (frozen with SIGSTOP, and never resumed),
+    and the signal comes once the tuner has asked it something: ray.init waits in native code.
+    Ctrl-C still ends the run then and there: exit 130, the one line and nothing else on stderr
+    (before, the run went on waiting until Ray's own GCS deadline passed and logged it), and no
+    process of its Ray session left, the frozen one included."""
+    process = run_to_interrupt(f"sqlite:///{tmp_path / 'tuner.db'}")
+    started: dict[int, int] = {}
+    while not started and process.poll() is None:
+        started = ray_has_started_processes(process.pid, "raylet")
+        time.sleep(0.02)
+    assert started, process.communicate()[1]
+    gcs = names(started)["gcs_server"]
+    os.kill(gcs, signal.SIGSTOP)
+    while not unanswered(process.pid, gcs) and process.poll() is None:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate()
+    assert process.returncode == 130, err
+    assert err.splitlines() == [MESSAGE]
+    for _ in range(50):  # killed processes are reaped by init a moment after the tuner exits
+        if not still_running(started) and not session_processes(process.pid):
+            break
+        time.sleep(0.2)
+    assert still_running(started) == [] and session_processes(process.pid) == []
 
 
 def test_ctrl_c_during_a_database_write_lets_the_write_finish(tmp_path, capsys):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import ExitStatus, UsageError
-from .interrupts import StopOnInterrupt
+from .interrupts import MESSAGE, StopOnInterrupt
 
 DEFAULT_DB = "sqlite:///tuner.db"
 
@@ -167,12 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, owns_process: bool = False) -> int:
+    """``owns_process``: this is the process's whole job (the console command), so a Ctrl-C
+    may end it at once (tuner.interrupts)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv
     # SIGINT is ours from the first moment: a Ctrl-C during the slow imports below, or one that
     # a library swallows while the run starts, is still seen (tuner.interrupts).
-    with StopOnInterrupt() as interrupts:
+    with StopOnInterrupt(owns_process=owns_process) as interrupts:
         try:
             from . import commands  # heavy imports (optuna, ray, sqlalchemy)
 
@@ -183,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _silence_stdout()  # the reader (`| head`) has what it wanted: no traceback at exit
             return ExitStatus.OK
         except KeyboardInterrupt:
-            print("tuner: interrupted; finished trials are stored: run the same command to "
-                  "continue", file=sys.stderr)
+            print(MESSAGE, file=sys.stderr)
             return ExitStatus.INTERRUPTED
         except Exception as exc:
             from . import commands
@@ -203,7 +204,7 @@ def _silence_stdout() -> None:
 
 
 def run_main() -> None:
-    status = main()
+    status = main(owns_process=True)
     if status == ExitStatus.INTERRUPTED:
         # Everything is stored and closed (Ray included): leave now, without the seconds the
         # interpreter's teardown of Ray's threads takes, which a user waiting on Ctrl-C sees.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from tuner.kernel_templates.families import Families
 from tuner.kernel_templates.spec import ProblemSpace
 from tuner.workers import SpecRef, TimingPolicy
 from tuner.workers.executor import ExecutorError
+from tuner.workers.processes import kill_all_below
 
 from .arch import resolve_target
 from .errors import ExitStatus, UsageError
@@ -152,6 +155,9 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise UsageError("--trials must be at least 1")
     if args.devices is not None and args.devices < 1:
         raise UsageError("--devices must be at least 1")
+    stop = args.interrupts
+    # Until the loop starts, Ctrl-C ends the run at once, and every process it started
+    stop.abort_on_interrupt(functools.partial(kill_all_below, os.getpid()))
     spec: KernelSpec
     if args.replay:
         from .replay import replay_setup
@@ -175,7 +181,6 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     settings = RunSettings(study_name=name, problem=problem, sampler=args.sampler, seed=args.seed, trials=trials,
                            timeout_s=args.timeout, remeasure=args.remeasure, heartbeat_s=args.heartbeat,
                            warm_start=not args.no_warm_start)
-    stop = args.interrupts
     store = None
     try:
         measuring = executor.start(target)
@@ -189,6 +194,11 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
                                  stop=stop)
             summary = runner.run()
         _print_run_summary(console, Service(store), spec, settings, summary)
+    except KeyboardInterrupt:
+        if store is not None:
+            store.close()
+        stop.abort()  # all is stored: the run's processes are killed, not stopped one by one
+        raise
     finally:
         executor.close()
         if store is not None:

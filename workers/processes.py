@@ -1,7 +1,8 @@
 """A process's descendants, read from /proc (Linux; elsewhere none are found).
 
 What an interrupted Ray start leaves behind: processes that Ray's raylet had started (its
-agents), which nothing stops once the raylet is gone.
+agents), which nothing stops once the raylet is gone; and what a Ctrl-C during a run's start
+ends at once (``kill_all_below``).
 """
 
 from __future__ import annotations
@@ -48,3 +49,18 @@ def kill(processes: dict[int, int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def kill_all_below(root: int) -> None:
+    """SIGKILLs every process below ``root``. Each is stopped first, and the tree read again until
+    no new one appears: a process stopped cannot start another, and none is orphaned (so lost
+    from the tree) by its parent's death before it is found."""
+    stopped: dict[int, int] = {}
+    while found := {pid: start for pid, start in descendants(root).items() if pid not in stopped}:
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        stopped.update(found)
+    kill(stopped)

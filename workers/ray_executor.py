@@ -107,9 +107,10 @@ def _sigint_blocked() -> Iterator[None]:
     flight into a "crash", and leaves agents behind. The tuner stops them itself.
 
     Only the main thread blocks it (the children inherit its mask); a waiting thread keeps it
-    unblocked, so the kernel hands a Ctrl-C to that thread and Python raises KeyboardInterrupt
-    in the main thread at once. A start cut short that way is shut down here, and the processes
-    it had started are stopped."""
+    unblocked, so the kernel hands a Ctrl-C to that thread, and Python raises KeyboardInterrupt
+    in the main thread once ray.init comes back from native code (seconds, under load; `tuner
+    run` does not wait for that: ``StopOnInterrupt.abort_on_interrupt``). A start cut short that
+    way is shut down here, and the processes it had started are stopped."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
