@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The TMA-store epilogue and 2-block K/V-multicast clusters of the Hopper attention family on the
 # GPU machine, in one device call: correctness of every sampled config (tests/gpu/test_attention_hopper.py's
-# configs_for: 2000 (config, problem) pairs on ragged, causal, GQA, D 64/128/256 problems, the
-# direct/cluster-1 ones too, whose code changed around them; NEW_ONLY=1 checks only the 1264 new
+# configs_for: 1952 (config, problem) pairs on ragged, causal, GQA, D 64/128/256 problems, the
+# direct/cluster-1 ones too, whose code changed around them; NEW_ONLY=1 checks only the 1216 new
 # ones), restarted past a hung config; compute-sanitizer on one small causal GQA problem of 3
 # m-blocks (a full pair and one whose second tile lies past S); then every probed tile of the headline rows timed
 # with each epilogue and cluster size beside SDPA cuDNN and flash. Everything under $OUT (or the
