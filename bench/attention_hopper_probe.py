@@ -1,9 +1,13 @@
 """First look at the Hopper (wgmma) attention family on the GPU: correctness with a hang watchdog,
 then a few configs per headline shape timed beside SDPA's cuDNN and flash backends.
 
-    python3 -P bench/attention_hopper_probe.py check [--quick] --out DIR   (resumable: skips rows already in DIR)
+    python3 -P bench/attention_hopper_probe.py check [--quick] [--new] --out DIR   (resumable: skips rows in DIR)
     python3 -P bench/attention_hopper_probe.py one '{config}' '{problem}'   (one launch, for compute-sanitizer)
-    python3 -P bench/attention_hopper_probe.py time --out DIR
+    python3 -P bench/attention_hopper_probe.py time [--new] --out DIR
+
+``--new``: check only the TMA epilogue and 2-block cluster configs; time every probed tile with
+each epilogue and cluster size (attention_hopper_next_times.json and a table per headline row,
+attention_hopper_next.md), not only with the direct epilogue and no cluster.
 
 ``check`` writes one JSON line per (problem, config) to DIR/attention_hopper_check.jsonl: relative L2
 and max abs error, non-finite elements, the first wrong (b, h, row) and the error by row tile. A
@@ -52,6 +56,10 @@ TIMED = {
           (192, 80, 2, "serial", True)),
 }
 NAMES = ("block_m", "block_n", "stages", "overlap", "pingpong")
+PLAIN = {"epilogue": "direct", "cluster": 1}
+# (epilogue, cluster) of `time --new`
+KNOBS = (PLAIN, {"epilogue": "tma", "cluster": 1}, {"epilogue": "direct", "cluster": 2},
+         {"epilogue": "tma", "cluster": 2})
 # check --quick: one tile of each kind on ragged, causal and GQA problems (a check in seconds)
 QUICK_CONFIGS = ((128, 128, 2, "intra", True), (192, 144, 2, "serial", True), (64, 192, 2, "intra", False),
                  (128, 64, 3, "serial", False), (192, 96, 2, "intra", True))
@@ -59,8 +67,8 @@ QUICK_PROBLEMS = [p for p in PROBLEMS
                   if p["D"] in (64, 128) and p["S"] in (1000, 333) and (p["causal"] or p["S"] == 1000)]
 
 
-def config_of(values: tuple) -> dict[str, Any]:
-    return dict(zip(NAMES, values, strict=True))
+def config_of(values: tuple, knobs: dict[str, Any] = PLAIN) -> dict[str, Any]:
+    return dict(zip(NAMES, values, strict=True)) | knobs
 
 
 def compile_all(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
@@ -106,7 +114,7 @@ def diagnose(out: torch.Tensor, ref: torch.Tensor, problem: dict[str, Any], bloc
             "max_by_row_tile": [round(x, 4) for x in by_tile][:40], "max_by_head": [round(x, 4) for x in by_head][:16]}
 
 
-def check(out_dir: Path, quick: bool) -> None:
+def check(out_dir: Path, quick: bool, new_only: bool) -> None:
     path = out_dir / "attention_hopper_check.jsonl"
     done = set()
     if path.exists():
@@ -116,7 +124,7 @@ def check(out_dir: Path, quick: bool) -> None:
         jobs = [(config_of(c), problem_of(v)) for v in QUICK_PROBLEMS for c in QUICK_CONFIGS
                 if SPEC.check(config_of(c), problem_of(v), device) is None]
     else:
-        jobs = [(c, problem_of(v)) for v in PROBLEMS for c in configs_for(problem_of(v))]
+        jobs = [(c, problem_of(v)) for v in PROBLEMS for c in configs_for(problem_of(v), new_only)]
     compile_all(jobs)
     failures = 0
     with path.open("a") as log:
@@ -151,7 +159,7 @@ def check(out_dir: Path, quick: bool) -> None:
 
 
 def one(config: str, problem: str) -> None:
-    config_, problem_ = json.loads(config), problem_of(json.loads(problem))
+    config_, problem_ = PLAIN | json.loads(config), problem_of(json.loads(problem))
     inputs = SPEC.make_inputs(problem_, np.random.default_rng(0))
     out = torch.full(SPEC.output_spec(problem_).shape, float("nan"), dtype=inputs["q"].dtype, device="cuda")
     launch_of(config_, problem_, inputs, out)()
@@ -170,12 +178,12 @@ def sdpa_seconds(backend: SDPBackend, inputs: dict[str, Any], causal: bool) -> f
                         torch.empty(1, device="cuda"))
 
 
-def time_rows(out_dir: Path) -> None:
+def time_rows(out_dir: Path, new: bool) -> None:
     problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
                 for shape in HEADLINE for causal in (False, True) for dtype in ("fp16", "bf16")]
     device = BACKEND.device(TARGET)
-    jobs = [(config_of(t), p) for p in problems for t in TIMED[p["D"]]
-            if SPEC.check(config_of(t), p, device) is None]
+    jobs = [(config_of(t, knobs), p) for p in problems for t in TIMED[p["D"]] for knobs in (KNOBS if new else (PLAIN,))
+            if SPEC.check(config_of(t, knobs), p, device) is None]
     compile_all(jobs)
     results = []
     for problem in problems:
@@ -197,7 +205,31 @@ def time_rows(out_dir: Path) -> None:
                   f"{problem['dtype']} {list(config.values())} {row['tflops']:6.0f} TF  cudnn "
                   f"{row['cudnn_tflops']:4.0f} flash {row['flash_tflops']:4.0f}  x cudnn {row['x_cudnn']:.3f} "
                   f"rel {rel:.1e}", flush=True)
-    (out_dir / "attention_hopper_probe_times.json").write_text(json.dumps(results, indent=1) + "\n")
+    name = "attention_hopper_next" if new else "attention_hopper_probe"
+    (out_dir / f"{name}_times.json").write_text(json.dumps(results, indent=1) + "\n")
+    if new:
+        (out_dir / f"{name}.md").write_text(best_table(results))
+
+
+def best_table(results: list[dict[str, Any]]) -> str:
+    """Per headline row, the fastest probed tile with each epilogue and cluster size beside cuDNN
+    (of the tiles within the error bound: a wrong tile shows as `-`)."""
+    results = [r for r in results if r["rel_l2"] <= SPEC.max_error(r["config"], r["problem"])]
+    head = "| B,H,S,D | causal | dtype | cuDNN TF | " + " | ".join(
+        f"{k['epilogue']}, cluster {k['cluster']}: tile, TF" for k in KNOBS) + " | best x cuDNN |"
+    lines = [head, "|" + "---|" * (5 + len(KNOBS))]
+    keys = dict.fromkeys(json.dumps(r["problem"], sort_keys=True) for r in results)
+    for key in keys:
+        rows = [r for r in results if json.dumps(r["problem"], sort_keys=True) == key]
+        p, cells = rows[0]["problem"], []
+        for knobs in KNOBS:
+            mine = [r for r in rows if r["config"] | knobs == r["config"]]
+            top = max(mine, key=lambda r: r["tflops"], default=None)
+            cells.append(f"{[top['config'][n] for n in NAMES]}, {top['tflops']:.0f}" if top else "-")
+        lines.append(f"| {p['B']},{p['H']},{p['S']},{p['D']} | {'yes' if p['causal'] else 'no'} | {p['dtype']} | "
+                     f"{rows[0]['cudnn_tflops']:.0f} | " + " | ".join(cells)
+                     + f" | {max(r['x_cudnn'] for r in rows):.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -206,14 +238,16 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--quick", action="store_true", help="check: a few tiles on a few problems")
+    parser.add_argument("--new", action="store_true",
+                        help="check: only the TMA epilogue and cluster configs; time: every epilogue and cluster size")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mode == "check":
-        check(args.out, args.quick)
+        check(args.out, args.quick, args.new)
     elif args.mode == "one":
         one(*args.args)
     else:
-        time_rows(args.out)
+        time_rows(args.out, args.new)
 
 
 if __name__ == "__main__":

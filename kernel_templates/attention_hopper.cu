@@ -15,8 +15,22 @@
  * zero-fills the rows past S, keys >= S are masked and rows >= S are not stored. GQA: query head h
  * reads K/V head h / group.
  *
- * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, OVERLAP_INTRA and
- * PINGPONG before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM] contiguous 16-bit tensors.
+ * CLUSTER 2: the blocks of a cluster take the two adjacent query tiles 2p, 2p+1 of one (b, h) (the
+ * scheduler hands out pairs) and share their K/V: each block's producer loads half the rows of every
+ * K and V tile and multicasts them into both blocks, each block's full barrier expecting the whole
+ * tile, and a stage is refilled only when the consumers of both blocks have released it (its empty
+ * barrier counts the arrivals of every consumer of the cluster). Both blocks walk the pair's longer
+ * key range (the second tile's when causal); a block whose tile needs fewer key tiles, or whose tile
+ * lies past S (an odd number of m-blocks), waits for and releases the rest without computing.
+ *
+ * EPILOGUE_TMA 1: each consumer rounds its 64 x HEAD_DIM output into a shared buffer of 128-byte
+ * swizzled 64-column chunks and one thread stores them by TMA (a 4-d map over [B, H, S, D] whose
+ * boxes are clipped at S: rows past S are never written), while the warpgroup goes on to its next
+ * tile; EPILOGUE_TMA 0 stores 4-byte pairs from registers.
+ *
+ * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, OVERLAP_INTRA, PINGPONG,
+ * EPILOGUE_TMA and CLUSTER before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM] contiguous
+ * 16-bit tensors.
  */
 #include "hopper.cuh"
 
@@ -30,13 +44,19 @@ constexpr int KV_BYTES = BLOCK_N * HEAD_DIM * 2;
 constexpr int S_ACC = BLOCK_N / 2;                      // score accumulators of a thread
 constexpr int O_ACC = HEAD_DIM / 2;                     // output accumulators of a thread
 constexpr int P_STEPS = BLOCK_N / 16;                   // k16 steps of P·V
-// After reallocation (the register file is 64K): 3 consumers get 160, fewer get 240.
-constexpr int PRODUCER_REGISTERS = CONSUMERS == 3 ? 32 : 24;
-constexpr int CONSUMER_REGISTERS = CONSUMERS == 3 ? 160 : 240;
+// After reallocation (the block's pool: 128 x 512 registers with 3 consumers, 168 x 384 with 2):
+// 3 consumers get 160, 2 get 240; with a cluster the producer needs 40 (it spills with 24 or 32),
+// so 3 consumers get 152 and 2 get 232.
+constexpr int PRODUCER_REGISTERS = CLUSTER > 1 ? 40 : CONSUMERS == 3 ? 32 : 24;
+constexpr int CONSUMER_REGISTERS = (CONSUMERS == 3 ? 160 : 240) - (CLUSTER > 1 ? 8 : 0);
 constexpr int PINGPONG_BARRIER = 1;                     // hardware barriers 1..CONSUMERS
+constexpr int EPILOGUE_BARRIER = 4;                     // hardware barriers 4..3+CONSUMERS
+constexpr int KV_ROWS = BLOCK_N / CLUSTER;              // the K/V rows of a tile one block loads
+constexpr int O_CHUNK_BYTES = 64 * 128;                 // one 64-row x 64-column chunk of a consumer's output
 
 static_assert(BLOCK_M % 64 == 0 && CONSUMERS <= 3, "64 query rows per consumer warpgroup, at most 3");
 static_assert(BLOCK_N % 16 == 0 && HEAD_DIM % 64 == 0, "tile shape");
+static_assert(CLUSTER == 1 || CLUSTER == 2, "one block, or a pair sharing K/V");
 
 typedef Wgmma<BLOCK_N, IS_BF16> MmaS;
 typedef Wgmma<HEAD_DIM, IS_BF16> MmaO;
@@ -51,19 +71,28 @@ struct Tile {
  * another (last first when causal: the longest tiles lead), a section's heads side by side. */
 __device__ __forceinline__ Tile tile_of(int index, int m_blocks, int heads, int batch_heads, int section,
                                         int causal) {
-  const int per_section = m_blocks * section;
-  const int first = index / per_section * section;
-  const int size = batch_heads - first < section ? batch_heads - first : section;
-  const int within = index % per_section;
-  const int bh = first + within % size, m = within / size;
-  return Tile{causal ? m_blocks - 1 - m : m, bh / heads, bh % heads};
+  // Unsigned: the divisions take fewer registers (the producer has 24-40).
+  const u32 per_section = (u32)m_blocks * section;
+  const u32 first = (u32)index / per_section * section;
+  const u32 size = batch_heads - first < (u32)section ? batch_heads - first : section;
+  const u32 within = (u32)index % per_section;
+  const u32 bh = first + within % size, m = within / size;
+  return Tile{causal ? m_blocks - 1 - (int)m : (int)m, (int)(bh / heads), (int)(bh % heads)};
 }
 
-/* Key tiles tile `m_block` reads: up to the diagonal when causal. */
+/* Key tiles tile `m_block` reads: up to the diagonal when causal (none past the last m-block). */
 __device__ __forceinline__ int key_blocks(int m_block, int S, int causal) {
+  if (m_block * BLOCK_M >= S) return 0;
   int keys = causal ? (m_block + 1) * BLOCK_M : S;
   if (keys > S) keys = S;
   return (keys + BLOCK_N - 1) / BLOCK_N;
+}
+
+/* Key tiles the blocks of work item `item` walk together: its last m-block's (causal ranges grow
+ * with m; with an odd number of m-blocks the last pair has one). */
+__device__ __forceinline__ int item_key_blocks(int item, int m_blocks, int S, int causal) {
+  const int last = item * CLUSTER + CLUSTER - 1;
+  return key_blocks(last < m_blocks ? last : m_blocks - 1, S, causal);
 }
 
 /* ---- the producer ---- */
@@ -72,6 +101,17 @@ __device__ __forceinline__ void load_rows(unsigned char *dst, const TmaDescripto
                                           int row0, int h, int b) {
 #pragma unroll
   for (int c = 0; c < D_CHUNKS; c++) tma_load_4d(dst + c * rows * 128, map, bar, c * 64, row0, h, b);
+}
+
+/* This block's KV_ROWS of a K or V tile (all of it, or with a cluster the half of rank `rank`,
+ * multicast into both blocks). */
+__device__ __forceinline__ void load_kv(unsigned char *dst, const TmaDescriptor *map, u64 *bar, int row0, int h,
+                                        int b, u32 rank) {
+  if (CLUSTER == 1) return load_rows(dst, map, bar, BLOCK_N, row0, h, b);
+#pragma unroll
+  for (int c = 0; c < D_CHUNKS; c++)
+    tma_load_4d_multicast(dst + c * BLOCK_N * 128 + rank * KV_ROWS * 128, map, bar, c * 64, row0 + rank * KV_ROWS,
+                          h, b, (1 << CLUSTER) - 1);
 }
 
 /* ---- a consumer warpgroup ---- */
@@ -95,6 +135,9 @@ __device__ __forceinline__ void pingpong_end(int consumer) {
 __device__ __forceinline__ void arrive_once(u64 *bar) {
   if (threadIdx.x % 128 == 0) mbar_arrive(bar);
 }
+
+/* A K/V stage is read: free it in every block whose producer multicasts into it. */
+__device__ __forceinline__ void release(u64 *bar) { release_in_cluster<CLUSTER>(bar); }
 
 /* Shared-memory descriptors step by adding a byte offset / 16 to the start-address field (every
  * tile lies below 256 KB, so the 14-bit field never carries): each is computed once per kernel. */
@@ -168,6 +211,14 @@ __device__ __forceinline__ void rescale(float (&o)[O_ACC], const float (&scale)[
   for (int i = 0; i < O_ACC; i++) o[i] *= scale[(i / 2) % 2];
 }
 
+/* 1 / the row sums of this thread's two rows (a row without keys gets 0). */
+__device__ __forceinline__ float inverse_sum(const float (&sum)[2], int half) {
+  float total = sum[half];
+  total += __shfl_xor_sync(0xffffffff, total, 1);
+  total += __shfl_xor_sync(0xffffffff, total, 2);
+  return total > 0.f ? 1.f / total : 0.f;
+}
+
 /* O / row sum, rounded and stored for the rows below S (the m64nD fragment: row 16*warp + lane/4
  * (+8), column pairs 8j + 2*(lane%4)). */
 __device__ __forceinline__ void store_rows(float (&o)[O_ACC], float (&sum)[2], unsigned short *out, int row,
@@ -175,16 +226,55 @@ __device__ __forceinline__ void store_rows(float (&o)[O_ACC], float (&sum)[2], u
   const int col = 2 * (threadIdx.x % 4);
 #pragma unroll
   for (int half = 0; half < 2; half++) {
-    float total = sum[half];
-    total += __shfl_xor_sync(0xffffffff, total, 1);
-    total += __shfl_xor_sync(0xffffffff, total, 2);
-    const float inverse = total > 0.f ? 1.f / total : 0.f;
+    const float inverse = inverse_sum(sum, half);
     if (row + 8 * half >= S) continue;
     unsigned short *line = out + (long long)(row + 8 * half) * HEAD_DIM;
 #pragma unroll
     for (int j = 0; j < HEAD_DIM / 8; j++)
       *reinterpret_cast<u32 *>(line + 8 * j + col) =
           pack_pair<IS_BF16>(o[4 * j + 2 * half] * inverse, o[4 * j + 2 * half + 1] * inverse);
+  }
+}
+
+/* The TMA epilogue: O / row sum rounded into this warpgroup's 64 rows of `o_tile` (HEAD_DIM / 64
+ * chunks of 128-byte swizzled rows: the 8 rows one store instruction touches XOR to 8 different
+ * 16-byte chunks), once the previous tile's store has read them; then one thread stores the chunks
+ * at rows first_row.. of head (b, h): TMA clips the box at S, so rows past S are never written. */
+__device__ __forceinline__ void store_rows_tma(float (&o)[O_ACC], float (&sum)[2], unsigned char *o_tile,
+                                               const TmaDescriptor *map_o, int consumer, int first_row, int h,
+                                               int b) {
+  const int t = threadIdx.x % 128;
+  float inverse[2];
+#pragma unroll
+  for (int half = 0; half < 2; half++) inverse[half] = inverse_sum(sum, half);
+  if (t == 0) bulk_wait_read<0>();
+  named_barrier(EPILOGUE_BARRIER + consumer, 128);
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int r = 16 * (t / 32) + (t % 32) / 4 + 8 * half;
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 8; j++)
+      st_shared_u32(o_tile + j / 8 * O_CHUNK_BYTES + r * 128 + ((j % 8) ^ (r % 8)) * 16 + 4 * (t % 4),
+                    pack_pair<IS_BF16>(o[4 * j + 2 * half] * inverse[half], o[4 * j + 2 * half + 1] * inverse[half]));
+  }
+  fence_proxy_async();
+  named_barrier(EPILOGUE_BARRIER + consumer, 128);
+  if (t == 0) {
+#pragma unroll
+    for (int c = 0; c < D_CHUNKS; c++) tma_store_4d(map_o, o_tile + c * O_CHUNK_BYTES, c * 64, first_row, h, b);
+    bulk_commit();
+  }
+}
+
+/* Key tiles this block's tile does not need (the pair's other tile does): their loads land all the
+ * same, so wait for them and free the stages. */
+__device__ __forceinline__ void skip_tiles(int count, Ring &ring, u64 *k_full, u64 *k_empty, u64 *v_full,
+                                           u64 *v_empty) {
+  for (int j = 0; j < count; j++, ring.advance()) {
+    mbar_wait(&k_full[ring.stage], ring.phase);
+    release(&k_empty[ring.stage]);
+    mbar_wait(&v_full[ring.stage], ring.phase);
+    release(&v_empty[ring.stage]);
   }
 }
 
@@ -217,13 +307,13 @@ __device__ __forceinline__ void intra_step(int j, float (&o)[O_ACC], float (&s)[
   pingpong_end(c.consumer);
   wgmma_wait<1>();  // the scores are done
   fence_registers(s);
-  arrive_once(&c.k_empty[ring.stage]);
+  release(&c.k_empty[ring.stage]);
   if (j == c.n_blocks - 1) arrive_once(c.q_empty);
   if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
   softmax(s, max, sum, scale, c.scale_log2);
   wgmma_wait<0>();  // P·V of the previous tile is done: its V and P registers are free
   fence_registers(o);
-  arrive_once(&c.v_empty[previous.stage]);
+  release(&c.v_empty[previous.stage]);
   to_operand(p, s);
 }
 
@@ -240,7 +330,7 @@ __device__ __forceinline__ void serial_step(int j, float (&o)[O_ACC], float (&s)
   pingpong_end(c.consumer);
   wgmma_wait<0>();
   fence_registers(s);
-  arrive_once(&c.k_empty[ring.stage]);
+  release(&c.k_empty[ring.stage]);
   if (j == c.n_blocks - 1) arrive_once(c.q_empty);
   if (MASK) mask_scores(s, j * BLOCK_N, c.row, c.S, c.causal);
   softmax(s, max, sum, scale, c.scale_log2);
@@ -254,13 +344,17 @@ __device__ __forceinline__ void serial_step(int j, float (&o)[O_ACC], float (&s)
   pingpong_end(c.consumer);
   wgmma_wait<0>();
   fence_registers(o);
-  arrive_once(&c.v_empty[ring.stage]);
+  release(&c.v_empty[ring.stage]);
   ring.advance();
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant__ TmaDescriptor map_k,
-              const __grid_constant__ TmaDescriptor map_v, const unsigned short *q, const unsigned short *k,
+              const __grid_constant__ TmaDescriptor map_v,
+#if EPILOGUE_TMA
+              const __grid_constant__ TmaDescriptor map_o,
+#endif
+              const unsigned short *q, const unsigned short *k,
               const unsigned short *v, unsigned short *out, int B, int H, int S, int group, int causal,
               int section, float scale_log2) {
   extern __shared__ unsigned char dynamic_smem[];
@@ -272,39 +366,48 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
 
   if (threadIdx.x == 0) {
     tma_prefetch(&map_q), tma_prefetch(&map_k), tma_prefetch(&map_v);
+#if EPILOGUE_TMA
+    tma_prefetch(&map_o);
+#endif
     mbar_init(&q_full, 1);
     mbar_init(&q_empty, CONSUMERS);
     for (int s = 0; s < STAGES; s++) {
       mbar_init(&k_full[s], 1), mbar_init(&v_full[s], 1);
-      mbar_init(&k_empty[s], CONSUMERS), mbar_init(&v_empty[s], CONSUMERS);
+      mbar_init(&k_empty[s], CONSUMERS * CLUSTER), mbar_init(&v_empty[s], CONSUMERS * CLUSTER);
     }
     mbar_fence_init();
   }
-  __syncthreads();
+  if (CLUSTER > 1) cluster_sync();  // the peer's barriers are initialized before anything reaches them
+  else __syncthreads();
 
-  const int m_blocks = (S + BLOCK_M - 1) / BLOCK_M, tiles = m_blocks * B * H;
+  // Work items: pairs of adjacent m-blocks with a cluster (the block of rank r takes m-block 2p + r).
+  // The block's rank and first item are read after setmaxnreg: values live across it are spilled.
+  const int m_blocks = (S + BLOCK_M - 1) / BLOCK_M, m_items = (m_blocks + CLUSTER - 1) / CLUSTER;
+  const int items = m_items * B * H;
 
   if (wg == 0) {  // the producer: one thread issues every load
     if (CONSUMERS > 1) setmaxnreg_dec<PRODUCER_REGISTERS>();
     if (threadIdx.x == 0) {
       Ring ring;
       u32 q_phase = 0;
-      for (int index = blockIdx.x; index < tiles; index += gridDim.x) {
-        const Tile tile = tile_of(index, m_blocks, H, B * H, section, causal);
-        const int kv_head = tile.h / group, n_blocks = key_blocks(tile.m_block, S, causal);
-        mbar_wait(&q_empty, q_phase ^ 1);
-        q_phase ^= 1;
-        mbar_arrive_expect_tx(&q_full, Q_BYTES);
-        load_rows(q_tile, &map_q, &q_full, BLOCK_M, tile.m_block * BLOCK_M, tile.h, tile.b);
+      const u32 rank = CLUSTER > 1 ? cluster_rank() : 0;
+      for (int index = blockIdx.x / CLUSTER; index < items; index += gridDim.x / CLUSTER) {
+        const Tile item = tile_of(index, m_items, H, B * H, section, causal);
+        const int m_block = item.m_block * CLUSTER + rank, kv_head = item.h / group;
+        const int n_blocks = item_key_blocks(item.m_block, m_blocks, S, causal);
+        if (key_blocks(m_block, S, causal) > 0) {
+          mbar_wait(&q_empty, q_phase ^ 1);
+          q_phase ^= 1;
+          mbar_arrive_expect_tx(&q_full, Q_BYTES);
+          load_rows(q_tile, &map_q, &q_full, BLOCK_M, m_block * BLOCK_M, item.h, item.b);
+        }
         for (int j = 0; j < n_blocks; j++, ring.advance()) {
           mbar_wait(&k_empty[ring.stage], ring.phase ^ 1);
           mbar_arrive_expect_tx(&k_full[ring.stage], KV_BYTES);
-          load_rows(k_tiles + ring.stage * KV_BYTES, &map_k, &k_full[ring.stage], BLOCK_N, j * BLOCK_N, kv_head,
-                    tile.b);
+          load_kv(k_tiles + ring.stage * KV_BYTES, &map_k, &k_full[ring.stage], j * BLOCK_N, kv_head, item.b, rank);
           mbar_wait(&v_empty[ring.stage], ring.phase ^ 1);
           mbar_arrive_expect_tx(&v_full[ring.stage], KV_BYTES);
-          load_rows(v_tiles + ring.stage * KV_BYTES, &map_v, &v_full[ring.stage], BLOCK_N, j * BLOCK_N, kv_head,
-                    tile.b);
+          load_kv(v_tiles + ring.stage * KV_BYTES, &map_v, &v_full[ring.stage], j * BLOCK_N, kv_head, item.b, rank);
         }
       }
     }
@@ -316,10 +419,15 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
     Ring ring;
     u32 q_phase = 0;
     if (PINGPONG && CONSUMERS > 1 && consumer == CONSUMERS - 1) named_barrier_arrive(PINGPONG_BARRIER, 256);
-    for (int index = blockIdx.x; index < tiles; index += gridDim.x) {
-      const Tile tile = tile_of(index, m_blocks, H, B * H, section, causal);
-      const int n_blocks = key_blocks(tile.m_block, S, causal);
-      const int first_row = tile.m_block * BLOCK_M + consumer * 64, row = first_row + 16 * (t / 32) + (t % 32) / 4;
+    const u32 rank = CLUSTER > 1 ? cluster_rank() : 0;
+    for (int index = blockIdx.x / CLUSTER; index < items; index += gridDim.x / CLUSTER) {
+      const Tile item = tile_of(index, m_items, H, B * H, section, causal);
+      const int m_block = item.m_block * CLUSTER + rank, n_blocks = key_blocks(m_block, S, causal);
+      if (CLUSTER > 1 && n_blocks == 0) {  // the pair's second m-block lies past S: only the loads to free
+        skip_tiles(item_key_blocks(item.m_block, m_blocks, S, causal), ring, k_full, k_empty, v_full, v_empty);
+        continue;
+      }
+      const int first_row = m_block * BLOCK_M + consumer * 64, row = first_row + 16 * (t / 32) + (t % 32) / 4;
       float o[O_ACC], s[S_ACC], max[2] = {NEG_INF, NEG_INF}, sum[2] = {0.f, 0.f}, scale[2];
       u32 p[P_STEPS][4];
 #pragma unroll
@@ -343,7 +451,7 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       pingpong_end(consumer);
       wgmma_wait<0>();
       fence_registers(s);
-      arrive_once(&k_empty[ring.stage]);
+      release(&k_empty[ring.stage]);
       if (n_blocks == 1) arrive_once(&q_empty);
       if (unmasked == 0) mask_scores(s, 0, row, S, causal);
       softmax(s, max, sum, scale, scale_log2);
@@ -359,7 +467,7 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       wgmma_commit();
       wgmma_wait<0>();
       fence_registers(o);
-      arrive_once(&v_empty[ring.stage]);
+      release(&v_empty[ring.stage]);
       ring.advance();
 #else
       // One key tile at a time: scores, softmax, P·V.
@@ -367,9 +475,22 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       for (; j < unmasked; j++) serial_step<false>(j, o, s, p, max, sum, scale, ring, ctx);
       for (; j < n_blocks; j++) serial_step<true>(j, o, s, p, max, sum, scale, ring, ctx);
 #endif
-      store_rows(o, sum, out + ((long long)tile.b * H + tile.h) * S * HEAD_DIM, row, S);
+      if (CLUSTER > 1)  // the rest of the pair's longer key range
+        skip_tiles(item_key_blocks(item.m_block, m_blocks, S, causal) - n_blocks, ring, k_full, k_empty, v_full,
+                   v_empty);
+#if EPILOGUE_TMA
+      store_rows_tma(o, sum, v_tiles + STAGES * KV_BYTES + consumer * 64 * HEAD_DIM * 2, &map_o, consumer, first_row,
+                     item.h, item.b);
+#else
+      store_rows(o, sum, out + ((long long)item.b * H + item.h) * S * HEAD_DIM, row, S);
+#endif
     }
     // The first consumer takes the last turn handed to it, so no barrier is left half-arrived.
     if (PINGPONG && CONSUMERS > 1 && consumer == 0) named_barrier(PINGPONG_BARRIER, 256);
+#if EPILOGUE_TMA
+    if (t == 0) bulk_wait<0>();  // the last store is complete before the block exits
+#endif
   }
+  // No block of a cluster exits while its peer may still multicast into it or arrive on its barriers.
+  if (CLUSTER > 1) cluster_sync();
 }

@@ -2,7 +2,8 @@
 
 Warp-specialized (a TMA producer warp, 1-3 consumer warpgroups of 64 query rows), P·V with P in
 registers, the softmax overlapped with the matrix products inside a warpgroup and/or across
-warpgroups (ping-pong), a persistent grid (longest tiles first when causal). Head dims 64, 128 and
+warpgroups (ping-pong), a persistent grid (longest tiles first when causal), optionally 2-block
+clusters sharing K/V by TMA multicast and a TMA-store epilogue. Head dims 64, 128 and
 256, grouped-query attention, any S. S, B, H, the causal flag and the K/V grouping are run-time
 arguments, so the compiled variants depend on the tile knobs, D and dtype alone: every one that
 check() admits compiles in CI (tests/test_attention_hopper_compile.py).
@@ -20,9 +21,11 @@ from .spec import Config, Device, Param, Problem, Source, TensorMap
 _TEMPLATE = files(__package__).joinpath("attention_hopper.cu").read_text()
 
 # fp32 values a consumer thread may keep live (output + scores, + the previous tile's P while the
-# next scores land with intra-warpgroup overlap) without spilling, by its register count after
-# setmaxnreg: nvcc --resource-usage over the whole space (tests/test_attention_hopper_compile.py).
+# next scores land with intra-warpgroup overlap) without spilling, by consumer warpgroups: ptxas
+# over the whole space (tests/test_attention_hopper_compile.py). A cluster's producer takes 8
+# registers from each of 2-3 consumers (it spills with fewer than 40): less, by overlap mode.
 _LIVE_BUDGET = {1: 176, 2: 176, 3: 104}
+_CLUSTER_BUDGET = {("serial", 2): 152, ("intra", 2): 172, ("serial", 3): 96, ("intra", 3): 104}
 # Bytes of K/V one section of heads may keep in L2 (50 MB on the H100/H200) while its tiles run.
 L2_SECTION_BYTES = 24 * 1024 * 1024
 # The shared memory a block asks for beyond its tiles: slack to align them to 1024 bytes.
@@ -42,6 +45,10 @@ class AttentionHopper(AttentionProblem):
         Param("overlap", ("serial", "intra"),
               "intra: issue the next tile's Q·Kᵀ with this tile's P·V and run the softmax under them"),
         Param("pingpong", (False, True), "consumer warpgroups take turns at the tensor cores (2-3 of them)"),
+        Param("epilogue", ("direct", "tma"),
+              "O stored from registers, or staged through shared memory and stored by TMA (clipped at S)"),
+        Param("cluster", (1, 2),
+              "blocks of a cluster on adjacent query tiles of one head, sharing K/V by TMA multicast"),
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
@@ -52,19 +59,22 @@ class AttentionHopper(AttentionProblem):
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "HEAD_DIM": problem["D"],
                    "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"),
-                   "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"])}
+                   "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"]),
+                   "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "CLUSTER": config["cluster"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         b, h, s, d = problem["B"], problem["H"], problem["S"], problem["D"]
         group = h // kv_heads(problem)
-        tiles = math.ceil(s / config["block_m"]) * b * h
+        cluster, kv_rows = config["cluster"], config["block_n"] // config["cluster"]
+        tiles = math.ceil(math.ceil(s / config["block_m"]) / cluster) * cluster * b * h
+        maps = (TensorMap("q", (64, config["block_m"], 1, 1)), TensorMap("k", (64, kv_rows, 1, 1)),
+                TensorMap("v", (64, kv_rows, 1, 1)))
         return Source(
             language="cuda", code=inline_headers(header + _TEMPLATE), entry="attention_fwd", options=("-O3",),
             scalars=(("int32", b), ("int32", h), ("int32", s), ("int32", group), ("int32", int(problem["causal"])),
                      ("int32", section_heads(problem)), ("float32", math.log2(math.e) / math.sqrt(d))),
             grid=(tiles, 1, 1), block=((consumers(config) + 1) * 128, 1, 1), shared_bytes=shared_bytes(config, d),
-            tensor_maps=(TensorMap("q", (64, config["block_m"], 1, 1)), TensorMap("k", (64, config["block_n"], 1, 1)),
-                         TensorMap("v", (64, config["block_n"], 1, 1))),
-            persistent=True)
+            tensor_maps=maps + ((TensorMap("out", (64, 64, 1, 1)),) if config["epilogue"] == "tma" else ()),
+            cluster=(cluster, 1, 1), persistent=True)
 
 
 def consumers(config: Config) -> int:
@@ -83,9 +93,11 @@ def check_tiles(config: Config, head_dim: int, device: Device) -> str | None:
     if config["pingpong"] and consumers(config) == 1:
         return "ping-pong takes turns between consumer warpgroups: it needs block_m 128 or 192"
     live, budget = live_values(config, head_dim), _LIVE_BUDGET[consumers(config)]
+    if config["cluster"] > 1 and consumers(config) > 1:
+        budget = _CLUSTER_BUDGET[config["overlap"], consumers(config)]
     if live > budget:
         return (f"{live} live values per consumer thread (over {budget} with {consumers(config)} consumer "
-                f"warpgroups) spill: a smaller block_n or block_m, or overlap=serial")
+                f"warpgroups, cluster {config['cluster']}) spill: a smaller block_n or block_m, or overlap=serial")
     limit = device.limits.get("max_shared_bytes", 0)
     needed = shared_bytes(config, head_dim) + static_shared_bytes(config)
     if needed > limit:
@@ -94,8 +106,11 @@ def check_tiles(config: Config, head_dim: int, device: Device) -> str | None:
 
 
 def shared_bytes(config: Config, head_dim: int) -> int:
-    """Dynamic shared memory: the Q tile, ``stages`` K and V tiles, the alignment slack."""
-    rows = config["block_m"] + 2 * config["stages"] * config["block_n"]
+    """Dynamic shared memory: the Q tile, ``stages`` K and V tiles, the output buffer of the TMA
+    epilogue (as large as Q: it cannot share Q's, which the next tile's load refills at once), the
+    alignment slack."""
+    out_rows = config["block_m"] if config["epilogue"] == "tma" else 0
+    rows = config["block_m"] + 2 * config["stages"] * config["block_n"] + out_rows
     return rows * head_dim * _ELEMENT_BYTES + _ALIGN_SLACK
 
 

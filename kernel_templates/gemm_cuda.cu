@@ -165,17 +165,6 @@ __device__ __forceinline__ void reduce_split_k(float (&acc)[M_ATOMS][ACC], unsig
   }
 }
 
-/* A consumer warpgroup is done reading a stage: one arrival on its empty barrier in every block of
- * the cluster (each block's producer may multicast into all of them). */
-__device__ __forceinline__ void release(u64 *empty) {
-  if (threadIdx.x % 128 != 0) return;
-#pragma unroll
-  for (int r = 0; r < CLUSTER; r++) {
-    if (CLUSTER > 1) mbar_arrive_cluster(empty, r);
-    else mbar_arrive(empty);
-  }
-}
-
 /* The TMA epilogue: the warpgroup's tile into shared memory as 64-column chunks of 128-byte swizzled
  * rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte chunks),
  * EPILOGUE_COLS columns a round; one thread stores a round's chunks while the warpgroup writes the
@@ -293,7 +282,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
         mma_stage(acc, a_tile, a_tile + A_BYTES, a_row0, accumulate);
         wgmma_commit();
         wgmma_wait<1>();  // the previous stage's MMAs are done: hand its buffers back
-        if (previous >= 0) release(&empty[previous]);
+        if (previous >= 0) release_in_cluster<CLUSTER>(&empty[previous]);
         previous = stage;
         if (++stage == STAGES) stage = 0, phase ^= 1;
       }
@@ -301,7 +290,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
       wgmma_wait<0>();
 #pragma unroll
       for (int ma = 0; ma < M_ATOMS; ma++) fence_registers(acc[ma]);
-      if (previous >= 0) release(&empty[previous]);
+      if (previous >= 0) release_in_cluster<CLUSTER>(&empty[previous]);
       if (SPLIT_K > 1) {
         reduce_split_k(acc, smem, consumer, rank);
         if (rank != 0) continue;

@@ -285,6 +285,35 @@ __device__ __forceinline__ void tma_load_4d(void *dst, const TmaDescriptor *map,
                : "memory");
 }
 
+/* The same load written to `dst` (and signalled on `bar`) in every block of `mask` in the cluster. */
+__device__ __forceinline__ void tma_load_4d_multicast(void *dst, const TmaDescriptor *map, u64 *bar, int c0, int c1,
+                                                      int c2, int c3, unsigned short mask) {
+  asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+               " [%0], [%1, {%3, %4, %5, %6}], [%2], %7;"
+               :: "r"(smem_addr(dst)), "l"(map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "h"(mask)
+               : "memory");
+}
+
+/* Stores the box at `src` to coordinates (c0 innermost .. c3) of a 4-d `map`, clipped at the
+ * tensor's edges (box elements outside a dimension's extent are not written), as one bulk
+ * async-group of this thread (commit with bulk_commit). */
+__device__ __forceinline__ void tma_store_4d(const TmaDescriptor *map, const void *src, int c0, int c1, int c2,
+                                             int c3) {
+  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];"
+               :: "l"(map), "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
+}
+
+/* A warpgroup is done reading a stage: its first thread arrives once on `bar` in every one of the
+ * first BLOCKS blocks of the cluster (whose producers may all multicast into this block's stage). */
+template <int BLOCKS> __device__ __forceinline__ void release_in_cluster(u64 *bar) {
+  if (threadIdx.x % 128 != 0) return;
+#pragma unroll
+  for (int r = 0; r < BLOCKS; r++) {
+    if (BLOCKS > 1) mbar_arrive_cluster(bar, r);
+    else mbar_arrive(bar);
+  }
+}
+
 /* Two floats rounded to one fp16x2 (BF16 = 0) or bf16x2 (BF16 = 1) register, `lo` in the low half. */
 template <int BF16> __device__ __forceinline__ u32 pack_pair(float lo, float hi) {
   u32 packed;

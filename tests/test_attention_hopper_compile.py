@@ -1,8 +1,15 @@
 """The Hopper (wgmma) attention family on the CPU: its constraints, its rendered launch, and (slow)
-every admitted fp16 variant compiled for sm_90a, held to what check() promises: no spills, no local
-memory, shared memory within the arch's limit, the warpgroup MMAs (HGMMA) of Q·Kᵀ and P·V, TMA loads
-and register reallocation in the SASS. bf16 changes only the MMA type and the conversions: its
-largest tile of each kind is compiled too.
+admitted variants compiled for sm_90a, held to what check() promises: no spills, no local memory,
+shared memory within the arch's limit, the warpgroup MMAs (HGMMA) of Q·Kᵀ and P·V, TMA loads and
+register reallocation in the SASS, TMA stores (UTMASTG) for the TMA epilogue and multicast loads
+for 2-block clusters.
+
+Compiled: every admitted fp16 variant with the direct epilogue and no cluster; bf16 (which changes
+only the MMA type and the conversions) at its largest tile of each kind; and for the TMA epilogue
+and the 2-block cluster, each alone and both, the largest tile (block_n, then stages) of every
+block_m, overlap and ping-pong at fp16: those knobs change the code outside the key loop and the
+producer, so the tile with the most live values and shared memory is where they would spill or not
+fit (the whole cross product would be four times as many compiles).
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ BACKEND = get_backend("cuda")
 TARGET = Target.documented("sm_90a")
 DEVICE = BACKEND.device(TARGET)
 NAMES = [p.name for p in SPEC.params]
-DEFAULT = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True}
+DEFAULT = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True, "epilogue": "direct",
+           "cluster": 1}
+PLAIN = {"epilogue": "direct", "cluster": 1}
+NEW = ({"epilogue": "tma", "cluster": 1}, {"epilogue": "direct", "cluster": 2}, {"epilogue": "tma", "cluster": 2})
 
 
 def _available(probe) -> bool:
@@ -37,23 +47,32 @@ def _available(probe) -> bool:
         return False
 
 
-def admitted(dtype: str, head_dim: int) -> list[dict[str, Any]]:
+def admitted(dtype: str, head_dim: int, knobs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The admitted configs with the epilogue and cluster of ``knobs``."""
     problem = SPEC.validate_problem({"D": head_dim, "dtype": dtype})
     every = (dict(zip(NAMES, values, strict=True)) for values in itertools.product(*(p.choices for p in SPEC.params)))
-    return [c for c in every if SPEC.check(c, problem, DEVICE) is None]
+    return [c for c in every if c | knobs == c and SPEC.check(c, problem, DEVICE) is None]
+
+
+def largest(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The largest block_n (then stages) of each block_m, overlap and ping-pong."""
+    found: dict[tuple, dict[str, Any]] = {}
+    for c in configs:
+        key = (c["block_m"], c["overlap"], c["pingpong"])
+        if key not in found or (c["block_n"], c["stages"]) > (found[key]["block_n"], found[key]["stages"]):
+            found[key] = c
+    return list(found.values())
 
 
 def jobs() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every admitted fp16 variant, and bf16's largest block_n of each block_m, overlap and ping-pong."""
+    """The compiled set of the module docstring."""
     found = []
     for head_dim in (64, 128, 256):
-        found += [(c, SPEC.validate_problem({"D": head_dim})) for c in admitted("fp16", head_dim)]
-        largest: dict[tuple, dict[str, Any]] = {}
-        for c in admitted("bf16", head_dim):
-            key = (c["block_m"], c["overlap"], c["pingpong"])
-            if key not in largest or c["block_n"] > largest[key]["block_n"]:
-                largest[key] = c
-        found += [(c, SPEC.validate_problem({"D": head_dim, "dtype": "bf16"})) for c in largest.values()]
+        fp16, bf16 = SPEC.validate_problem({"D": head_dim}), SPEC.validate_problem({"D": head_dim, "dtype": "bf16"})
+        found += [(c, fp16) for c in admitted("fp16", head_dim, PLAIN)]
+        found += [(c, bf16) for c in largest(admitted("bf16", head_dim, PLAIN))]
+        for knobs in NEW:
+            found += [(c, fp16) for c in largest(admitted("fp16", head_dim, knobs))]
     return found
 
 
@@ -64,6 +83,7 @@ def test_render_passes_sizes_at_run_time_and_asks_for_tensor_maps() -> None:
     assert source.grid == (8 * 2 * 32, 1, 1) and source.block == (384, 1, 1) and source.persistent
     assert [(m.buffer, m.box) for m in source.tensor_maps] == [("q", (64, 128, 1, 1)), ("k", (64, 128, 1, 1)),
                                                               ("v", (64, 128, 1, 1))]
+    assert source.cluster == (1, 1, 1)
     assert source.shared_bytes == shared_bytes(DEFAULT, 128) == (128 + 4 * 128) * 128 * 2 + 1024
     b, h, s, group, causal, section, scale = (value for _, value in source.scalars)
     assert (b, h, s, group, causal) == (2, 32, 1000, 1, 1) and math.isclose(scale, math.log2(math.e) / math.sqrt(128))
@@ -72,6 +92,19 @@ def test_render_passes_sizes_at_run_time_and_asks_for_tensor_maps() -> None:
     other = SPEC.render(DEFAULT, SPEC.validate_problem({"S": 77, "D": 128, "dtype": "bf16"}))
     assert other.code_digest() == source.code_digest()
     assert SPEC.render(DEFAULT, problem | {"H_kv": 8}).scalars[3] == ("int32", 4)  # GQA: 4 query heads a K/V head
+
+
+def test_render_of_the_tma_epilogue_and_the_cluster() -> None:
+    problem = SPEC.validate_problem({"B": 2, "H": 32, "S": 1000, "D": 128})  # 8 m-blocks of 128
+    tma = SPEC.render(DEFAULT | {"epilogue": "tma"}, problem)
+    assert [(m.buffer, m.box) for m in tma.tensor_maps][3:] == [("out", (64, 64, 1, 1))]  # a consumer's 64 rows
+    assert tma.shared_bytes == shared_bytes(DEFAULT, 128) + 128 * 128 * 2  # O staged beside Q and the ring
+    pair = SPEC.render(DEFAULT | {"cluster": 2}, problem)
+    assert pair.cluster == (2, 1, 1) and pair.grid == tma.grid == (8 * 2 * 32, 1, 1)
+    assert [m.box for m in pair.tensor_maps] == [(64, 128, 1, 1), (64, 64, 1, 1), (64, 64, 1, 1)]  # K/V halves
+    odd = SPEC.validate_problem({"B": 2, "H": 32, "S": 900, "D": 128})  # 5 m-blocks of 192: 3 pairs, one half empty
+    assert SPEC.render(DEFAULT | {"cluster": 2, "block_m": 192}, odd).grid == (6 * 2 * 32, 1, 1)
+    assert "#define EPILOGUE_TMA 1" in tma.code and "#define CLUSTER 2" in pair.code
 
 
 def test_check_rejects_what_cannot_run() -> None:
@@ -83,7 +116,15 @@ def test_check_rejects_what_cannot_run() -> None:
     assert "shared memory" in SPEC.check(DEFAULT | {"block_n": 64, "stages": 3}, d256, DEVICE)
     assert SPEC.check(DEFAULT | {"block_n": 64}, d256, DEVICE) is None
     assert "multiple of H_kv" in SPEC.check(DEFAULT, d64 | {"H": 6, "H_kv": 4}, DEVICE)
-    assert 200 <= len(jobs()) <= 300, "keep the compiled set a size CI can build"
+    # the TMA epilogue's output buffer: at D=256 only 64-row tiles of up to 80 keys and 2 stages fit
+    assert "shared memory" in SPEC.check(DEFAULT | {"block_n": 64, "epilogue": "tma"}, d256, DEVICE)
+    small = DEFAULT | {"block_m": 64, "block_n": 80, "overlap": "serial", "pingpong": False, "epilogue": "tma"}
+    assert SPEC.check(small, d256, DEVICE) is None
+    assert "shared memory" in SPEC.check(small | {"block_n": 96}, d256, DEVICE)
+    # a cluster's producer takes registers from 3 consumers: 104 live values spill there
+    serial = DEFAULT | {"block_m": 192, "block_n": 144, "overlap": "serial"}
+    assert SPEC.check(serial, d64, DEVICE) is None and "spill" in SPEC.check(serial | {"cluster": 2}, d64, DEVICE)
+    assert 300 <= len(jobs()) <= 360, "keep the compiled set a size CI can build"
 
 
 @pytest.mark.slow
@@ -108,6 +149,8 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma() -> None:
             shared_bytes(config, problem["D"]) + resources["static_shared_bytes"] > limit and "too much shared memory",
             hgmma != expected and f"{hgmma} HGMMA, not {expected}",
             not count(sass, "UTMALDG") and "no TMA load",
+            (config["epilogue"] == "tma") != bool(count(sass, "UTMASTG")) and "TMA stores not as configured",
+            (config["cluster"] == 2) != bool(count(sass, "UTMALDG.4D.MULTICAST")) and "multicast not as configured",
             config["block_m"] > 64 and count(sass, "USETMAXREG") != 2 and "no register reallocation"]
         found = [p for p in problems if p]
         return f"{job}: {', '.join(found)} {resources}" if found else None

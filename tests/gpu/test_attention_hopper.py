@@ -1,9 +1,12 @@
-"""The Hopper (wgmma) attention family on a real GPU (bench/attention_hopper_probe.sh runs it).
+"""The Hopper (wgmma) attention family on a real GPU (bench/attention_hopper_probe.sh and
+bench/attention_hopper_next.sh run it).
 
 Every tile shape and overlap mode a head dim admits, on ragged S, causal and not, fp16 and bf16,
 D 64/128/256 and grouped-query attention, against the fp32 reference on fresh random inputs, the
-output poisoned with NaN first (an unwritten element is an error); and one config through the
-worker's measurement, as a study runs it.
+output poisoned with NaN first (an unwritten element is an error); the TMA epilogue and 2-block
+clusters on the same problems (their S give odd numbers of m-blocks, so a pair's second tile lies
+past S, and causal pairs of unequal key ranges); and one config through the worker's measurement,
+as a study runs it.
 """
 
 from __future__ import annotations
@@ -43,16 +46,20 @@ def problem_of(values: dict[str, Any]) -> dict[str, Any]:
     return {**SPEC.validate_problem({k: v for k, v in values.items() if k != "H_kv"}), "H_kv": values["H_kv"]}
 
 
-def configs_for(problem: dict[str, Any]) -> list[dict[str, Any]]:
-    """For every block_m, overlap mode and ping-pong admitted here, the smallest block_n (3 stages
-    where they fit) and the largest (2 stages)."""
+def configs_for(problem: dict[str, Any], new_only: bool = False) -> list[dict[str, Any]]:
+    """With the direct epilogue and no cluster: for every block_m, overlap mode and ping-pong
+    admitted here, the smallest block_n (3 stages where they fit) and the largest (2 stages). With
+    the TMA epilogue, a 2-block cluster or both: the same for every block_m and overlap mode, with
+    ping-pong wherever there are two warpgroups to take turns. ``new_only``: only the latter."""
     device = BACKEND.device(TARGET)
     names = [p.name for p in SPEC.params]
     every = [dict(zip(names, v, strict=True)) for v in itertools.product(*(p.choices for p in SPEC.params))]
-    ok = [c for c in every if SPEC.check(c, problem, device) is None]
+    plain = [(c["epilogue"], c["cluster"]) == ("direct", 1) for c in every]
+    ok = [c for c, old in zip(every, plain, strict=True) if SPEC.check(c, problem, device) is None
+          and (old or c["pingpong"] == (c["block_m"] > 64)) and not (new_only and old)]
     picked = []
-    for key in sorted({(c["block_m"], c["overlap"], c["pingpong"]) for c in ok}):
-        same = [c for c in ok if (c["block_m"], c["overlap"], c["pingpong"]) == key]
+    for key in sorted({(c["epilogue"], c["cluster"], c["block_m"], c["overlap"], c["pingpong"]) for c in ok}):
+        same = [c for c in ok if (c["epilogue"], c["cluster"], c["block_m"], c["overlap"], c["pingpong"]) == key]
         smallest = min(same, key=lambda c: (c["block_n"], -c["stages"]))
         largest = max(same, key=lambda c: (c["block_n"], -c["stages"]))
         picked += [smallest] + ([largest] if largest != smallest else [])
@@ -106,7 +113,8 @@ def test_every_tile_shape_is_correct(values: dict[str, Any]) -> None:
 
 def test_a_study_measures_it() -> None:
     problem = SPEC.validate_problem({"B": 2, "H": 8, "S": 1024, "D": 128, "causal": True})
-    config = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True}
+    config = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True, "epilogue": "tma",
+              "cluster": 2}
     source = SPEC.render(config, problem)
     job = Job(trial_id=0, spec=SpecRef("attention", "cuda", family="wgmma"), config=config, problem=problem,
               target=TARGET, source=source, seed=0)
