@@ -294,18 +294,3 @@ def test_the_grid_sampler_walks_one_family_and_says_so():
     assert not REGISTRY["grid"].families
     with pytest.raises(UsageError, match="walks one family's grid.*2 here \\(a, b\\): pass --family"):
         make_sampler("grid", SamplerContext(FAMILIES, {}, DEVICE))
-
-
-@pytest.mark.skipif(not usable(DEFAULT), reason=f"needs {REGISTRY[DEFAULT].needs}")
-def test_the_defaults_thompson_picks_start_only_after_local_after():
-    """Before ``local_after`` configs are measured the Thompson share changes nothing; after it,
-    some picks are one tree's best rather than the forest's largest expected improvement."""
-    from tuner.samplers.candidates import valid_configs
-    from tuner.samplers.forest import ForestSampler
-
-    def proposals(thompson: float) -> list[dict[str, Any]]:
-        sampler = ForestSampler(valid_configs(SPEC, {}, DEVICE, 5), SPACE, seed=5, local_after=20, thompson=thompson)
-        return tune(optuna.create_study(sampler=sampler, directions=["minimize", "minimize"]), 40)
-
-    without, always = proposals(0.0), proposals(1.0)
-    assert without[:20] == always[:20] and without[20:] != always[20:]

@@ -17,11 +17,6 @@ sampler scores every one of them rather than searching a continuous relaxation:
   measurement early on, after every n/25 new ones later); every
   ``local_every``-th pick looks only at the neighbours (one parameter set to another choice) of the
   ``top_k`` best configs so far, which finishes a basin the global model has found;
-- after ``local_after`` configs, a share ``thompson`` of the other picks is the best config of one
-  tree drawn at random (Thompson sampling over the forest) rather than the one of largest expected
-  improvement: the forest's mean keeps pointing into the basin it knows, while one tree's optimum
-  lands where some consistent reading of the data says a better basin is (on the convolution
-  spaces the local steps and EI kept polishing a basin 20% off the optimum);
 - configs in flight count as measured at the mean so far (a constant liar), so a batch of
   proposals spreads out;
 - with two objectives whose second one varies (latency and error), each pick scalarizes them with
@@ -54,11 +49,11 @@ _SMALL = 4
 
 class ForestSampler(BaseSampler):
     # The hyperparameters are general defaults, set on the six recorded convolution spaces of
-    # bench/search_efficiency.py (the choices made there: when uniform picks stop, and the share
-    # of Thompson picks, checked on seeds 10-19 as well); nothing here knows those spaces' parameters.
+    # bench/search_efficiency.py (the only choice made there: when uniform picks stop); nothing
+    # here knows those spaces' parameters.
     def __init__(self, candidates: CandidateSet, space: dict[str, BaseDistribution], seed: int | None = None,
                  n_startup: int = 10, trees: int = 16, local_every: int = 2, local_after: int = 30,
-                 top_k: int = 3, explore: float = 0.1, thompson: float = 0.3):
+                 top_k: int = 3, explore: float = 0.1):
         self._candidates = candidates
         self._index = candidates.index()
         self._space = {name: space[name] for name in candidates.names}
@@ -66,11 +61,10 @@ class ForestSampler(BaseSampler):
         self._random = RandomSampler(seed=seed)
         self._n_startup, self._trees = n_startup, trees
         self._local_every, self._local_after, self._top_k = local_every, local_after, top_k
-        self._explore, self._thompson = explore, thompson
+        self._explore = explore
         self._features = np.ascontiguousarray(candidates.features, dtype=np.float32)
         self._fit: tuple[int, np.ndarray, np.ndarray] | None = None  # (measured when fitted, mean, spread)
         self._weights: np.ndarray | None = None  # of the objectives, in the last fit
-        self._per_tree: np.ndarray | None = None  # each tree's prediction of every candidate, in the last fit
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -153,13 +147,9 @@ class ForestSampler(BaseSampler):
         else:
             mean, spread = self._fit[1], self._fit[2]
         pool = np.flatnonzero(free)
-        late = len(measured) >= self._local_after
-        if late and len(measured) % self._local_every == 0:
+        if len(measured) >= self._local_after and len(measured) % self._local_every == 0:
             near = self._near_best(measured, target, free)
             pool = near if len(near) else pool
-        elif late and self._per_tree is not None and self._rng.random() < self._thompson:
-            tree = self._per_tree[self._rng.integers(len(self._per_tree))]
-            return int(pool[np.argmin(tree[pool])])
         gain, spread = target.min() - mean[pool], spread[pool]
         z = gain / spread
         ei = gain * ndtr(z) + spread * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
@@ -177,7 +167,6 @@ class ForestSampler(BaseSampler):
         trees = [ExtraTreeRegressor(max_features=None, random_state=int(seed)).fit(x, y, check_input=False)
                  for seed in seeds]
         per_tree = np.stack([tree.predict(self._features, check_input=False) for tree in trees])
-        self._per_tree = per_tree
         self._fit = (len(measured), per_tree.mean(axis=0), per_tree.std(axis=0) + 1e-12)
         return self._fit[1], self._fit[2]
 
