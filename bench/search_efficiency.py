@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in ours:
             traces = [runs.get_or_run(run_key("tuner", name, space.name, s, top, 1),
                                       lambda s=s, space=space, name=name: run_ours(space, name, s, top))
-                      for s in range(args.seeds_for.get(name, args.seeds))]
+                      for s in _seeds(args, name)]
             per_budget[("tuner", name)] = {b: traces for b in budgets}
         for strategy in args.kt if args.kt != ["none"] else []:
             cache = unpacked_cache(space, scratch)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
             traced = {b: [runs.get_or_run(run_key("kernel_tuner", strategy, space.name, s, b, 1),
                                           lambda s=s, b=b, space=space, cache=cache, strategy=strategy:
                                           run_kernel_tuner(space, cache, strategy, s, b))
-                          for s in range(args.seeds_for.get(strategy, args.seeds))] for b in own}
+                          for s in _seeds(args, strategy)] for b in own}
             per_budget[("kernel_tuner", strategy)] = {b: traced[b if b in traced else top] for b in budgets}
         for (tool, strategy), by_budget in per_budget.items():
             for b in budgets:
@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> dict:
                                           lambda s=s, space=space, devices=devices: run_ours(
                                               space, DEFAULT, s, top, devices, in_flight=CPUS_PER_DEVICE * devices,
                                               until_s=BAND * space.optimum_s, label=PIPELINED))
-                          for s in range(args.seeds_for.get(PIPELINED, args.seeds))]
+                          for s in _seeds(args, PIPELINED)]
                 walls.append(wall_row(space, "tuner", "default", devices, traces))
+    if args.kt_from:
+        kt_rows, kt_walls = kernel_tuner_rows(args.kt_from, spaces, budgets, skip=set(args.kt))
+        rows, walls = rows + kt_rows, walls + kt_walls
     result = {"device": f"replayed on {platform.processor() or platform.machine()} ({platform.node()}), "
                         f"Python {platform.python_version()}",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(result, budgets, args.seeds, CPUS_PER_DEVICE))
+    seeds = f"{args.seeds} seeds ({args.first_seed}-{args.first_seed + args.seeds - 1})"
+    out.with_suffix(".md").write_text(markdown(result, budgets, seeds, CPUS_PER_DEVICE))
     if not args.no_plot:
         plot(result, runs.traces, spaces, out.with_suffix(".png"), top)
     print(out.with_suffix(".md").read_text())
@@ -114,6 +118,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         default=[here.parent / "shared/data/benchmark_hub/convolution_milo"],
                         help="folders of Kernel Tuner cache files, or recordings (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run from here (another range: a check held out from the one tuned on)")
     parser.add_argument("--seeds-for", type=lambda t: {k: int(v) for k, v in (p.split("=") for p in t.split(","))},
                         default={}, metavar="NAME=N,...",
                         help=f"fewer seeds for a slow strategy, ours or Kernel Tuner's "
@@ -123,6 +129,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="our samplers, or none (default: every registered one)")
     parser.add_argument("--kt", type=lambda t: t.split(","), default=list(KT_STRATEGIES),
                         help="Kernel Tuner strategies, or none")
+    parser.add_argument("--kt-from", type=Path, metavar="JSON",
+                        help="Kernel Tuner's rows of the strategies not in --kt from an earlier result of this "
+                             "script (its runs do not depend on ours: the same files, seeds and budgets)")
     parser.add_argument("--devices", type=lambda t: [int(v) for v in t.split(",")], default=[1, 8, 64])
     parser.add_argument("--out", default=str(here / "bench/results/search_efficiency"))
     parser.add_argument("--runs", help="where finished runs are kept (default: --out + .runs.jsonl)")
@@ -138,6 +147,28 @@ def load_spaces(paths: list[Path]) -> list[RecordedSpace]:
     if not files:
         raise SystemExit(f"no Kernel Tuner cache files in {' '.join(map(str, paths))}: pass --spaces")
     return [open_recording(f) for f in files]
+
+
+def kernel_tuner_rows(path: Path, spaces: list[RecordedSpace], budgets: list[int],
+                      skip: set[str]) -> tuple[list[dict], list[dict]]:
+    """Kernel Tuner's rows and wall-clock rows of an earlier result, for these spaces and budgets,
+    but for the strategies in ``skip`` (run now)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--kt-from {path}: {exc}; pass a search_efficiency.json this script wrote") from None
+    names = {s.name for s in spaces}
+    def kept(r: dict) -> bool:
+        return r["tool"] == "kernel_tuner" and r["space"] in names and r["strategy"] not in skip
+
+    rows = [r for r in earlier["rows"] if kept(r) and r["budget"] in budgets]
+    if not rows:
+        raise SystemExit(f"--kt-from {path} has no Kernel Tuner rows for these spaces: drop --kt-from")
+    return rows, [w for w in earlier["wall_to_band"] if kept(w)]
+
+
+def _seeds(args: argparse.Namespace, name: str) -> range:
+    return range(args.first_seed, args.first_seed + args.seeds_for.get(name, args.seeds))
 
 
 def _usable(name: str) -> bool:

@@ -25,10 +25,10 @@ def kt_best(table: dict[tuple[str, str], dict[int, float]], budget: int) -> tupl
     return strategy, value
 
 
-def markdown(result: dict, budgets: list[int], seeds: int, cpus_per_device: int) -> str:
+def markdown(result: dict, budgets: list[int], seeds: str, cpus_per_device: int) -> str:
     table = summary(result)
     lines = [f"# Search efficiency on recorded spaces ({result['date']})", "",
-             f"{result['device']}. {seeds} seeds; budget = distinct configs measured; ratio = best found / "
+             f"{result['device']}. {seeds}; budget = distinct configs measured; ratio = best found / "
              "the space's optimum (median over seeds, then the mean over spaces).", "",
              "| space | valid configs | optimum (ms) |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {s['valid']} | {s['optimum'] * 1e3:.4f} |" for name, s in result["spaces"].items()]

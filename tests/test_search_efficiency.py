@@ -47,6 +47,24 @@ def test_the_default_finds_the_recorded_optimum_within_its_budget_beside_kernel_
     assert "Kernel Tuner's best" in out.with_suffix(".md").read_text()
 
 
+def test_kernel_tuners_rows_come_from_an_earlier_result_and_seeds_from_another_range(attention_cache, tmp_path):
+    """--kt-from takes Kernel Tuner's rows of the strategies not run now; --first-seed runs ours
+    on a held-out seed range."""
+    common = ["--spaces", str(attention_cache), "--seeds", "2", "--budgets", "10,40", "--samplers", "random",
+              "--devices", "1", "--no-plot"]
+    first = main(common + ["--kt", "random_sample", "--out", str(tmp_path / "first")])
+    runs = tmp_path / "second.runs.jsonl"
+    second = main(common + ["--kt", "none", "--kt-from", str(tmp_path / "first.json"), "--first-seed", "2",
+                            "--out", str(tmp_path / "second")])
+    theirs = [r for r in first["rows"] if r["tool"] == "kernel_tuner"]
+    assert theirs and [r for r in second["rows"] if r["tool"] == "kernel_tuner"] == theirs
+    assert {TraceFile(runs).traces[k].seed for k in TraceFile(runs).traces} == {2, 3}
+    ours_only = tmp_path / "ours.json"
+    ours_only.write_text(json.dumps({**second, "rows": [r for r in second["rows"] if r["tool"] == "tuner"]}))
+    with pytest.raises(SystemExit, match="no Kernel Tuner rows"):
+        main(common + ["--kt", "none", "--kt-from", str(ours_only), "--out", str(tmp_path / "third")])
+
+
 def test_a_warm_start_from_the_nearest_shapes_begins_with_their_fronts(tmp_path):
     studies = load_tuner_studies(ATTENTION_DB)
     target = next(s for s in studies if s.name == SMALL_STUDY)
