@@ -13,8 +13,9 @@ On a GPU, compiles overlap measurement: a job's compile starts as it is submitte
 (at a lower priority than the measuring process and the driver), and a device whose measurement
 lands is handed the next compiled job before the driver stores the result, so the device waits
 neither for storage nor for the sampler. On the CPU backend the device *is* the CPUs, so the
-executor alternates: a batch of parallel compiles, then measurements with no compile running,
-so that a compiler never steals cycles from a timed kernel.
+executor alternates: a batch of parallel compiles, then its measurements back to back with no
+compile running and the driver waiting (their results are handed over once the batch is
+measured), so that neither a compiler nor the driver steals cycles from a timed kernel.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ class RayExecutor(Executor):
             self._grow()
             self._launch_compiles()
             self._dispatch()
-            if self._q.done:
+            if self._ready():
                 break
             refs = list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
             if not refs:
@@ -253,7 +254,15 @@ class RayExecutor(Executor):
                 self._time_out_hung()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-        return self._q.done.popleft() if self._q.done else None
+        return self._q.done.popleft() if self._ready() else None
+
+    def _ready(self) -> bool:
+        """Results to hand back. On the CPU backend they are held until the batch of compiled
+        jobs has been measured: the driver stores them and proposes while the next batch
+        compiles, never beside a timed kernel, and the batch's measurements run back to back."""
+        if not self._q.done:
+            return False
+        return not self.exclusive or not (self._measuring() or self._q.compiled)
 
     def _measuring(self) -> bool:
         return any(slot.running for slot in self._slots)
@@ -266,10 +275,7 @@ class RayExecutor(Executor):
             self._q.compiling[_compile_task.options(num_cpus=1).remote(job)] = job
 
     def _dispatch(self) -> None:
-        # On the CPU backend neither a compile nor the driver (storing a result, the sampler's
-        # next proposal) may run beside a timed kernel: results waiting for the driver hold the
-        # next measurement back until the driver asks again.
-        if self.exclusive and (self._q.compiling or self._q.done):
+        if self.exclusive and self._q.compiling:  # no compile beside a timed kernel on the CPU backend
             return
         for slot in self._slots:
             while slot.running is None and self._q.compiled:
