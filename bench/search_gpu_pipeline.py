@@ -16,7 +16,10 @@ GPU (what CI and a CPU can check) and prints what would run.
 
 The acceptance's device call (one H200, 40 trials, both tools and the split):
 
-    bench/search_gpu_pipeline.sh    # the device tool's $OUT gets search_gpu_pipeline_40/ and the log
+    PARTS=search LIMIT_search=540 bash bench/device_round.sh   (carry .devwheels; timeout_s 600)
+
+which leaves $OUT/round.tar.gz holding search/search_gpu_pipeline_40/{ours,search_gpu_pipeline,
+pipeline_split}.json and the logs.
 """
 
 from __future__ import annotations

@@ -44,9 +44,7 @@ from .measurement import Artifact, Job, Measurement, Status
 
 ACTOR_START_TIMEOUT_S = 120.0
 GROW_CHECK_S = 10.0
-
-
-COMPILE_NICENESS = 10
+COMPILE_NICENESS = 10  # added to a compile worker's niceness (see _yield_to_measuring)
 
 
 @ray.remote
@@ -236,7 +234,7 @@ class RayExecutor(Executor):
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         """Every turn hands the free devices their next compiled job before anything is returned:
         a device whose measurement just landed starts the next one while the driver stores the
-        result and proposes (on a GPU; on the CPU backend, see ``_dispatch``)."""
+        result and proposes (on a GPU; on the CPU backend, see ``_ready``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._grow()
