@@ -9,8 +9,17 @@ the time in timed kernel runs, the database the moment of the first stored measu
 Tuner: ``tune_kernel`` with its CuPy backend on the same rendered source (a code generator over
 our ``render``), the same constraints (our ``check`` as its restriction), launch geometry and
 shared memory, and the output verified against the same reference, ``--kt-strategy`` at
-``max_fevals = --budget``; its own totals give the benchmark time. ``--dry-run`` builds both
-sides without a GPU (what CI and a CPU can check) and prints what would run.
+``max_fevals = --budget``; its own totals give the benchmark time. Then our loop once more under
+bench/pipeline_split.py (the same run, timed phase by phase: proposal, storage, the device's busy
+and idle time) into ``DIR/pipeline_split.{json,md}``. ``--dry-run`` builds both sides without a
+GPU (what CI and a CPU can check) and prints what would run.
+
+The acceptance's device call (one H200, 40 trials, both tools and the split):
+
+    PARTS=search LIMIT_search=540 bash bench/device_round.sh   (carry .devwheels; timeout_s 600)
+
+which leaves $OUT/round.tar.gz holding search/search_gpu_pipeline_40/{ours,search_gpu_pipeline,
+pipeline_split}.json and the logs.
 """
 
 from __future__ import annotations
@@ -152,6 +161,18 @@ def main(argv: list[str] | None = None) -> None:
               "evaluations_per_minute_ratio": ours["evaluations_per_minute"] / theirs["evaluations_per_minute"]}
     (args.out / "search_gpu_pipeline.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(json.dumps(result, indent=1, default=str))
+    run_split(args)
+
+
+def run_split(args: argparse.Namespace) -> None:
+    """Our loop phase by phase (bench/pipeline_split.py), on the same shape, budget and seed."""
+    split = Path(__file__).with_name("pipeline_split.py")
+    done = subprocess.run([sys.executable, "-P", str(split), "--arch", ARCH, "--executor", "ray", "--shape",
+                           args.shape, "--trials", str(args.budget), "--seed", str(args.seed), "--label", "gpu",
+                           "--out", str(args.out / "pipeline_split.json")], capture_output=True, text=True)
+    (args.out / "pipeline_split.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"bench/pipeline_split.py failed ({done.returncode}): see {args.out / 'pipeline_split.log'}")
 
 
 def count_valid(options: dict) -> int:

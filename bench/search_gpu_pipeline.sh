@@ -6,7 +6,11 @@
 # Kernel Tuner 1.5.0, python-constraint2 and xmltodict come from the carried wheels (.devwheels/wheels,
 # installed by bench/device_env.sh; installed here again if that did not take); scikit-learn and
 # scipy (the default sampler's) are in the device image. One budget (40, the issue's 40-trial study)
-# so that the whole run fits one device call.
+# so that the whole run fits one device call. After both tools, search_gpu_pipeline.py runs our
+# loop once more under bench/pipeline_split.py: DIR/pipeline_split.{json,md}, the loop phase by
+# phase (proposal, storage, the GPU's busy, idle and timed-run time).
+# The acceptance's device call (one H200; carry .devwheels; about 4-6 minutes):
+#   PARTS=search LIMIT_search=540 bash bench/device_round.sh      (run's timeout_s 600)
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
 mkdir -p "$out"

@@ -9,14 +9,19 @@ the cluster loses no trial, and a kernel that really crashes is confirmed by its
 Actors are spread over the cluster's nodes; only devices of the first actor's kind are kept, so
 a study never compares an H100 with an A100. For CUDA, a GPU that joins mid-run gets an actor.
 
-On a GPU, compiles overlap measurement. On the CPU backend the device *is* the CPUs, so the
-executor alternates: a batch of parallel compiles, then measurements with no compile running,
-so that a compiler never steals cycles from a timed kernel.
+On a GPU, compiles overlap measurement: a job's compile starts as it is submitted, on every core
+(at a lower priority than the measuring process and the driver), and a device whose measurement
+lands is handed the next compiled job before the driver stores the result, so the device waits
+neither for storage nor for the sampler. On the CPU backend the device *is* the CPUs, so the
+executor alternates: a batch of parallel compiles, then its measurements back to back with no
+compile running and the driver waiting (their results are handed over once the batch is
+measured), so that neither a compiler nor the driver steals cycles from a timed kernel.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import signal
@@ -39,11 +44,21 @@ from .measurement import Artifact, Job, Measurement, Status
 
 ACTOR_START_TIMEOUT_S = 120.0
 GROW_CHECK_S = 10.0
+COMPILE_NICENESS = 10  # added to a compile worker's niceness (see _yield_to_measuring)
 
 
 @ray.remote
 def _compile_task(job: Job) -> Artifact:
+    _yield_to_measuring()
     return compile_job(job, portable=True)
+
+
+@functools.cache
+def _yield_to_measuring() -> None:
+    """Lowers this compile worker's priority, once per process: on a GPU host, compiles on every
+    core must not delay the measuring process's launches (a late launch after its start event
+    would count the GPU's wait as kernel time) nor the driver's next proposal."""
+    os.nice(COMPILE_NICENESS)
 
 
 @ray.remote(max_restarts=0)
@@ -212,14 +227,22 @@ class RayExecutor(Executor):
     # ---- jobs ----
 
     def submit(self, job: Job) -> None:
+        """Queues ``job`` and starts its compile at once where a compile slot is free, so the
+        compile pool fills while the driver is still proposing the rest of the batch."""
         self._q.pending.append(job)
+        self._launch_compiles()
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
+        """Every turn hands the free devices their next compiled job before anything is returned:
+        a device whose measurement just landed starts the next one while the driver stores the
+        result and proposes (on a GPU; on the CPU backend, see ``_ready``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._q.done:
+        while True:
             self._grow()
             self._launch_compiles()
             self._dispatch()
+            if self._ready():
+                break
             refs = list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
             if not refs:
                 return None
@@ -230,7 +253,15 @@ class RayExecutor(Executor):
                 self._time_out_hung()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-        return self._q.done.popleft() if self._q.done else None
+        return self._q.done.popleft() if self._ready() else None
+
+    def _ready(self) -> bool:
+        """Results to hand back. On the CPU backend they are held until the batch of compiled
+        jobs has been measured: the driver stores them and proposes while the next batch
+        compiles, never beside a timed kernel, and the batch's measurements run back to back."""
+        if not self._q.done:
+            return False
+        return not self.exclusive or not (self._measuring() or self._q.compiled)
 
     def _measuring(self) -> bool:
         return any(slot.running for slot in self._slots)
@@ -243,7 +274,7 @@ class RayExecutor(Executor):
             self._q.compiling[_compile_task.options(num_cpus=1).remote(job)] = job
 
     def _dispatch(self) -> None:
-        if self.exclusive and self._q.compiling:
+        if self.exclusive and self._q.compiling:  # no compile beside a timed kernel on the CPU backend
             return
         for slot in self._slots:
             while slot.running is None and self._q.compiled:
