@@ -48,7 +48,7 @@ class Families(KernelSpec):
         self.members: dict[str, KernelSpec] = {m.family: m for m in members}
         self.name, self.backend, self.family = first.name, first.backend, ""
         self.archs = tuple(a for a in first.archs if all(a in m.archs for m in members))
-        self.problem_params = first.problem_params
+        self.problem_params, self.reference_only = first.problem_params, first.reference_only
         self.description = "families " + ", ".join(self.names()) + " of " + first.name
         self.params = (Param(FAMILY, tuple(self.members), "the template family; the knobs below are "
                              "each family's own, named <family>.<knob>"),) + tuple(
