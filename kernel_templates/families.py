@@ -48,7 +48,7 @@ class Families(KernelSpec):
         self.members: dict[str, KernelSpec] = {m.family: m for m in members}
         self.name, self.backend, self.family = first.name, first.backend, ""
         self.archs = tuple(a for a in first.archs if all(a in m.archs for m in members))
-        self.problem_params, self.reference_only = first.problem_params, first.reference_only
+        self.problem_params = first.problem_params
         self.description = "families " + ", ".join(self.names()) + " of " + first.name
         self.params = (Param(FAMILY, tuple(self.members), "the template family; the knobs below are "
                              "each family's own, named <family>.<knob>"),) + tuple(
@@ -91,6 +91,10 @@ class Families(KernelSpec):
     def max_error(self, config: Config, problem: Problem) -> float:
         spec, own = self.member(config)
         return spec.max_error(own, problem)
+
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        spec, own = self.member(config)
+        return spec.kernel_inputs(inputs, own)
 
     # The problem is every family's (the registry checks that they agree): the default family's.
 

@@ -1,16 +1,26 @@
 """C = A·B on Hopper: a warp-specialized wgmma/TMA GEMM (gemm_cuda.cu, primitives in hopper.cuh).
 
 fp16 or bf16 in and out, or e4m3 in (FP8, per-tensor fp32 scales applied in the epilogue) and fp16,
-bf16 or fp32 out (``out_dtype``); fp32 accumulation. ``layout`` ``nn`` multiplies A [M, K] by
-B [K, N]; ``nt`` multiplies by the transpose of W [N, K] (``x @ W.T``, a linear layer's weight as
-stored). FP8 wgmma reads both operands K-major, so e4m3 admits ``nt`` alone. The problem sizes
-reach the kernel as run-time arguments (scalars and tensor maps), and so do the raster order and
-persistence, so the compiled variants depend on the tile knobs, types and layout alone: every one
-that check() admits compiles in CI (tests/test_gemm_compile.py).
+bf16 or fp32 out; fp32 accumulation. ``layout`` ``nn`` multiplies A [M, K] by B [K, N]; ``nt``
+multiplies by the transpose of W [N, K] (``x @ W.T``, a linear layer's weight as stored). FP8
+wgmma reads both operands K-major, so FP8 admits ``nt`` alone. The problem sizes reach the kernel
+as run-time arguments (scalars and tensor maps), and so do the raster order and persistence, so
+the compiled variants depend on the tile knobs, types and layout alone: every one that check()
+admits compiles in CI (tests/test_gemm_compile.py).
 
-An e4m3 problem's inputs are drawn in fp32 and quantized per tensor (scale = amax / 448, e4m3's
-largest finite value); its reference is the fp32 product of the inputs before quantization, so a
-trial's stored error is what FP8 costs, not only what the kernel adds to it.
+The MMA's input type is the knob ``precision``: ``native`` (the problem's dtype) or ``e4m3``. Two
+kinds of problem reach FP8:
+
+- ``dtype=e4m3`` (with ``out_dtype`` fp16, bf16 or fp32): the caller's inputs are FP8 already, as
+  ``torch._scaled_mm`` takes them. They are drawn in fp32 and quantized per tensor (scale = amax /
+  448, e4m3's largest finite value); the reference is the fp32 product before quantization.
+- ``dtype=fp16/bf16`` with ``fp8=true``: the caller's 16-bit inputs, of which a pre-pass (in
+  make_inputs here, the caller's own in production) makes per-tensor e4m3 copies for the
+  ``precision=e4m3`` configs. Both precisions share the study and its front, their errors against
+  the same fp32 product of the 16-bit inputs: ``tuner best --max-error`` picks FP8 where the bound
+  admits its error. Without ``fp8`` (the default) only native configs are admitted.
+
+Either way a trial's stored error is what FP8 costs, not only what the kernel adds to it.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ _TEMPLATE = files(__package__).joinpath("gemm_cuda.cu").read_text()
 _TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "e4m3": "float8_e4m3fn", "fp32": "float32"}
 _BYTES = {"fp16": 2, "bf16": 2, "e4m3": 1, "fp32": 4}
 OUT_DTYPES = ("same", "fp16", "bf16", "fp32")
+PRECISIONS = ("native", "e4m3")
 # The rounding of the output type bounds the error (fp32 accumulation adds little). e4m3's bound is
 # against the unquantized product: per-tensor quantization of normal inputs costs 0.037 relative L2
 # whatever the shape and output type (0.0373-0.0375 at 128-512 x 64-4096 on the CPU), which 0.05
@@ -84,6 +95,8 @@ class GemmCuda(KernelSpec):
               "(tma_half: a buffer of half the tile's columns, stored in two rounds: room for another stage)"),
         Param("split_k", (1, 2), "blocks sharing a tile's K (a 2-block cluster adding its halves through "
                                  "distributed shared memory): for too few tiles to fill the GPU"),
+        Param("precision", PRECISIONS, "the MMA's input type: the problem's dtype, or e4m3 (FP8, per-tensor "
+                                       "scales; on a 16-bit problem where it sets fp8=true)"),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -95,6 +108,8 @@ class GemmCuda(KernelSpec):
                      doc="nn: B is [K, N]; nt: B is W [N, K] and C = A·Wᵀ (e4m3: nt only)"),
         ProblemParam("out_dtype", str, "same", choices=OUT_DTYPES, optional=True,
                      doc="output type: same as dtype for fp16/bf16; fp16, bf16 or fp32 for e4m3"),
+        ProblemParam("fp8", bool, False, optional=True,
+                     doc="fp16/bf16: also admit precision=e4m3 (inputs quantized per tensor) on the same front"),
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
@@ -112,16 +127,18 @@ class GemmCuda(KernelSpec):
                 return f"split-K is for fewer tiles than SMs: {tiles} tiles fill the {sms} SMs already"
             if problem["K"] <= config["block_k"]:
                 return f"split-K needs more than one block_k of K (K={problem['K']})"
-        return check_tiles(config, device, *element_bytes(problem))
+        return check_tiles(config, device, *element_bytes(config, problem))
 
     def render(self, config: Config, problem: Problem) -> Source:
         out = out_dtype(problem)
-        in_bytes, out_bytes = element_bytes(problem)
+        in_bytes, out_bytes = element_bytes(config, problem)
+        # the buffers kernel_inputs() hands this config's kernel
+        a, b = ("a8", "b8") if in_bytes == 1 and problem["dtype"] != "e4m3" else ("a", "b")
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
                    "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
-                   "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16"),
-                   "IN_FP8": int(problem["dtype"] == "e4m3"), "OUT_BF16": int(out == "bf16"),
-                   "OUT_BYTES": out_bytes,
+                   "B_KMAJOR": int(problem["layout"] == "nt"),
+                   "IS_BF16": int(problem["dtype"] == "bf16" and in_bytes == 2), "IN_FP8": int(in_bytes == 1),
+                   "OUT_BF16": int(out == "bf16"), "OUT_BYTES": out_bytes,
                    "EPILOGUE_TMA": int(config["epilogue"] != "direct"), "EPILOGUE_COLS": epilogue_cols(config),
                    "PINGPONG": int(config["schedule"] == "pingpong"), "SPLIT_K": config["split_k"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
@@ -136,14 +153,14 @@ class GemmCuda(KernelSpec):
                      ("int32", int(config["raster"] == "m")), ("int32", RASTER_GROUP)),
             grid=(blocks, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
             shared_bytes=shared_bytes(config, in_bytes, out_bytes),
-            tensor_maps=(TensorMap("a", (atom_k, config["block_m"])), TensorMap("b", b_box))
+            tensor_maps=(TensorMap(a, (atom_k, config["block_m"])), TensorMap(b, b_box))
             + ((TensorMap("out", (128 // out_bytes, warpgroup_rows(config))),) if config["epilogue"] != "direct"
                else ()),
             cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
-        """A and B (for e4m3: quantized, then their scales, then the fp32 originals the reference
-        alone reads)."""
+        """A and B; for ``fp8=true`` then their e4m3 copies and scales; for ``dtype=e4m3`` A and B
+        quantized, their scales, then the fp32 originals the reference alone reads."""
         import torch
 
         generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
@@ -158,12 +175,23 @@ class GemmCuda(KernelSpec):
         (a, a_cols), (b, b_cols) = (matrix(problem["M"], problem["K"]), problem["K"]), (matrix(*b_shape), b_shape[1])
         if problem["dtype"] != "e4m3":
             dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
-            return {"a": a.to(dtype)[:, :a_cols], "b": b.to(dtype)[:, :b_cols]}
+            a, b = a.to(dtype), b.to(dtype)
+            inputs = {"a": a[:, :a_cols], "b": b[:, :b_cols]}
+            if not problem.get("fp8", False):
+                return inputs
+            (a8, a_scale), (b8, b_scale) = quantize_e4m3(a.float(), a_cols), quantize_e4m3(b.float(), b_cols)
+            return inputs | {"a8": a8, "b8": b8, "a_scale": a_scale, "b_scale": b_scale}
         (a8, a_scale), (b8, b_scale) = quantize_e4m3(a, a_cols), quantize_e4m3(b, b_cols)
         return {"a": a8, "b": b8, "a_scale": a_scale, "b_scale": b_scale,
                 "a_exact": a[:, :a_cols], "b_exact": b[:, :b_cols]}
 
-    reference_only = ("a_exact", "b_exact")
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        """A, B (and for FP8 their scales) as the config's kernel reads them."""
+        if "a8" in inputs:  # a 16-bit problem with fp8=true
+            names = ("a8", "b8", "a_scale", "b_scale") if config.get("precision") == "e4m3" else ("a", "b")
+        else:
+            names = ("a", "b", "a_scale", "b_scale") if "a_scale" in inputs else ("a", "b")
+        return {name: inputs[name] for name in names}
 
     def output_spec(self, problem: Problem) -> OutputSpec:
         return OutputSpec(shape=(problem["M"], problem["N"]), dtype=_TORCH_DTYPE[out_dtype(problem)])
@@ -179,11 +207,10 @@ class GemmCuda(KernelSpec):
 
     def bytes_moved(self, problem: Problem) -> float:
         m, n, k = problem["M"], problem["N"], problem["K"]
-        in_bytes, out_bytes = element_bytes(problem)
-        return float(in_bytes * (m * k + k * n) + out_bytes * m * n)
+        return float(_BYTES[problem["dtype"]] * (m * k + k * n) + _BYTES[out_dtype(problem)] * m * n)
 
     def max_error(self, config: Config, problem: Problem) -> float:
-        return _MAX_ERROR[problem["dtype"]]
+        return _MAX_ERROR["e4m3" if element_bytes(config, problem)[0] == 1 else problem["dtype"]]
 
 
 def out_dtype(problem: Problem) -> str:
@@ -192,23 +219,34 @@ def out_dtype(problem: Problem) -> str:
     return problem["dtype"] if named == "same" else named
 
 
-def element_bytes(problem: Problem) -> tuple[int, int]:
-    """Bytes of an input element and of an output element."""
-    return _BYTES[problem["dtype"]], _BYTES[out_dtype(problem)]
+def precision(config: Config) -> str:
+    """The MMA's input type of ``config`` (``native`` where a config stored before the knob has none)."""
+    return config.get("precision", "native")
+
+
+def element_bytes(config: Config, problem: Problem) -> tuple[int, int]:
+    """Bytes of an input element as the kernel reads it and of an output element."""
+    fp8 = problem["dtype"] == "e4m3" or precision(config) == "e4m3"
+    return 1 if fp8 else _BYTES[problem["dtype"]], _BYTES[out_dtype(problem)]
 
 
 def check_types(config: Config, problem: Problem) -> str | None:
-    """Why the input and output types, layout and block_k do not go together, or ``None``."""
-    fp8, named = problem["dtype"] == "e4m3", problem.get("out_dtype", "same")
-    if fp8 and problem["layout"] != "nt":
+    """Why the input and output types, precision, layout and block_k do not go together, or ``None``."""
+    dtype, named, mma = problem["dtype"], problem.get("out_dtype", "same"), precision(config)
+    if dtype == "e4m3" and mma != "e4m3":
+        return "e4m3 inputs take precision=e4m3"
+    if dtype != "e4m3" and mma == "e4m3" and not problem.get("fp8", False):
+        return f"precision=e4m3 quantizes {dtype} inputs where the problem sets fp8=true"
+    if mma == "e4m3" and problem["layout"] != "nt":
         return "e4m3 wgmma reads both operands K-major: use layout=nt (B as W [N, K]); nn is not admitted"
-    if fp8 and named == "same":
+    if dtype == "e4m3" and named == "same":
         return "e4m3 inputs write fp16, bf16 or fp32: set out_dtype"
-    if not fp8 and named not in ("same", problem["dtype"]):
-        return f"{problem['dtype']} inputs write {problem['dtype']}: out_dtype other than it is for e4m3"
-    if config["block_k"] * _BYTES[problem["dtype"]] != 128:
-        return (f"a stage's K is one 128-byte swizzled row: block_k={128 // _BYTES[problem['dtype']]} "
-                f"for {problem['dtype']}")
+    if dtype != "e4m3" and named not in ("same", dtype):
+        return f"{dtype} inputs write {dtype}: out_dtype other than it is for dtype=e4m3"
+    in_bytes = element_bytes(config, problem)[0]
+    if config["block_k"] * in_bytes != 128:
+        return (f"a stage's K is one 128-byte swizzled row: block_k={128 // in_bytes} "
+                f"for {'e4m3' if in_bytes == 1 else dtype}")
     return None
 
 

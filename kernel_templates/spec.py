@@ -12,7 +12,7 @@ CUDA source it renders). The tuner only ever talks to a kernel through this inte
 
 Calling convention of a rendered kernel: ``entry(*tensor_maps, *inputs, output, *scalars)`` where
 ``tensor_maps`` are :attr:`Source.tensor_maps` (CUDA only, usually none), ``inputs`` are the
-buffers of :meth:`KernelSpec.make_inputs` in dict order (less :attr:`KernelSpec.reference_only`),
+buffers of :meth:`KernelSpec.kernel_inputs` (make_inputs', usually all of them) in dict order,
 ``output`` is one buffer of :meth:`KernelSpec.output_spec`, and ``scalars`` are
 :attr:`Source.scalars` in order.
 
@@ -285,13 +285,11 @@ class KernelSpec(ProblemSpace, ABC):
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
         """Fresh random inputs, never zeros, as arrays of the backend's kind."""
 
-    # Entries of make_inputs() that reference() alone reads and the kernel never receives (the
-    # inputs before a quantization the kernel's own inputs went through): see kernel_inputs().
-    reference_only: tuple[str, ...] = ()
-
-    def kernel_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """The buffers of ``inputs`` the kernel takes, in order (without :attr:`reference_only`)."""
-        return {name: value for name, value in inputs.items() if name not in self.reference_only}
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        """The buffers of ``inputs`` (make_inputs') that ``config``'s kernel takes, in order: all of
+        them unless a template draws more than one kernel reads (a quantized copy for some configs,
+        the unquantized original that reference() alone reads)."""
+        return dict(inputs)
 
     @abstractmethod
     def output_spec(self, problem: Problem) -> OutputSpec: ...

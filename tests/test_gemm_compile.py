@@ -35,7 +35,7 @@ DEVICE = BACKEND.device(TARGET)
 DEFAULT = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
            "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
 PINGPONG = DEFAULT | {"block_m": 64, "schedule": "pingpong", "epilogue": "tma"}
-FP8 = DEFAULT | {"block_k": 128}
+FP8 = DEFAULT | {"block_k": 128, "precision": "e4m3"}
 # (dtype, layout, out_dtype) of each precision's problems, and the MMA each assembles to
 PRECISIONS = {"16-bit": ([(d, layout, "same") for d in ("fp16", "bf16") for layout in ("nn", "nt")], "HGMMA"),
               "e4m3": ([("e4m3", "nt", out) for out in ("fp16", "bf16", "fp32")], "QGMMA")}
@@ -201,11 +201,11 @@ def test_every_admitted_config_compiles_without_spills_to_warpgroup_mmas(precisi
         sass = dump_sass(artifact.path)
         atoms = warpgroup_rows(config) // 64
         # one per 32-byte k-step and m64 row of a stage (maybe repeated by unrolling)
-        mmas, steps = count(sass, mma), config["block_k"] * element_bytes(problem)[0] // 32
+        mmas, steps = count(sass, mma), config["block_k"] * element_bytes(config, problem)[0] // 32
         problems = [
             resources["spill_store_bytes"] and "spills", resources["stack_bytes"] and "a stack frame",
             count(sass, "LDL") + count(sass, "STL") and "local memory",
-            shared_bytes(config, *element_bytes(problem)) + resources["static_shared_bytes"] > limit
+            shared_bytes(config, *element_bytes(config, problem)) + resources["static_shared_bytes"] > limit
             and "too much shared memory",
             (not mmas or mmas % (steps * atoms)) and f"{mmas} {mma}",
             not count(sass, "UTMALDG") and "no TMA load",
@@ -233,8 +233,17 @@ def test_fp8_renders_one_byte_boxes_and_its_scales() -> None:
     assert tma.shared_bytes == 3 * 48 * 1024 + 128 * 256 * 4 + 1024
     assert SPEC.bytes_moved(problem) == 1000 * 4096 + 4096 * 4096 + 4 * 1000 * 4096
     assert SPEC.output_spec(problem).dtype == "float32"
-    assert SPEC.kernel_inputs({"a": 1, "b": 2, "a_scale": 3, "b_scale": 4, "a_exact": 5, "b_exact": 6}) == {
-        "a": 1, "b": 2, "a_scale": 3, "b_scale": 4}
+    drawn = {"a": 1, "b": 2, "a_scale": 3, "b_scale": 4, "a_exact": 5, "b_exact": 6}
+    assert SPEC.kernel_inputs(drawn, FP8) == {"a": 1, "b": 2, "a_scale": 3, "b_scale": 4}
+    # a bf16 problem with fp8=true: one binary with dtype=e4m3's, over the e4m3 copies of its inputs
+    both = SPEC.validate_problem({"layout": "nt", "fp8": True, "M": 1000})
+    mixed = SPEC.render(FP8, both)
+    assert mixed.code_digest() == SPEC.render(FP8, {**problem, "out_dtype": "bf16"}).code_digest()
+    assert [m.buffer for m in mixed.tensor_maps] == ["a8", "b8"]
+    drawn = {"a": 1, "b": 2, "a8": 3, "b8": 4, "a_scale": 5, "b_scale": 6}
+    assert SPEC.kernel_inputs(drawn, FP8) == {"a8": 3, "b8": 4, "a_scale": 5, "b_scale": 6}
+    assert SPEC.kernel_inputs(drawn, DEFAULT) == {"a": 1, "b": 2}
+    assert (SPEC.max_error(FP8, both), SPEC.max_error(DEFAULT, both)) == (0.05, 1e-2)
 
 
 def test_check_admits_fp8_in_k_major_layout_alone() -> None:
@@ -242,9 +251,9 @@ def test_check_admits_fp8_in_k_major_layout_alone() -> None:
     assert SPEC.check(FP8, fp8, DEVICE) is None
     assert "use layout=nt" in SPEC.check(FP8, {**fp8, "layout": "nn"}, DEVICE)
     assert "set out_dtype" in SPEC.check(FP8, SPEC.validate_problem({"dtype": "e4m3", "layout": "nt"}), DEVICE)
-    assert "block_k=128 for e4m3" in SPEC.check(DEFAULT, fp8, DEVICE)
-    assert "block_k=64 for bf16" in SPEC.check(FP8, SPEC.default_problem(), DEVICE)
-    assert "for e4m3" in SPEC.check(DEFAULT, SPEC.validate_problem({"out_dtype": "fp32"}), DEVICE)
+    assert "block_k=128 for e4m3" in SPEC.check(FP8 | {"block_k": 64}, fp8, DEVICE)
+    assert "block_k=64 for bf16" in SPEC.check(DEFAULT | {"block_k": 128}, SPEC.default_problem(), DEVICE)
+    assert "for dtype=e4m3" in SPEC.check(DEFAULT, SPEC.validate_problem({"out_dtype": "fp32"}), DEVICE)
     assert SPEC.check(DEFAULT, SPEC.validate_problem({"out_dtype": "bf16"}), DEVICE) is None
     # an fp32 output's TMA rows: 4 floats make 16 bytes
     tma = FP8 | {"stages": 3, "epilogue": "tma_half"}  # a whole 128x256 fp32 buffer leaves no room
@@ -253,6 +262,12 @@ def test_check_admits_fp8_in_k_major_layout_alone() -> None:
     assert SPEC.check(tma, {**fp32, "N": 1004}, DEVICE) is None
     assert "multiple of 4" in SPEC.check(tma, {**fp32, "N": 1002}, DEVICE)
     assert SPEC.validate_problem({"dtype": "e4m3", "out_dtype": "same"}) == SPEC.validate_problem({"dtype": "e4m3"})
+    assert "precision=e4m3" in SPEC.check(DEFAULT | {"block_k": 128}, fp8, DEVICE)
+    nt = SPEC.validate_problem({"layout": "nt"})
+    assert "sets fp8=true" in SPEC.check(FP8, nt, DEVICE)
+    assert SPEC.check(FP8, {**nt, "fp8": True}, DEVICE) is None
+    assert "use layout=nt" in SPEC.check(FP8, SPEC.validate_problem({"fp8": True}), DEVICE)
+    assert SPEC.check(DEFAULT, {**nt, "fp8": True}, DEVICE) is None  # the native configs beside them
 
 
 def test_e4m3_quantization_and_the_reference_before_it() -> None:
