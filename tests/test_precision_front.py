@@ -11,7 +11,7 @@ import pytest
 
 from tests.db_fixtures import measurement
 from tuner.cli import main
-from tuner.db import Store
+from tuner.db import Store, StudyRecord
 from tuner.kernel_templates import Target, find_spec
 from tuner.workers import get_backend
 
@@ -27,19 +27,25 @@ TRIALS = [(NATIVE, 1.0e-3, 3.1e-3), (NATIVE | {"stages": 3, "epilogue": "tma"}, 
           (FP8, 0.55e-3, 0.0374), (FP8 | {"raster": "n"}, 0.6e-3, 0.0373)]
 
 
+def store_mixed_study(store: Store, name: str) -> StudyRecord:
+    """The study of TRIALS, each config admitted by check() and within the template's bound."""
+    device = get_backend("cuda").device(Target.documented("sm_90a"))
+    study = store.ensure_study(name=name, kernel="gemm", backend="cuda", template_path=None,
+                               problem=PROBLEM, arch="sm_90a", device_name="NVIDIA H200", sampler="forest",
+                               directions=["minimize", "minimize"], space=SPEC.space())
+    for number, (config, latency, error) in enumerate(TRIALS):
+        assert SPEC.check(config, PROBLEM, device) is None
+        assert error <= SPEC.max_error(config, PROBLEM)
+        m = measurement(median_s=latency, rel_l2=error, source_hash=f"{name}{number}")
+        store.record_trial(study, number, config, m, f"// {number}")
+    return study
+
+
 @pytest.fixture
 def mixed_study(tmp_path) -> str:
-    device = get_backend("cuda").device(Target.documented("sm_90a"))
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     with Store.open(url) as store:
-        study = store.ensure_study(name="gemm-bf16-fp8", kernel="gemm", backend="cuda", template_path=None,
-                                   problem=PROBLEM, arch="sm_90a", device_name="NVIDIA H200", sampler="forest",
-                                   directions=["minimize", "minimize"], space=SPEC.space())
-        for number, (config, latency, error) in enumerate(TRIALS):
-            assert SPEC.check(config, PROBLEM, device) is None
-            assert error <= SPEC.max_error(config, PROBLEM)
-            m = measurement(median_s=latency, rel_l2=error, source_hash=f"gemm{number}")
-            store.record_trial(study, number, config, m, f"// {number}")
+        store_mixed_study(store, "gemm-bf16-fp8")
     return url
 
 
