@@ -103,12 +103,12 @@ def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
     return [config for config in every if SPEC.check(config, problem, device) is None]
 
 
-def build_all() -> list[str]:
+def build_all(problems: list[dict[str, Any]] | None = None) -> list[str]:
     """Compiles every distinct binary check() admits for the rows into the cache (the studies then
     find them built), nvcc processes in parallel; the problems of those that fail, spill or lack
     HGMMA (QGMMA for FP8)."""
     sources = {}
-    for problem in rows():
+    for problem in rows() if problems is None else problems:
         for config in admitted(problem):
             source = SPEC.render(config, problem)
             sources.setdefault(source.code_digest(), (config, problem, source))
@@ -223,7 +223,8 @@ def tuning_order(problems: list[dict[str, Any]]) -> list[int]:
     return sorted(range(len(problems)), key=key)
 
 
-def best_configs(db: str, trials: int, deadline: float, retune: bool = False) -> dict[int, dict[str, Any]]:
+def best_configs(db: str, trials: int, deadline: float, retune: bool = False,
+                 selected: set[int] | None = None) -> dict[int, dict[str, Any]]:
     """Row index -> its best stored config, tuning the missing rows (every row with ``retune``) until
     ``deadline``; a row with no stored study of its dtype and layout yet (nothing comparable to
     warm-start from) gets COLD_TRIALS_FACTOR times ``trials``."""
@@ -232,6 +233,8 @@ def best_configs(db: str, trials: int, deadline: float, retune: bool = False) ->
     problems = rows()
     found = {}
     for index in tuning_order(problems):
+        if selected is not None and index not in selected:
+            continue
         missing = retune or stored_best(service, problems[index]) is None
         if missing and trials and time.monotonic() < deadline:
             cold = not any(study.kernel == SPEC.name and all(study.problem.get(k) == problems[index][k]
@@ -370,7 +373,7 @@ def sass_report(measured: list[dict[str, Any]], path: Path) -> None:
     path.write_text("\n".join(text) + "\n")
 
 
-def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
+def benchmark(configs: dict[int, dict[str, Any]], out: Path, selected: set[int], stem: str) -> None:
     problems = rows()
     measured = []
     for index in sorted(configs):
@@ -378,13 +381,13 @@ def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
         r = measured[-1]
         print(f"row {index} {_label(r)}: {r['tuned_tflops']:.0f} vs {r['cublas_tflops']:.0f} TFLOP/s "
               f"({r['ratio']:.3f}x), rel {r['rel_err']:.2e}", flush=True)
-    result = {**header(), "rows": measured, "missing": [problems[i] for i in range(len(problems)) if i not in configs]}
-    (out / "gemm_vs_cublas.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = {**header(), "rows": measured, "missing": [problems[i] for i in sorted(selected) if i not in configs]}
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = table(measured)
-    (out / "gemm_vs_cublas.md").write_text(text)
+    (out / f"{stem}.md").write_text(text)
     print(text)
-    plot(measured, out / "gemm_vs_cublas.png")
-    sass_report(measured, out / "gemm_vs_cublas.sass.txt")
+    plot(measured, out / f"{stem}.png")
+    sass_report(measured, out / f"{stem}.sass.txt")
 
 
 def profile(row: str, db: str | None) -> None:
@@ -421,22 +424,27 @@ def main() -> None:
                         help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     parser.add_argument("--build", action="store_true", help="build every variant the rows admit, then stop")
+    parser.add_argument("--rows", choices=("all", "fp8", "16-bit"), default="all",
+                        help="tune, build and measure these rows alone (row numbers stay those of all; "
+                             "results as gemm_vs_cublas_ROWS.*)")
     args = parser.parse_args()
     if args.probe:
         return probe()
+    selected = {i for i, p in enumerate(rows()) if args.rows == "all" or (p["dtype"] == "e4m3") == (args.rows == "fp8")}
+    chosen = [p for i, p in enumerate(rows()) if i in selected]
     if args.build:
-        raise SystemExit(1 if build_all() else 0)
+        raise SystemExit(1 if build_all(chosen) else 0)
     if args.check:
         raise SystemExit(check())
     if args.profile is not None:
         return profile(args.profile, args.db)
     if not args.db:
         parser.error("--db is required unless --check, --probe or --profile")
-    build_all()  # the studies find every variant compiled
-    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune)
-    print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)
+    build_all(chosen)  # the studies find every variant compiled
+    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune, selected)
+    print(f"{len(configs)} of {len(selected)} rows have a tuned config", flush=True)
     if configs:
-        benchmark(configs, args.out)
+        benchmark(configs, args.out, selected, "gemm_vs_cublas" + ("" if args.rows == "all" else f"_{args.rows}"))
 
 
 if __name__ == "__main__":
