@@ -96,7 +96,7 @@ class GemmCuda(KernelSpec):
         Param("split_k", (1, 2), "blocks sharing a tile's K (a 2-block cluster adding its halves through "
                                  "distributed shared memory): for too few tiles to fill the GPU"),
         Param("precision", PRECISIONS, "the MMA's input type: the problem's dtype, or e4m3 (FP8, per-tensor "
-                                       "scales; on a 16-bit problem where it sets fp8=true)"),
+                                       "scales; on a 16-bit problem where it sets fp8=true)", stored_default="native"),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -221,7 +221,7 @@ def out_dtype(problem: Problem) -> str:
 
 def precision(config: Config) -> str:
     """The MMA's input type of ``config`` (``native`` where a config stored before the knob has none)."""
-    return config.get("precision", "native")
+    return config.get("precision", "native")  # the Param's stored_default
 
 
 def element_bytes(config: Config, problem: Problem) -> tuple[int, int]:

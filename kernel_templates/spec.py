@@ -51,11 +51,14 @@ def canonical_json(value: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Param:
-    """One tunable parameter: a named, ordered set of choices (Optuna categorical)."""
+    """One tunable parameter: a named, ordered set of choices (Optuna categorical). A knob added
+    after configs were stored names, as ``stored_default``, the value a stored config without it
+    has (None: every config has it)."""
 
     name: str
     choices: tuple[Any, ...]
     doc: str = ""
+    stored_default: Any = None
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,8 @@ def _say(decision: Decision, fallback: str | None, more: str = "") -> None:
 def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], target: Target) -> str | None:
     """Why a stored config cannot run ``problem`` on ``target``, or None when it can."""
     choices = {p.name: p.choices for p in spec.params}
-    config = choice.config
+    # a knob added since the config was stored takes the value such configs have
+    config = {p.name: p.stored_default for p in spec.params if p.stored_default is not None} | choice.config
     if set(config) != set(choices) or any(config[n] not in c for n, c in choices.items()):
         return (f"the stored config {config} is not one of the template's current space (the "
                 f"template changed since it was tuned): tune {spec.name} again")
