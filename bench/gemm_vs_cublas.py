@@ -2,13 +2,18 @@
 
 Rows (issue 14): squares 2048, 4096, 8192 (B [K, N]); LLM projections M in {4096, 16384} tokens x
 (N, K) in {(4096, 4096), (14336, 4096), (4096, 14336)} with layout nt (x @ W.T); odd sizes
-3000^3 and (1000, 5000, 3000); each in fp16 and bf16. For each row the fastest stored config
+3000^3 and (1000, 5000, 3000); each in fp16 and bf16. FP8 rows (issue 16): the same squares and
+projections (not the odd sizes: ``torch._scaled_mm`` takes multiples of 16) with e4m3 inputs,
+per-tensor scales and bf16 output, in layout nt (FP8 wgmma and cuBLASLt both read B K-major),
+against ``torch._scaled_mm`` (cuBLASLt, ``use_fast_accum=True``: the tensor cores' own FP8
+accumulation, as the template's) on the same quantized inputs; their error is against the fp32
+product before quantization. For each row the fastest stored config
 within the dtype's error bound (``Service.best`` on that exact problem), tuned first through
 ``tuner run`` (the default sampler, ``--trials``) where none is stored; then, in this process,
 the tuned kernel and ``torch.matmul`` on the same fresh random inputs, timed the same way
 (``cuda_measure.time_launches``: L2 flushed and output poisoned before every run, one event pair
 per run) in alternating rounds, median of >= 60 each. Writes ``gemm_vs_cublas.{json,md,png}`` and
-the winners' HGMMA lines (``gemm_vs_cublas.sass.txt``).
+the winners' HGMMA/QGMMA lines (``gemm_vs_cublas.sass.txt``).
     bench/gemm_vs_cublas.sh       (check, tune, measure, the 100-trial run: one device call)
     python3 -P bench/gemm_vs_cublas.py --check            (every variant built, every row's shape verified)
     python3 -P bench/gemm_vs_cublas.py --db URL --trials 24
@@ -59,21 +64,37 @@ QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
 REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
                     "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
+FP8_REFERENCE_CONFIG = REFERENCE_CONFIG | {"block_k": 128, "precision": "e4m3"}  # a stage of 128 bytes of K
 # A study with no tuned neighbour of its dtype and layout (nothing to warm-start from) gets this many
 # times --trials.
 COLD_TRIALS_FACTOR = 3
 
 
+SQUARES = [(s, s, s, "nn") for s in (2048, 4096, 8192)]
+PROJECTIONS = [(m, n, k, "nt") for m in (4096, 16384) for n, k in ((4096, 4096), (14336, 4096), (4096, 14336))]
+ODD = [(3000, 3000, 3000, "nn"), (1000, 5000, 3000, "nn")]
+FP8_OUT = "bf16"
+
+
 def rows() -> list[dict[str, Any]]:
-    shapes = [(s, s, s, "nn") for s in (2048, 4096, 8192)]
-    shapes += [(m, n, k, "nt") for m in (4096, 16384) for n, k in ((4096, 4096), (14336, 4096), (4096, 14336))]
-    shapes += [(3000, 3000, 3000, "nn"), (1000, 5000, 3000, "nn")]
-    return [SPEC.validate_problem({"M": m, "N": n, "K": k, "layout": layout, "dtype": dtype})
-            for dtype in ("fp16", "bf16") for m, n, k, layout in shapes]
+    """The 16-bit rows (each shape in fp16, then in bf16), then the FP8 rows."""
+    sixteen = [SPEC.validate_problem({"M": m, "N": n, "K": k, "layout": layout, "dtype": dtype})
+               for dtype in ("fp16", "bf16") for m, n, k, layout in SQUARES + PROJECTIONS + ODD]
+    return sixteen + [SPEC.validate_problem({"M": m, "N": n, "K": k, "layout": "nt", "dtype": "e4m3",
+                                             "out_dtype": FP8_OUT}) for m, n, k, _ in SQUARES + PROJECTIONS]
+
+
+def mma_mnemonic(problem: dict[str, Any]) -> str:
+    """The SASS of the row's warpgroup MMAs: QGMMA for FP8, HGMMA for 16-bit inputs."""
+    return "QGMMA" if problem["dtype"] == "e4m3" else "HGMMA"
 
 
 def bound(problem: dict[str, Any]) -> float:
     return SPEC.max_error({}, problem)
+
+
+def reference_config(problem: dict[str, Any]) -> dict[str, Any]:
+    return FP8_REFERENCE_CONFIG if problem["dtype"] == "e4m3" else REFERENCE_CONFIG
 
 
 def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
@@ -82,12 +103,12 @@ def admitted(problem: dict[str, Any]) -> list[dict[str, Any]]:
     return [config for config in every if SPEC.check(config, problem, device) is None]
 
 
-def build_all() -> list[str]:
+def build_all(problems: list[dict[str, Any]] | None = None) -> list[str]:
     """Compiles every distinct binary check() admits for the rows into the cache (the studies then
     find them built), nvcc processes in parallel; the problems of those that fail, spill or lack
-    HGMMA."""
+    HGMMA (QGMMA for FP8)."""
     sources = {}
-    for problem in rows():
+    for problem in rows() if problems is None else problems:
         for config in admitted(problem):
             source = SPEC.render(config, problem)
             sources.setdefault(source.code_digest(), (config, problem, source))
@@ -98,13 +119,14 @@ def build_all() -> list[str]:
         if artifact.error:
             return f"{config} {problem['dtype']} {problem['layout']}: {artifact.error}"
         spilled = artifact.resources.get("spill_store_bytes", 0) or artifact.resources.get("stack_bytes", 0)
-        if spilled or not count(dump_sass(artifact.path), "HGMMA"):
-            return f"{config} {problem['dtype']} {problem['layout']}: spills or no HGMMA {artifact.resources}"
+        if spilled or not count(dump_sass(artifact.path), mma_mnemonic(problem)):
+            return (f"{config} {problem['dtype']} {problem['layout']}: spills or no {mma_mnemonic(problem)} "
+                    f"{artifact.resources}")
         return None
 
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         failures = [f for f in pool.map(build, sources.values()) if f]
-    print(f"built {len(sources)} variants: {len(failures)} failed, spilled or lack HGMMA", flush=True)
+    print(f"built {len(sources)} variants: {len(failures)} failed, spilled or lack their MMAs", flush=True)
     return failures
 
 
@@ -113,7 +135,7 @@ def check() -> int:
     failures = build_all()
     for index, problem in enumerate(rows()):
         configs = admitted(problem)
-        for config in (REFERENCE_CONFIG, configs[index % len(configs)], configs[-1 - index % len(configs)]):
+        for config in (reference_config(problem), configs[index % len(configs)], configs[-1 - index % len(configs)]):
             source = SPEC.render(config, problem)
             job = Job(trial_id=index, spec=SpecRef("gemm", "cuda"), config=config, problem=problem, target=TARGET,
                       source=source, seed=index)
@@ -151,7 +173,7 @@ def probe() -> None:
     for index, problem in enumerate(problems):
         inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
         ref = SPEC.reference(inputs, problem)
-        out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+        out = output(problem)
         cublas_s = median_s(cublas_launch(problem, inputs, out), out)
         flops = SPEC.flops(problem)
         print(f"{_label(problem)}: cuBLAS {flops / cublas_s / 1e12:.0f} TFLOP/s", flush=True)
@@ -177,7 +199,7 @@ def tune(problem: dict[str, Any], db: str, trials: int, seed: int) -> None:
     start per row; one GPU: the local executor), with the default sampler and its warm start from
     the nearest tuned shapes; every variant is already in the compile cache (build_all). A study
     that exists resumes with ``trials`` more."""
-    shape = ",".join(f"{key}={problem[key]}" for key in ("M", "N", "K", "layout"))
+    shape = ",".join(f"{key}={problem[key]}" for key in ("M", "N", "K", "layout", "out_dtype") if key in problem)
     argv = ["run", "--arch", ARCH, "--kernel", SPEC.name, "--shape", shape, "--dtype", problem["dtype"],
             "--trials", str(trials), "--seed", str(seed), "--db", db, "--executor", "local", "--no-progress"]
     print("+ tuner", " ".join(argv), flush=True)
@@ -188,19 +210,21 @@ def tune(problem: dict[str, Any], db: str, trials: int, seed: int) -> None:
 
 
 def tuning_order(problems: list[dict[str, Any]]) -> list[int]:
-    """Row indices, the shape of the default problem (4096^3 nn) first, then the others, fp16 and
-    bf16 of a shape in turn: the first study of a dtype is the one the others warm-start from."""
+    """Row indices, the shape of the default problem (4096^3 nn) first, then the others, each
+    shape's dtypes in turn: the first study of a dtype is the one the others warm-start from."""
     default = SPEC.default_problem()
-    half = len(problems) // 2
+    shapes = [(m, n, k) for m, n, k, _ in SQUARES + PROJECTIONS + ODD]
 
     def key(i: int) -> tuple[bool, int, int]:
         problem = problems[i]
-        return (any(problem[k] != default[k] for k in ("M", "N", "K", "layout")), i % half, i // half)
+        return (any(problem[k] != default[k] for k in ("M", "N", "K", "layout")),
+                shapes.index((problem["M"], problem["N"], problem["K"])), i)
 
     return sorted(range(len(problems)), key=key)
 
 
-def best_configs(db: str, trials: int, deadline: float, retune: bool = False) -> dict[int, dict[str, Any]]:
+def best_configs(db: str, trials: int, deadline: float, retune: bool = False,
+                 selected: set[int] | None = None) -> dict[int, dict[str, Any]]:
     """Row index -> its best stored config, tuning the missing rows (every row with ``retune``) until
     ``deadline``; a row with no stored study of its dtype and layout yet (nothing comparable to
     warm-start from) gets COLD_TRIALS_FACTOR times ``trials``."""
@@ -209,6 +233,8 @@ def best_configs(db: str, trials: int, deadline: float, retune: bool = False) ->
     problems = rows()
     found = {}
     for index in tuning_order(problems):
+        if selected is not None and index not in selected:
+            continue
         missing = retune or stored_best(service, problems[index]) is None
         if missing and trials and time.monotonic() < deadline:
             cold = not any(study.kernel == SPEC.name and all(study.problem.get(k) == problems[index][k]
@@ -230,19 +256,30 @@ def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[s
     artifact = BACKEND.compile(source, TARGET)
     if artifact.error is not None:
         raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
-    return launcher(artifact.path, source, inputs, out)
+    return launcher(artifact.path, source, SPEC.kernel_inputs(inputs, config), out)
+
+
+def output(problem: dict[str, Any]) -> torch.Tensor:
+    spec = SPEC.output_spec(problem)
+    return torch.empty(spec.shape, dtype=getattr(torch, spec.dtype), device="cuda")
 
 
 def cublas_launch(problem: dict[str, Any], inputs: dict[str, torch.Tensor], out: torch.Tensor) -> Callable[[], Any]:
+    """cuBLAS on the row's inputs into ``out``: torch.matmul, or for FP8 torch._scaled_mm (A row-major,
+    B = W.T column-major, the per-tensor scales, the tensor cores' own accumulation)."""
     a, b = inputs["a"], inputs["b"]
     b = b if problem["layout"] == "nn" else b.T
-    return lambda: torch.matmul(a, b, out=out)
+    if problem["dtype"] != "e4m3":
+        return lambda: torch.matmul(a, b, out=out)
+    scale_a, scale_b = inputs["a_scale"], inputs["b_scale"]
+    return lambda: torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out.dtype,
+                                    use_fast_accum=True, out=out)
 
 
 def measure_row(index: int, problem: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
     ref = SPEC.reference(inputs, problem)
-    out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+    out = output(problem)
     launches = (tuned_launch(config, problem, inputs, out), cublas_launch(problem, inputs, out))
     samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(ROUNDS):
@@ -252,7 +289,8 @@ def measure_row(index: int, problem: dict[str, Any], config: dict[str, Any]) -> 
     rel_err, cublas_err = (launched_error(launch, out, ref) for launch in launches)
     flops = SPEC.flops(problem)
     return {"M": problem["M"], "N": problem["N"], "K": problem["K"], "layout": problem["layout"],
-            "dtype": problem["dtype"], "config": config, "tuned_tflops": flops / tuned_s / 1e12,
+            "dtype": problem["dtype"], **{k: problem[k] for k in ("out_dtype",) if k in problem},
+            "config": config, "tuned_tflops": flops / tuned_s / 1e12,
             "cublas_tflops": flops / cublas_s / 1e12, "rel_err": rel_err, "ratio": cublas_s / tuned_s,
             "tuned_us": tuned_s * 1e6, "cublas_us": cublas_s * 1e6, "cublas_rel_err": cublas_err}
 
@@ -266,11 +304,16 @@ def launched_error(launch: Callable[[], Any], out: torch.Tensor, ref: torch.Tens
 
 
 def _label(problem: dict[str, Any]) -> str:
-    return f"{problem['M']}x{problem['N']}x{problem['K']} {problem['layout']} {problem['dtype']}"
+    return f"{problem['M']}x{problem['N']}x{problem['K']} {problem['layout']} {_types(problem)}"
+
+
+def _types(problem: dict[str, Any]) -> str:
+    """The row's dtype, and for FP8 its output type: ``e4m3->bf16``."""
+    return f"{problem['dtype']}->{problem['out_dtype']}" if "out_dtype" in problem else problem["dtype"]
 
 
 def _config_text(config: dict[str, Any]) -> str:
-    return ",".join(str(config[p.name]) for p in SPEC.params)
+    return ",".join(str(config.get(p.name, "native")) for p in SPEC.params)  # stored before precision: native
 
 
 def table(measured: list[dict[str, Any]]) -> str:
@@ -278,13 +321,17 @@ def table(measured: list[dict[str, Any]]) -> str:
     lines = [f"| M | N | K | layout | dtype | config ({names}) | tuned TFLOP/s | cuBLAS TFLOP/s | x cuBLAS | rel err |",
              "|" + "---|" * 10]
     for r in measured:
-        lines.append(f"| {r['M']} | {r['N']} | {r['K']} | {r['layout']} | {r['dtype']} | {_config_text(r['config'])} | "
+        lines.append(f"| {r['M']} | {r['N']} | {r['K']} | {r['layout']} | {_types(r)} | {_config_text(r['config'])} | "
                      f"{r['tuned_tflops']:.0f} | {r['cublas_tflops']:.0f} | {r['ratio']:.3f} | {r['rel_err']:.2e} |")
-    ahead = sum(r["ratio"] >= 1.0 for r in measured)
-    close = sum(r["ratio"] >= 0.95 for r in measured)
-    within = sum(r["rel_err"] <= bound(r) for r in measured)
-    lines.append(f"\n{ahead} of {len(measured)} rows at >= 1.0x cuBLAS, {close} at >= 0.95x; "
-                 f"{within} within the error bound")
+    for name, anchor, fp8 in (("16-bit", "cuBLAS", False), ("FP8", "torch._scaled_mm", True)):
+        kind = [r for r in measured if (r["dtype"] == "e4m3") == fp8]
+        if not kind:
+            continue
+        ahead = sum(r["ratio"] >= 1.0 for r in kind)
+        close = sum(r["ratio"] >= 0.95 for r in kind)
+        within = sum(r["rel_err"] <= bound(r) for r in kind)
+        lines.append(f"\n{name}: {ahead} of {len(kind)} rows at >= 1.0x {anchor}, {close} at >= 0.95x; "
+                     f"{within} within the error bound")
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +344,8 @@ def plot(measured: list[dict[str, Any]], path: Path) -> None:
     x, width = np.arange(len(measured)), 0.4
     fig, ax = plt.subplots(figsize=(max(12, len(measured) * 0.6), 5))
     ax.bar(x - width / 2, [r["tuned_tflops"] for r in measured], width, label="tuned gemm (tuner best)")
-    ax.bar(x + width / 2, [r["cublas_tflops"] for r in measured], width, label="cuBLAS (torch.matmul)")
+    ax.bar(x + width / 2, [r["cublas_tflops"] for r in measured], width,
+           label="cuBLAS (torch.matmul; FP8: torch._scaled_mm)")
     ax.set_xticks(x, [_label(r) for r in measured], rotation=70, ha="right", fontsize=8)
     ax.set_ylabel("TFLOP/s")
     ax.set_title("GEMM on H200: the tuned template vs cuBLAS")
@@ -307,24 +355,25 @@ def plot(measured: list[dict[str, Any]], path: Path) -> None:
 
 
 def sass_report(measured: list[dict[str, Any]], path: Path) -> None:
-    """Each winning binary's HGMMA lines (cuobjdump --dump-sass), with its local-memory count."""
+    """Each winning binary's HGMMA (FP8: QGMMA) lines (cuobjdump --dump-sass), with its local-memory count."""
     seen, text = set(), []
     for r in measured:
-        problem = SPEC.validate_problem({k: r[k] for k in ("M", "N", "K", "layout", "dtype")})
+        problem = SPEC.validate_problem({k: r[k] for k in ("M", "N", "K", "layout", "dtype", "out_dtype") if k in r})
         artifact = BACKEND.compile(SPEC.render(r["config"], problem), TARGET)
         if artifact.path in seen:
             continue
         seen.add(artifact.path)
         sass = dump_sass(artifact.path)
-        hgmma = [line.strip() for line in sass.splitlines() if "HGMMA" in line]
-        text.append(f"== {_config_text(r['config'])} {r['dtype']} {r['layout']}: {len(hgmma)} HGMMA, "
+        mma = mma_mnemonic(problem)
+        hgmma = [line.strip() for line in sass.splitlines() if mma in line]
+        text.append(f"== {_config_text(r['config'])} {_types(r)} {r['layout']}: {len(hgmma)} {mma}, "
                     f"{count(sass, 'LDL') + count(sass, 'STL')} LDL/STL, {count(sass, 'UTMALDG')} UTMALDG, "
                     f"resources {artifact.resources}")
         text += hgmma
     path.write_text("\n".join(text) + "\n")
 
 
-def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
+def benchmark(configs: dict[int, dict[str, Any]], out: Path, selected: set[int], stem: str) -> None:
     problems = rows()
     measured = []
     for index in sorted(configs):
@@ -332,13 +381,13 @@ def benchmark(configs: dict[int, dict[str, Any]], out: Path) -> None:
         r = measured[-1]
         print(f"row {index} {_label(r)}: {r['tuned_tflops']:.0f} vs {r['cublas_tflops']:.0f} TFLOP/s "
               f"({r['ratio']:.3f}x), rel {r['rel_err']:.2e}", flush=True)
-    result = {**header(), "rows": measured, "missing": [problems[i] for i in range(len(problems)) if i not in configs]}
-    (out / "gemm_vs_cublas.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = {**header(), "rows": measured, "missing": [problems[i] for i in sorted(selected) if i not in configs]}
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = table(measured)
-    (out / "gemm_vs_cublas.md").write_text(text)
+    (out / f"{stem}.md").write_text(text)
     print(text)
-    plot(measured, out / "gemm_vs_cublas.png")
-    sass_report(measured, out / "gemm_vs_cublas.sass.txt")
+    plot(measured, out / f"{stem}.png")
+    sass_report(measured, out / f"{stem}.sass.txt")
 
 
 def profile(row: str, db: str | None) -> None:
@@ -352,10 +401,10 @@ def profile(row: str, db: str | None) -> None:
             raise SystemExit(f"no stored config for {_label(problem)}: run the benchmark first (and give --db)")
     else:
         changes, end = json.JSONDecoder().raw_decode(row)
-        config = REFERENCE_CONFIG | changes
         problem = SPEC.validate_problem(json.loads(row[end:]))
+        config = reference_config(problem) | changes
     inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
-    out = torch.empty((problem["M"], problem["N"]), dtype=inputs["a"].dtype, device="cuda")
+    out = output(problem)
     launch = tuned_launch(config, problem, inputs, out)
     launch(), launch()
     cublas_launch(problem, inputs, out)()
@@ -375,22 +424,27 @@ def main() -> None:
                         help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     parser.add_argument("--build", action="store_true", help="build every variant the rows admit, then stop")
+    parser.add_argument("--rows", choices=("all", "fp8", "16-bit"), default="all",
+                        help="tune, build and measure these rows alone (row numbers stay those of all; "
+                             "results as gemm_vs_cublas_ROWS.*)")
     args = parser.parse_args()
     if args.probe:
         return probe()
+    selected = {i for i, p in enumerate(rows()) if args.rows == "all" or (p["dtype"] == "e4m3") == (args.rows == "fp8")}
+    chosen = [p for i, p in enumerate(rows()) if i in selected]
     if args.build:
-        raise SystemExit(1 if build_all() else 0)
+        raise SystemExit(1 if build_all(chosen) else 0)
     if args.check:
         raise SystemExit(check())
     if args.profile is not None:
         return profile(args.profile, args.db)
     if not args.db:
         parser.error("--db is required unless --check, --probe or --profile")
-    build_all()  # the studies find every variant compiled
-    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune)
-    print(f"{len(configs)} of {len(rows())} rows have a tuned config", flush=True)
+    build_all(chosen)  # the studies find every variant compiled
+    configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune, selected)
+    print(f"{len(configs)} of {len(selected)} rows have a tuned config", flush=True)
     if configs:
-        benchmark(configs, args.out)
+        benchmark(configs, args.out, selected, "gemm_vs_cublas" + ("" if args.rows == "all" else f"_{args.rows}"))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,10 @@ class Families(KernelSpec):
         spec, own = self.member(config)
         return spec.max_error(own, problem)
 
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        spec, own = self.member(config)
+        return spec.kernel_inputs(inputs, own)
+
     # The problem is every family's (the registry checks that they agree): the default family's.
 
     def _default(self) -> KernelSpec:

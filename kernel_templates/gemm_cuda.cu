@@ -4,9 +4,15 @@
  * persistent grid walking output tiles in grouped order.
  *
  * A is [M, K] row-major; B is [K, N] row-major (B_KMAJOR 0: read MN-major by wgmma) or, for
- * x @ W.T, W = [N, K] row-major (B_KMAJOR 1). C is [M, N] row-major, fp16 or bf16. M, N, K are
- * run-time arguments: TMA zero-fills the loads past the edges and the stores are clipped, so any
- * size runs on the same binary.
+ * x @ W.T, W = [N, K] row-major (B_KMAJOR 1). C is [M, N] row-major, fp16, bf16 or (OUT_BYTES 4)
+ * fp32. M, N, K are run-time arguments: TMA zero-fills the loads past the edges and the stores are
+ * clipped, so any size runs on the same binary.
+ *
+ * FP8 (IN_FP8 1): A and B are e4m3, both K-major (B_KMAJOR 1: 8-bit wgmma reads no transposed
+ * operand), multiplied by k32 wgmma into fp32; the epilogue multiplies the accumulators by the
+ * per-tensor scales a_scale[0] * b_scale[0] (device scalars, as cuBLASLt takes them). A 128-byte
+ * swizzled row holds ATOM_K = 128 / IN_BYTES elements of K, and a wgmma k-step reads 32 bytes of it
+ * whatever the type, so the shared-memory layout and descriptors are those of the 16-bit kernel.
  *
  * Two schedules of the consumers (PINGPONG): cooperative (0), both warpgroups on one tile, each on
  * BLOCK_M/CONSUMERS of its rows; ping-pong (1, two consumers), each warpgroup on a whole tile of its
@@ -26,7 +32,8 @@
  * Then blocks own one tile each (no persistence) and no cluster shares B (CLUSTER 1).
  *
  * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
- * SPLIT_K, B_KMAJOR, IS_BF16, PINGPONG, EPILOGUE_TMA and EPILOGUE_COLS before this text.
+ * SPLIT_K, B_KMAJOR, IS_BF16, IN_FP8, OUT_BF16, OUT_BYTES, PINGPONG, EPILOGUE_TMA and EPILOGUE_COLS
+ * before this text.
  */
 #include "hopper.cuh"
 
@@ -35,10 +42,14 @@ using namespace hopper;
 constexpr int THREADS = (CONSUMERS + 1) * 128;
 constexpr int WG_M = PINGPONG ? BLOCK_M : BLOCK_M / CONSUMERS;  // output rows of one consumer warpgroup
 constexpr int M_ATOMS = WG_M / 64;         // m64 wgmma rows per consumer warpgroup
-constexpr int K_ATOMS = BLOCK_K / 64;      // 128-byte swizzle atoms along K in an A tile
+constexpr int IN_BYTES = IN_FP8 ? 1 : 2;
+constexpr int ATOM_K = 128 / IN_BYTES;     // K elements of a 128-byte swizzled row
+constexpr int K_ATOMS = BLOCK_K / ATOM_K;  // 128-byte swizzle atoms along K in an A tile
+constexpr int K_STEPS = BLOCK_K * IN_BYTES / 32;  // wgmma k-steps of a stage (32 bytes of K each)
 constexpr int ACC = BLOCK_N / 2;           // fp32 accumulators of one m64 atom per thread
-constexpr int A_BYTES = BLOCK_M * BLOCK_K * 2;
-constexpr int B_BYTES = BLOCK_N * BLOCK_K * 2;
+constexpr int A_BYTES = BLOCK_M * BLOCK_K * IN_BYTES;
+constexpr int B_BYTES = BLOCK_N * BLOCK_K * IN_BYTES;
+constexpr int OUT_CHUNK = 128 / OUT_BYTES;  // output columns of a 128-byte row of the TMA epilogue
 constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
 // Registers after reallocation: the producer keeps few, the consumers take the rest of the file.
 constexpr int PRODUCER_REGISTERS = 40, CONSUMER_REGISTERS = 232;
@@ -47,14 +58,15 @@ static_assert(!PINGPONG || (CONSUMERS == 2 && SPLIT_K == 1), "ping-pong: two con
 static_assert(BLOCK_N % EPILOGUE_COLS == 0 && EPILOGUE_COLS % 64 == 0, "the epilogue buffer's columns");
 static_assert(SPLIT_K == 1 || CLUSTER == 1, "split-K clusters along K, multicast along M: one or the other");
 static_assert(SPLIT_K == 1 || BLOCK_M * BLOCK_N * 4 <= STAGES * STAGE_BYTES, "the partial sums reuse the stages");
-static_assert(WG_M % 64 == 0 && BLOCK_K % 64 == 0 && BLOCK_N % 64 == 0, "tile shape");
+static_assert(WG_M % 64 == 0 && BLOCK_K % ATOM_K == 0 && BLOCK_N % 64 == 0, "tile shape");
+static_assert(!IN_FP8 || B_KMAJOR, "8-bit wgmma reads B K-major only");
 static_assert(BLOCK_N % (64 * CLUSTER) == 0 || B_KMAJOR, "MN-major B is shared in 64-column chunks");
 
 typedef Wgmma<BLOCK_N, IS_BF16> Mma;
 
 __device__ __forceinline__ u32 pack2(float lo, float hi) {
   u32 packed;
-#if IS_BF16
+#if OUT_BF16
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
 #else
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(packed) : "f"(hi), "f"(lo));
@@ -70,14 +82,14 @@ __device__ __forceinline__ void load_stage(unsigned char *a_tile, unsigned char 
   mbar_arrive_expect_tx(full, STAGE_BYTES);
 #pragma unroll
   for (int ka = 0; ka < K_ATOMS; ka++)
-    tma_load_2d(a_tile + ka * BLOCK_M * 128, map_a, full, k0 + ka * 64, m0);
+    tma_load_2d(a_tile + ka * BLOCK_M * 128, map_a, full, k0 + ka * ATOM_K, m0);
 #if B_KMAJOR
-  constexpr int ROWS = BLOCK_N / CLUSTER;  // the TMA box of B is 64 K x ROWS N
+  constexpr int ROWS = BLOCK_N / CLUSTER;  // the TMA box of B is ATOM_K K x ROWS N
 #pragma unroll
   for (int ka = 0; ka < K_ATOMS; ka++) {
     unsigned char *dst = b_tile + ka * BLOCK_N * 128 + rank * ROWS * 128;
-    if (CLUSTER == 1) tma_load_2d(dst, map_b, full, k0 + ka * 64, n0);
-    else tma_load_2d_multicast(dst, map_b, full, k0 + ka * 64, n0 + rank * ROWS, (1 << CLUSTER) - 1);
+    if (CLUSTER == 1) tma_load_2d(dst, map_b, full, k0 + ka * ATOM_K, n0);
+    else tma_load_2d_multicast(dst, map_b, full, k0 + ka * ATOM_K, n0 + rank * ROWS, (1 << CLUSTER) - 1);
   }
 #else
 #pragma unroll
@@ -89,11 +101,11 @@ __device__ __forceinline__ void load_stage(unsigned char *a_tile, unsigned char 
 #endif
 }
 
-/* One stage's MMAs of a consumer warpgroup: BLOCK_K/16 k-steps over its M_ATOMS m64 rows from `row0`. */
+/* One stage's MMAs of a consumer warpgroup: K_STEPS k-steps over its M_ATOMS m64 rows from `row0`. */
 __device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsigned char *a_tile,
                                           const unsigned char *b_tile, int row0, int accumulate) {
 #pragma unroll
-  for (int kk = 0; kk < BLOCK_K / 16; kk++) {
+  for (int kk = 0; kk < K_STEPS; kk++) {
 #if B_KMAJOR
     const u64 b = smem_descriptor(b_tile + kk / 4 * BLOCK_N * 128 + kk % 4 * 32, 16, 1024);
 #else
@@ -103,7 +115,11 @@ __device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsi
     for (int ma = 0; ma < M_ATOMS; ma++) {
       const u64 a = smem_descriptor(a_tile + kk / 4 * BLOCK_M * 128 + (row0 + ma * 64) * 128 + kk % 4 * 32,
                                     16, 1024);
+#if IN_FP8
+      WgmmaE4m3<BLOCK_N>::ss(acc[ma], a, b, accumulate || kk > 0);
+#else
       Mma::ss<1 - B_KMAJOR>(acc[ma], a, b, accumulate || kk > 0);
+#endif
     }
   }
 }
@@ -111,8 +127,8 @@ __device__ __forceinline__ void mma_stage(float (&acc)[M_ATOMS][ACC], const unsi
 /* Rounds the accumulators to the output type and stores the ones inside [M, N] (the m64nN
  * fragment: thread t of the warpgroup holds rows 16*(t/32) + (t%32)/4 (+8), column pairs
  * 8*j + 2*(t%4)). */
-__device__ __forceinline__ void store_tile(float (&acc)[M_ATOMS][ACC], unsigned short *c, int M, int N,
-                                           int row0, int col0) {
+__device__ __forceinline__ void store_tile(float (&acc)[M_ATOMS][ACC], void *c, int M, int N, int row0,
+                                           int col0) {
   const int t = threadIdx.x % 128;
   const bool paired = (N % 2) == 0;
 #pragma unroll
@@ -121,17 +137,28 @@ __device__ __forceinline__ void store_tile(float (&acc)[M_ATOMS][ACC], unsigned 
     for (int half = 0; half < 2; half++) {
       const int row = row0 + ma * 64 + 16 * (t / 32) + (t % 32) / 4 + 8 * half;
       if (row >= M) continue;
-      unsigned short *line = c + (long long)row * N;
 #pragma unroll
       for (int j = 0; j < BLOCK_N / 8; j++) {
         const int col = col0 + 8 * j + 2 * (t % 4);
-        const u32 packed = pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]);
+        const float lo = acc[ma][4 * j + 2 * half], hi = acc[ma][4 * j + 2 * half + 1];
+#if OUT_BYTES == 4
+        float *line = static_cast<float *>(c) + (long long)row * N;
+        if (paired && col + 1 < N) {
+          st_global_f32x2(line + col, lo, hi);
+        } else {
+          if (col < N) line[col] = lo;
+          if (col + 1 < N) line[col + 1] = hi;
+        }
+#else
+        unsigned short *line = static_cast<unsigned short *>(c) + (long long)row * N;
+        const u32 packed = pack2(lo, hi);
         if (paired && col + 1 < N) {
           *reinterpret_cast<u32 *>(line + col) = packed;
         } else {
           if (col < N) line[col] = (unsigned short)(packed & 0xFFFF);
           if (col + 1 < N) line[col + 1] = (unsigned short)(packed >> 16);
         }
+#endif
       }
     }
   }
@@ -165,7 +192,7 @@ __device__ __forceinline__ void reduce_split_k(float (&acc)[M_ATOMS][ACC], unsig
   }
 }
 
-/* The TMA epilogue: the warpgroup's tile into shared memory as 64-column chunks of 128-byte swizzled
+/* The TMA epilogue: the warpgroup's tile into shared memory as OUT_CHUNK-column chunks of 128-byte swizzled
  * rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte chunks),
  * EPILOGUE_COLS columns a round; one thread stores a round's chunks while the warpgroup writes the
  * next round (after the previous store has read the buffer) or goes on to its next tile. */
@@ -184,9 +211,15 @@ __device__ __forceinline__ void store_tile_tma(float (&acc)[M_ATOMS][ACC], unsig
 #pragma unroll
         for (int jj = 0; jj < EPILOGUE_COLS / 8; jj++) {
           const int j = round * (EPILOGUE_COLS / 8) + jj;
-          unsigned char *line = c_tile + jj / 8 * WG_M * 128 + row * 128;
-          st_shared_u32(line + ((jj % 8) ^ (row % 8)) * 16 + 4 * (t % 4),
-                        pack2(acc[ma][4 * j + 2 * half], acc[ma][4 * j + 2 * half + 1]));
+          const int byte = (8 * jj + 2 * (t % 4)) * OUT_BYTES;  // of the thread's pair in the round's row
+          unsigned char *at = c_tile + byte / 128 * WG_M * 128 + row * 128 + ((byte % 128 / 16) ^ (row % 8)) * 16
+                              + byte % 16;
+          const float lo = acc[ma][4 * j + 2 * half], hi = acc[ma][4 * j + 2 * half + 1];
+#if OUT_BYTES == 4
+          st_shared_f32x2(at, lo, hi);
+#else
+          st_shared_u32(at, pack2(lo, hi));
+#endif
         }
       }
     }
@@ -194,8 +227,8 @@ __device__ __forceinline__ void store_tile_tma(float (&acc)[M_ATOMS][ACC], unsig
     named_barrier(1 + consumer, 128);
     if (t == 0) {
 #pragma unroll
-      for (int chunk = 0; chunk < EPILOGUE_COLS / 64; chunk++)
-        tma_store_2d(map_c, c_tile + chunk * WG_M * 128, col0 + round * EPILOGUE_COLS + chunk * 64, row0);
+      for (int chunk = 0; chunk < EPILOGUE_COLS / OUT_CHUNK; chunk++)
+        tma_store_2d(map_c, c_tile + chunk * WG_M * 128, col0 + round * EPILOGUE_COLS + chunk * OUT_CHUNK, row0);
       bulk_commit();
     }
   }
@@ -206,7 +239,11 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #if EPILOGUE_TMA
      const __grid_constant__ TmaDescriptor map_c,
 #endif
-     const unsigned short *a, const unsigned short *b, unsigned short *c, int M, int N, int K,
+     const void *a, const void *b,
+#if IN_FP8
+     const float *a_scale, const float *b_scale,
+#endif
+     void *c, int M, int N, int K,
      int raster_along_m, int group) {
   extern __shared__ unsigned char dynamic_smem[];
   __shared__ u64 full[STAGES], empty[STAGES];
@@ -264,6 +301,9 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
     // Ping-pong: consumer c takes the block's tiles c, c + 2, ...; cooperative: every tile, rows apart.
     const int turn = PINGPONG ? 2 : 1, mine = PINGPONG ? consumer : 0;
     const int a_row0 = PINGPONG ? 0 : consumer * WG_M;
+#if IN_FP8
+    const float scale = a_scale[0] * b_scale[0];  // dequantizes the product in the epilogue
+#endif
     float acc[M_ATOMS][ACC];
     for (int local = mine, index = first + mine * step; index < tiles.count(); local += turn, index += turn * step) {
       int tm, tn;
@@ -295,10 +335,16 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
         reduce_split_k(acc, smem, consumer, rank);
         if (rank != 0) continue;
       }
+#if IN_FP8
+#pragma unroll
+      for (int ma = 0; ma < M_ATOMS; ma++)
+#pragma unroll
+        for (int i = 0; i < ACC; i++) acc[ma][i] *= scale;
+#endif
       const int row0 = (tm * CLUSTER + m_rank) * BLOCK_M + a_row0, col0 = tn * BLOCK_N;
 #if EPILOGUE_TMA
-      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * WG_M * EPILOGUE_COLS * 2, &map_c, consumer, row0,
-                     col0);
+      store_tile_tma(acc, smem + STAGES * STAGE_BYTES + consumer * WG_M * EPILOGUE_COLS * OUT_BYTES, &map_c, consumer,
+                     row0, col0);
 #else
       store_tile(acc, c, M, N, row0, col0);
 #endif

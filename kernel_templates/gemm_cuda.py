@@ -1,10 +1,26 @@
 """C = A·B on Hopper: a warp-specialized wgmma/TMA GEMM (gemm_cuda.cu, primitives in hopper.cuh).
 
-fp16 or bf16 in and out, fp32 accumulation. ``layout`` ``nn`` multiplies A [M, K] by B [K, N];
-``nt`` multiplies by the transpose of W [N, K] (``x @ W.T``, a linear layer's weight as stored).
-The problem sizes reach the kernel as run-time arguments (scalars and tensor maps), and so do the
-raster order and persistence, so the compiled variants depend on the tile knobs, dtype and layout
-alone: every one that check() admits compiles in CI (tests/test_cuda_compile.py).
+fp16 or bf16 in and out, or e4m3 in (FP8, per-tensor fp32 scales applied in the epilogue) and fp16,
+bf16 or fp32 out; fp32 accumulation. ``layout`` ``nn`` multiplies A [M, K] by B [K, N]; ``nt``
+multiplies by the transpose of W [N, K] (``x @ W.T``, a linear layer's weight as stored). FP8
+wgmma reads both operands K-major, so FP8 admits ``nt`` alone. The problem sizes reach the kernel
+as run-time arguments (scalars and tensor maps), and so do the raster order and persistence, so
+the compiled variants depend on the tile knobs, types and layout alone: every one that check()
+admits compiles in CI (tests/test_gemm_compile.py).
+
+The MMA's input type is the knob ``precision``: ``native`` (the problem's dtype) or ``e4m3``. Two
+kinds of problem reach FP8:
+
+- ``dtype=e4m3`` (with ``out_dtype`` fp16, bf16 or fp32): the caller's inputs are FP8 already, as
+  ``torch._scaled_mm`` takes them. They are drawn in fp32 and quantized per tensor (scale = amax /
+  448, e4m3's largest finite value); the reference is the fp32 product before quantization.
+- ``dtype=fp16/bf16`` with ``fp8=true``: the caller's 16-bit inputs, of which a pre-pass (in
+  make_inputs here, the caller's own in production) makes per-tensor e4m3 copies for the
+  ``precision=e4m3`` configs. Both precisions share the study and its front, their errors against
+  the same fp32 product of the 16-bit inputs: ``tuner best --max-error`` picks FP8 where the bound
+  admits its error. Without ``fp8`` (the default) only native configs are admitted.
+
+Either way a trial's stored error is what FP8 costs, not only what the kernel adds to it.
 """
 
 from __future__ import annotations
@@ -21,9 +37,16 @@ from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, Proble
 
 _TEMPLATE = files(__package__).joinpath("gemm_cuda.cu").read_text()
 
-_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
-# The rounding of the output type bounds the error (fp32 accumulation adds little).
-_MAX_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
+_TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "e4m3": "float8_e4m3fn", "fp32": "float32"}
+_BYTES = {"fp16": 2, "bf16": 2, "e4m3": 1, "fp32": 4}
+OUT_DTYPES = ("same", "fp16", "bf16", "fp32")
+PRECISIONS = ("native", "e4m3")
+# The rounding of the output type bounds the error (fp32 accumulation adds little). e4m3's bound is
+# against the unquantized product: per-tensor quantization of normal inputs costs 0.037 relative L2
+# whatever the shape and output type (0.0373-0.0375 at 128-512 x 64-4096 on the CPU), which 0.05
+# admits with room; a kernel fault (a wrong tile, scale or layout) costs far more.
+_MAX_ERROR = {"fp16": 2e-3, "bf16": 1e-2, "e4m3": 5e-2}
+E4M3_MAX = 448.0
 
 # fp32 accumulators a consumer thread keeps (WG_M x BLOCK_N / 128): beyond 128 they do not fit the
 # 232 registers a consumer warpgroup gets after setmaxnreg (nvcc --resource-usage over the space).
@@ -42,14 +65,14 @@ _ALIGN_SLACK = 1024
 # 0.6-1 us from L2 or memory, so 4 and 3 stages (the published Hopper GEMMs' depths). It also keeps
 # the compiled set a size CI can build.
 MIN_BYTES_IN_FLIGHT = 128 * 1024
-_ELEMENT_BYTES = 2
-# TMA moves rows of 16-byte multiples: inputs are stored with their rows padded to this many elements.
-_ROW_ALIGN = 8
+# TMA moves rows of 16-byte multiples: inputs are stored with their rows padded to this many bytes.
+_ROW_ALIGN_BYTES = 16
 
 
 class GemmCuda(KernelSpec):
     name = "gemm"
-    description = ("C = A·B (layout nt: A·Wᵀ), fp16/bf16, fp32 accumulation; Hopper wgmma + TMA, "
+    description = ("C = A·B (layout nt: A·Wᵀ), fp16/bf16 or e4m3 with per-tensor scales, fp32 accumulation; "
+                   "Hopper wgmma + TMA, "
                    "warp-specialized producer/consumers, clusters with TMA multicast, persistent")
     backend = "cuda"
     archs = ("sm_90a",)
@@ -57,7 +80,8 @@ class GemmCuda(KernelSpec):
         Param("block_m", (64, 128, 256), "output rows of a block's tile"),
         Param("block_n", (128, 256),
               "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP)"),
-        Param("block_k", (64,), "K of a pipeline stage (128 never won a row: see bench/GEMM_NOTES.md)"),
+        Param("block_k", (64, 128), "K of a pipeline stage: 128 bytes of K, so 64 for fp16/bf16 (128 never won "
+                                    "a row: see bench/GEMM_NOTES.md) and 128 for e4m3"),
         Param("stages", (2, 3, 4, 5, 6), "shared-memory stages of the TMA -> wgmma ring"),
         Param("consumers", (1, 2), "consumer warpgroups (cooperative: each on block_m/consumers rows of a tile)"),
         Param("schedule", ("cooperative", "pingpong"),
@@ -71,20 +95,31 @@ class GemmCuda(KernelSpec):
               "(tma_half: a buffer of half the tile's columns, stored in two rounds: room for another stage)"),
         Param("split_k", (1, 2), "blocks sharing a tile's K (a 2-block cluster adding its halves through "
                                  "distributed shared memory): for too few tiles to fill the GPU"),
+        Param("precision", PRECISIONS, "the MMA's input type: the problem's dtype, or e4m3 (FP8, per-tensor "
+                                       "scales; on a 16-bit problem where it sets fp8=true)", stored_default="native"),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
         ProblemParam("N", int, 4096, minimum=1, doc="columns of B and C"),
         ProblemParam("K", int, 4096, minimum=1, doc="columns of A, rows of B"),
-        ProblemParam("dtype", str, "bf16", choices=tuple(_TORCH_DTYPE), doc="input and output type"),
+        ProblemParam("dtype", str, "bf16", choices=("fp16", "bf16", "e4m3"),
+                     doc="input type (and output type, but for e4m3: see out_dtype)"),
         ProblemParam("layout", str, "nn", choices=("nn", "nt"),
-                     doc="nn: B is [K, N]; nt: B is W [N, K] and C = A·Wᵀ"),
+                     doc="nn: B is [K, N]; nt: B is W [N, K] and C = A·Wᵀ (e4m3: nt only)"),
+        ProblemParam("out_dtype", str, "same", choices=OUT_DTYPES, optional=True,
+                     doc="output type: same as dtype for fp16/bf16; fp16, bf16 or fp32 for e4m3"),
+        ProblemParam("fp8", bool, False, optional=True,
+                     doc="fp16/bf16: also admit precision=e4m3 (inputs quantized per tensor) on the same front"),
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
-        if config["epilogue"] != "direct" and problem["N"] % _ROW_ALIGN:
+        refusal = check_types(config, problem)
+        if refusal:
+            return refusal
+        row_align = _ROW_ALIGN_BYTES // _BYTES[out_dtype(problem)]
+        if config["epilogue"] != "direct" and problem["N"] % row_align:
             return (f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple "
-                    f"of {_ROW_ALIGN}")
+                    f"of {row_align}")
         if config["split_k"] > 1:
             tiles = math.ceil(problem["M"] / config["block_m"]) * math.ceil(problem["N"] / config["block_n"])
             sms = device.limits.get("sm_count", DEFAULT_SM_COUNT)
@@ -92,17 +127,24 @@ class GemmCuda(KernelSpec):
                 return f"split-K is for fewer tiles than SMs: {tiles} tiles fill the {sms} SMs already"
             if problem["K"] <= config["block_k"]:
                 return f"split-K needs more than one block_k of K (K={problem['K']})"
-        return check_tiles(config, device)
+        return check_tiles(config, device, *element_bytes(config, problem))
 
     def render(self, config: Config, problem: Problem) -> Source:
+        out = out_dtype(problem)
+        in_bytes, out_bytes = element_bytes(config, problem)
+        # the buffers kernel_inputs() hands this config's kernel
+        a, b = ("a8", "b8") if in_bytes == 1 and problem["dtype"] != "e4m3" else ("a", "b")
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "BLOCK_K": config["block_k"],
                    "STAGES": config["stages"], "CONSUMERS": config["consumers"], "CLUSTER": config["cluster"],
-                   "B_KMAJOR": int(problem["layout"] == "nt"), "IS_BF16": int(problem["dtype"] == "bf16"),
+                   "B_KMAJOR": int(problem["layout"] == "nt"),
+                   "IS_BF16": int(problem["dtype"] == "bf16" and in_bytes == 2), "IN_FP8": int(in_bytes == 1),
+                   "OUT_BF16": int(out == "bf16"), "OUT_BYTES": out_bytes,
                    "EPILOGUE_TMA": int(config["epilogue"] != "direct"), "EPILOGUE_COLS": epilogue_cols(config),
                    "PINGPONG": int(config["schedule"] == "pingpong"), "SPLIT_K": config["split_k"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         cluster = config["cluster"]
-        b_box = (64, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
+        atom_k = 128 // in_bytes  # K elements of a 128-byte swizzled row: a TMA box's inner extent
+        b_box = (atom_k, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
         tiles_m = math.ceil(math.ceil(problem["M"] / config["block_m"]) / cluster) * cluster
         blocks = tiles_m * math.ceil(problem["N"] / config["block_n"]) * config["split_k"]
         return Source(
@@ -110,45 +152,116 @@ class GemmCuda(KernelSpec):
             scalars=(("int32", problem["M"]), ("int32", problem["N"]), ("int32", problem["K"]),
                      ("int32", int(config["raster"] == "m")), ("int32", RASTER_GROUP)),
             grid=(blocks, 1, 1), block=((config["consumers"] + 1) * 128, 1, 1),
-            shared_bytes=shared_bytes(config),
-            tensor_maps=(TensorMap("a", (64, config["block_m"])), TensorMap("b", b_box))
-            + ((TensorMap("out", (64, warpgroup_rows(config))),) if config["epilogue"] != "direct" else ()),
+            shared_bytes=shared_bytes(config, in_bytes, out_bytes),
+            tensor_maps=(TensorMap(a, (atom_k, config["block_m"])), TensorMap(b, b_box))
+            + ((TensorMap("out", (128 // out_bytes, warpgroup_rows(config))),) if config["epilogue"] != "direct"
+               else ()),
             cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
+        """A and B; for ``fp8=true`` then their e4m3 copies and scales; for ``dtype=e4m3`` A and B
+        quantized, their scales, then the fp32 originals the reference alone reads."""
         import torch
 
         generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
-        dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
         b_shape = (problem["K"], problem["N"]) if problem["layout"] == "nn" else (problem["N"], problem["K"])
+        align = _ROW_ALIGN_BYTES // _BYTES[problem["dtype"]]
 
         def matrix(rows: int, cols: int) -> Any:
-            padded = -(-cols // _ROW_ALIGN) * _ROW_ALIGN
-            full = torch.randn((rows, padded), generator=generator, device="cuda", dtype=torch.float32)
-            return full.to(dtype)[:, :cols]  # a view whose rows keep the padded stride
+            padded = -(-cols // align) * align
+            return torch.randn((rows, padded), generator=generator, device="cuda", dtype=torch.float32)
 
-        return {"a": matrix(problem["M"], problem["K"]), "b": matrix(*b_shape)}
+        # Views of the first columns, whose rows keep the padded stride (TMA reads 16-byte rows).
+        (a, a_cols), (b, b_cols) = (matrix(problem["M"], problem["K"]), problem["K"]), (matrix(*b_shape), b_shape[1])
+        if problem["dtype"] != "e4m3":
+            dtype = getattr(torch, _TORCH_DTYPE[problem["dtype"]])
+            a, b = a.to(dtype), b.to(dtype)
+            inputs = {"a": a[:, :a_cols], "b": b[:, :b_cols]}
+            if not problem.get("fp8", False):
+                return inputs
+            (a8, a_scale), (b8, b_scale) = quantize_e4m3(a.float(), a_cols), quantize_e4m3(b.float(), b_cols)
+            return inputs | {"a8": a8, "b8": b8, "a_scale": a_scale, "b_scale": b_scale}
+        (a8, a_scale), (b8, b_scale) = quantize_e4m3(a, a_cols), quantize_e4m3(b, b_cols)
+        return {"a": a8, "b": b8, "a_scale": a_scale, "b_scale": b_scale,
+                "a_exact": a[:, :a_cols], "b_exact": b[:, :b_cols]}
+
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        """A, B (and for FP8 their scales) as the config's kernel reads them."""
+        if "a8" in inputs:  # a 16-bit problem with fp8=true
+            names = ("a8", "b8", "a_scale", "b_scale") if config.get("precision") == "e4m3" else ("a", "b")
+        else:
+            names = ("a", "b", "a_scale", "b_scale") if "a_scale" in inputs else ("a", "b")
+        return {name: inputs[name] for name in names}
 
     def output_spec(self, problem: Problem) -> OutputSpec:
-        return OutputSpec(shape=(problem["M"], problem["N"]), dtype=_TORCH_DTYPE[problem["dtype"]])
+        return OutputSpec(shape=(problem["M"], problem["N"]), dtype=_TORCH_DTYPE[out_dtype(problem)])
 
     def reference(self, inputs: Mapping[str, Any], problem: Problem) -> Any:
-        """fp32 matmul of the same rounded inputs."""
-        b = inputs["b"].float()
-        return inputs["a"].float() @ (b if problem["layout"] == "nn" else b.T)
+        """fp32 matmul of the same rounded inputs (for e4m3, of the inputs before quantization)."""
+        exact = problem["dtype"] == "e4m3"
+        a, b = (inputs["a_exact"], inputs["b_exact"]) if exact else (inputs["a"].float(), inputs["b"].float())
+        return a @ (b if problem["layout"] == "nn" else b.T)
 
     def flops(self, problem: Problem) -> float:
         return 2.0 * problem["M"] * problem["N"] * problem["K"]
 
     def bytes_moved(self, problem: Problem) -> float:
         m, n, k = problem["M"], problem["N"], problem["K"]
-        return float(_ELEMENT_BYTES * (m * k + k * n + m * n))
+        return float(_BYTES[problem["dtype"]] * (m * k + k * n) + _BYTES[out_dtype(problem)] * m * n)
 
     def max_error(self, config: Config, problem: Problem) -> float:
-        return _MAX_ERROR[problem["dtype"]]
+        return _MAX_ERROR["e4m3" if element_bytes(config, problem)[0] == 1 else problem["dtype"]]
 
 
-def check_tiles(config: Config, device: Device) -> str | None:
+def out_dtype(problem: Problem) -> str:
+    """The output type: ``out_dtype``, or the input type where that is ``same``."""
+    named = problem.get("out_dtype", "same")
+    return problem["dtype"] if named == "same" else named
+
+
+def precision(config: Config) -> str:
+    """The MMA's input type of ``config`` (``native`` where a config stored before the knob has none)."""
+    return config.get("precision", "native")  # the Param's stored_default
+
+
+def element_bytes(config: Config, problem: Problem) -> tuple[int, int]:
+    """Bytes of an input element as the kernel reads it and of an output element."""
+    fp8 = problem["dtype"] == "e4m3" or precision(config) == "e4m3"
+    return 1 if fp8 else _BYTES[problem["dtype"]], _BYTES[out_dtype(problem)]
+
+
+def check_types(config: Config, problem: Problem) -> str | None:
+    """Why the input and output types, precision, layout and block_k do not go together, or ``None``."""
+    dtype, named, mma = problem["dtype"], problem.get("out_dtype", "same"), precision(config)
+    if dtype == "e4m3" and mma != "e4m3":
+        return "e4m3 inputs take precision=e4m3"
+    if dtype != "e4m3" and mma == "e4m3" and not problem.get("fp8", False):
+        return f"precision=e4m3 quantizes {dtype} inputs where the problem sets fp8=true"
+    if mma == "e4m3" and problem["layout"] != "nt":
+        return "e4m3 wgmma reads both operands K-major: use layout=nt (B as W [N, K]); nn is not admitted"
+    if dtype == "e4m3" and named == "same":
+        return "e4m3 inputs write fp16, bf16 or fp32: set out_dtype"
+    if dtype != "e4m3" and named not in ("same", dtype):
+        return f"{dtype} inputs write {dtype}: out_dtype other than it is for dtype=e4m3"
+    in_bytes = element_bytes(config, problem)[0]
+    if config["block_k"] * in_bytes != 128:
+        return (f"a stage's K is one 128-byte swizzled row: block_k={128 // in_bytes} "
+                f"for {'e4m3' if in_bytes == 1 else dtype}")
+    return None
+
+
+def quantize_e4m3(padded: Any, cols: int) -> tuple[Any, Any]:
+    """The first ``cols`` columns of ``padded`` (fp32) as e4m3, a view keeping its row stride, and
+    their one fp32 scale (a 1-element tensor): ``x ≈ q.float() * scale``, the largest magnitude
+    mapped to e4m3's largest finite value."""
+    import torch
+
+    amax = padded[:, :cols].abs().amax().float()
+    scale = (amax / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny).reshape(1)
+    return (padded / scale).to(torch.float8_e4m3fn)[:, :cols], scale
+
+
+def check_tiles(config: Config, device: Device, in_bytes: int = 2, out_bytes: int = 2) -> str | None:
     """Why a tile configuration cannot run (or would spill), or ``None``: the problem's sizes are
     run-time arguments, so it does not matter here."""
     pingpong = config["schedule"] == "pingpong"
@@ -163,10 +276,10 @@ def check_tiles(config: Config, device: Device) -> str | None:
         return (f"{accumulators} fp32 accumulators per consumer thread (over {MAX_ACCUMULATORS}) spill: "
                 f"use more consumers, a smaller block_m or block_n")
     limit = device.limits.get("max_shared_bytes", 0)
-    needed = shared_bytes(config) + static_shared_bytes(config)
+    needed = shared_bytes(config, in_bytes, out_bytes) + static_shared_bytes(config)
     if needed > limit:
         return f"needs {needed} bytes of shared memory, {device.arch} grants {limit}: fewer stages or smaller tiles"
-    in_flight = config["stages"] * stage_bytes(config)
+    in_flight = config["stages"] * stage_bytes(config, in_bytes)
     if in_flight < MIN_BYTES_IN_FLIGHT:
         return (f"{config['stages']} stages keep {in_flight // 1024} KB in flight, under "
                 f"{MIN_BYTES_IN_FLIGHT // 1024} KB: more stages")
@@ -179,7 +292,8 @@ def check_tiles(config: Config, device: Device) -> str | None:
         if config["block_m"] * config["block_n"] * 4 > in_flight:
             return "split-K's fp32 partial sums reuse the stages' shared memory, which is too small for them"
     whole: Config = {**config, "epilogue": "tma"}
-    if config["epilogue"] == "tma_half" and shared_bytes(whole) + static_shared_bytes(config) <= limit:
+    if (config["epilogue"] == "tma_half"
+            and shared_bytes(whole, in_bytes, out_bytes) + static_shared_bytes(config) <= limit):
         return "tma_half is for tiles whose whole output buffer leaves no room for the stages: use tma"
     return None
 
@@ -194,21 +308,21 @@ def epilogue_cols(config: Config) -> int:
     return config["block_n"] // 2 if config["epilogue"] == "tma_half" else config["block_n"]
 
 
-def _output_bytes(config: Config) -> int:
+def _output_bytes(config: Config, out_bytes: int) -> int:
     if config["epilogue"] == "direct":
         return 0
     buffers = config["consumers"] if config["schedule"] == "pingpong" else 1
-    return buffers * config["block_m"] * epilogue_cols(config) * _ELEMENT_BYTES
+    return buffers * config["block_m"] * epilogue_cols(config) * out_bytes
 
 
-def stage_bytes(config: Config) -> int:
-    return (config["block_m"] + config["block_n"]) * config["block_k"] * _ELEMENT_BYTES
+def stage_bytes(config: Config, in_bytes: int = 2) -> int:
+    return (config["block_m"] + config["block_n"]) * config["block_k"] * in_bytes
 
 
-def shared_bytes(config: Config) -> int:
+def shared_bytes(config: Config, in_bytes: int = 2, out_bytes: int = 2) -> int:
     """Dynamic shared memory of a block: the ring of stages, the TMA epilogue's buffers (one per
-    consumer's tile) and the alignment slack."""
-    return config["stages"] * stage_bytes(config) + _output_bytes(config) + _ALIGN_SLACK
+    consumer's tile) and the alignment slack (16-bit elements unless told)."""
+    return config["stages"] * stage_bytes(config, in_bytes) + _output_bytes(config, out_bytes) + _ALIGN_SLACK
 
 
 def static_shared_bytes(config: Config) -> int:

@@ -329,6 +329,34 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+/* ---- FP8 wgmma (added for the FP8 GEMM) ---- */
+
+/* WgmmaE4m3<N>::ss: one m64nNk32 warpgroup MMA D(fp32) += A·B of e4m3 inputs, both read K-major
+ * from shared memory (8-bit wgmma has no transposed forms): a k32 step spans 32 bytes of a
+ * 128-byte swizzled row, as a k16 step of 16-bit inputs does. `scale_d` = 0 overwrites D. */
+template <int N> struct WgmmaE4m3;
+
+#define TUNER_WGMMA_E4M3(N, REGS, OUT, P0, P1, P2)                                                               \
+  template <> struct WgmmaE4m3<N> {                                                                              \
+    __device__ __forceinline__ static void ss(float (&d)[N / 2], u64 a, u64 b, int scale_d) {                    \
+      asm volatile("{ .reg .pred p; setp.ne.b32 p, " P2 ", 0;\n"                                                  \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 {" REGS "}, " P0 ", " P1 ", p, 1, 1; }" \
+                   : OUT(d) : "l"(a), "l"(b), "r"(scale_d));                                                     \
+    }                                                                                                            \
+  };
+TUNER_WGMMA_E4M3(64, TUNER_R32, TUNER_F32, "%32", "%33", "%34")
+TUNER_WGMMA_E4M3(128, TUNER_R64, TUNER_F64, "%64", "%65", "%66")
+TUNER_WGMMA_E4M3(256, TUNER_R128, TUNER_F128, "%128", "%129", "%130")
+
+/* Two floats to shared (or global) memory at an 8-byte aligned address (an fp32 output's pair). */
+__device__ __forceinline__ void st_shared_f32x2(const void *pointer, float a, float b) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(smem_addr(pointer)), "f"(a), "f"(b) : "memory");
+}
+
+__device__ __forceinline__ void st_global_f32x2(float *pointer, float a, float b) {
+  asm volatile("st.global.v2.f32 [%0], {%1, %2};" :: "l"(pointer), "f"(a), "f"(b) : "memory");
+}
+
 /* ---- a persistent tile scheduler ---- */
 
 /* Tiles of a rows x cols grid in grouped ("swizzled") order: `group` rows at a time, walking a

@@ -12,8 +12,9 @@ CUDA source it renders). The tuner only ever talks to a kernel through this inte
 
 Calling convention of a rendered kernel: ``entry(*tensor_maps, *inputs, output, *scalars)`` where
 ``tensor_maps`` are :attr:`Source.tensor_maps` (CUDA only, usually none), ``inputs`` are the
-buffers of :meth:`KernelSpec.make_inputs` in dict order, ``output`` is one buffer of
-:meth:`KernelSpec.output_spec`, and ``scalars`` are :attr:`Source.scalars` in order.
+buffers of :meth:`KernelSpec.kernel_inputs` (make_inputs', usually all of them) in dict order,
+``output`` is one buffer of :meth:`KernelSpec.output_spec`, and ``scalars`` are
+:attr:`Source.scalars` in order.
 
 C (``backend = "cpu"``): inputs and the reference are NumPy arrays; the entry is a plain C
 function. CUDA (``backend = "cuda"``): the entry is an ``extern "C" __global__`` function launched
@@ -50,11 +51,14 @@ def canonical_json(value: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Param:
-    """One tunable parameter: a named, ordered set of choices (Optuna categorical)."""
+    """One tunable parameter: a named, ordered set of choices (Optuna categorical). A knob added
+    after configs were stored names, as ``stored_default``, the value a stored config without it
+    has (None: every config has it)."""
 
     name: str
     choices: tuple[Any, ...]
     doc: str = ""
+    stored_default: Any = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,12 @@ class KernelSpec(ProblemSpace, ABC):
     @abstractmethod
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
         """Fresh random inputs, never zeros, as arrays of the backend's kind."""
+
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        """The buffers of ``inputs`` (make_inputs') that ``config``'s kernel takes, in order: all of
+        them unless a template draws more than one kernel reads (a quantized copy for some configs,
+        the unquantized original that reference() alone reads)."""
+        return dict(inputs)
 
     @abstractmethod
     def output_spec(self, problem: Problem) -> OutputSpec: ...

@@ -156,7 +156,8 @@ class _Bench:
         if expected.shape != output.shape:
             raise ValueError(f"reference shape {expected.shape} differs from output_spec {output.shape}")
         scalars = [_CTYPES[c_type](value) for c_type, value in job.source.scalars]
-        return cls(_Call(function, inputs_a, output, scalars), _Call(function, inputs_b, output, scalars),
+        return cls(_Call(function, spec.kernel_inputs(inputs_a, job.config), output, scalars),
+                   _Call(function, spec.kernel_inputs(inputs_b, job.config), output, scalars),
                    output, expected)
 
     def time(self, policy: TimingPolicy) -> Timing:

@@ -39,7 +39,8 @@ _L2_PROMOTION = {0: "CU_TENSOR_MAP_L2_PROMOTION_NONE", 64: "CU_TENSOR_MAP_L2_PRO
 _OOB_FILL = {"zero": "CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE", "nan": "CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA"}
 # torch dtype name -> tensor-map element type
 _ELEMENT = {"float16": "FLOAT16", "bfloat16": "BFLOAT16", "float32": "FLOAT32", "float64": "FLOAT64",
-            "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "int8": "UINT8"}
+            "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "int8": "UINT8",
+            "float8_e4m3fn": "UINT8"}  # TMA moves FP8 as bytes
 # Argument blocks (one per set of buffer addresses) and launch configurations (one per stream) a
 # Kernel keeps; beyond these the oldest goes.
 _KEPT = 64

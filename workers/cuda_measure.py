@@ -52,7 +52,7 @@ def _run(job: Job, cubin: str, spec: KernelSpec, policy: TimingPolicy, result: M
     inputs = spec.make_inputs(job.problem, rng)
     out_spec = spec.output_spec(job.problem)
     out = torch.empty(out_spec.shape, dtype=getattr(torch, out_spec.dtype), device="cuda")
-    launch = launcher(cubin, job.source, inputs, out)
+    launch = launcher(cubin, job.source, spec.kernel_inputs(inputs, job.config), out)
     bound = spec.max_error(job.config, job.problem)
     poison(out)
     launch()

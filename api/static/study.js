@@ -86,15 +86,34 @@ function scatterTrace(points, texts, indices, name, marker, extra) {
   }, extra || {});
 }
 
+// Trials of several precisions (a config parameter named precision: e4m3 against native, fast-exp
+// against exact) show each point's precision by its marker's symbol, one legend entry each.
+const PRECISION_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "cross", "x"];
+
+function precisionSymbols(points) {
+  const values = points.values.precision, column = points.config.precision;
+  if (!values || values.length < 2 || !column) return null;
+  return { values, of: indices => indices.map(i => PRECISION_SYMBOLS[(column[i] ?? 0) % PRECISION_SYMBOLS.length]) };
+}
+
 function drawPareto(points, texts) {
   const onFront = new Set(points.front);
   const front = [], rest = [];
   points.number.forEach((number, i) => (onFront.has(number) ? front : rest).push(i));
   front.sort((a, b) => points.median_s[a] - points.median_s[b]);
+  const marks = precisionSymbols(points);
+  const symbols = indices => (marks ? { symbol: marks.of(indices) } : {});
   const traces = [
-    scatterTrace(points, texts, rest, "trials", { color: "#9aa5b8", size: 6, opacity: 0.7 }),
-    scatterTrace(points, texts, front, "Pareto front", { color: "#e4572e", size: 9 }, { type: "scatter", mode: "lines+markers", line: { shape: "hv" } }),
+    scatterTrace(points, texts, rest, "trials", { color: "#9aa5b8", size: 6, opacity: 0.7, ...symbols(rest) }),
+    scatterTrace(points, texts, front, "Pareto front", { color: "#e4572e", size: 9, ...symbols(front) },
+                 { type: "scatter", mode: "lines+markers", line: { shape: "hv" } }),
   ];
+  if (marks) {
+    marks.values.forEach((value, k) => traces.push({
+      type: "scatter", mode: "markers", x: [null], y: [null], name: `precision ${value}`, hoverinfo: "skip",
+      marker: { symbol: PRECISION_SYMBOLS[k % PRECISION_SYMBOLS.length], color: "#182033", size: 8 },
+    }));
+  }
   const layout = {
     title: title("Latency against error (Pareto front highlighted)"), margin: { t: 40, r: 10 },
     xaxis: { type: "log", title: { text: "median latency (s)" } },

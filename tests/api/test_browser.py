@@ -17,6 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.api import browser
 from tests.api.conftest import PROBLEM, new_study, record, update_front
 from tests.conftest import require
+from tests.test_precision_front import store_mixed_study
 from tuner.db import Store
 from tuner.enums import Status
 from tuner.kernel_templates import builtin_specs, registry
@@ -133,3 +134,23 @@ def test_a_study_over_two_families_filters_its_plots_and_trials_by_family(live_s
             wait_for(driver, lambda d: len(rows(d)) == 5 and d.execute_script(browser.COUNT_POINTS, "pareto-plot") == 5)
     finally:
         builtin_specs.cache_clear()
+
+
+def test_the_front_marks_each_points_precision(live_server: str, store: Store) -> None:
+    """A GEMM study of bf16 and e4m3 trials: one marker symbol per precision, named in the legend."""
+    require(browser.available(), "no /usr/bin/chromium and /usr/bin/chromedriver: "
+                                 "apt-get install chromium chromium-driver")
+    study = store_mixed_study(store, "gemm-fp8")
+    update_front(store, study)
+    with browser.chromium() as driver:
+        driver.get(f"{live_server}/studies/gemm-fp8")
+        wait_for(driver, lambda d: d.execute_script("return window.tunerReady === true"))
+        traces = driver.execute_script("return document.getElementById('pareto-plot').data.map("
+                                       "t => [t.name, t.customdata || [], t.marker.symbol])")
+        marked = {number: symbol for _, numbers, symbols in traces[:2]
+                  for number, symbol in zip(numbers, symbols, strict=True)}
+        # trials 0 and 1 bf16 (native), 2 and 3 e4m3, each faster or more exact than the others
+        assert traces[1][1] == [2, 3, 0, 1]
+        assert marked[0] == marked[1] != marked[2] == marked[3]
+        legend = {name: symbol for name, _, symbol in traces[2:]}
+        assert legend == {"precision native": marked[0], "precision e4m3": marked[2]}

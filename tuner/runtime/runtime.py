@@ -249,6 +249,8 @@ def misfit(spec: KernelSpec, choice: Choice, problem: dict[str, Any], target: Ta
         return (f"the stored config {choice.config} is of family {named!r}; kernel {spec.name} runs "
                 f"family {family.family or '(unnamed)'!r} here")
     choices = {p.name: p.choices for p in family.params}
+    # a knob added since the config was stored takes the value such configs have
+    config = {p.name: p.stored_default for p in family.params if p.stored_default is not None} | config
     if set(config) != set(choices) or any(config[n] not in c for n, c in choices.items()):
         return (f"the stored config {choice.config} is not one of the template's current space (the "
                 f"template changed since it was tuned): tune {spec.name} again")
