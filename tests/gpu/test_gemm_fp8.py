@@ -14,19 +14,14 @@ import pytest
 import torch
 
 from tests.conftest import require
-from tuner.kernel_templates import Target, find_spec
-from tuner.workers import Job, SpecRef, Status, TimingPolicy, get_backend
+from tests.gpu.test_gemm_cuda import BACKEND, QUICK, SPEC, TARGET
+from tuner.workers import Job, SpecRef, Status
 from tuner.workers.cuda_launch import launcher
 from tuner.workers.cuda_measure import error_metrics, poison
 from tuner.workers.cuda_runtime import gpu_count
 
 pytestmark = pytest.mark.gpu
 
-ARCH = "sm_90a"
-TARGET = Target.documented(ARCH)
-SPEC = find_spec("gemm", ARCH)
-BACKEND = get_backend("cuda")
-QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 BIG = {"block_m": 128, "block_n": 256, "block_k": 128, "stages": 4, "consumers": 2, "cluster": 2,
        "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative",
        "precision": "e4m3"}
