@@ -4,10 +4,15 @@ then a few configs per headline shape timed beside SDPA's cuDNN and flash backen
     python3 -P bench/attention_hopper_probe.py check [--quick] [--new] --out DIR   (resumable: skips rows in DIR)
     python3 -P bench/attention_hopper_probe.py one '{config}' '{problem}'   (one launch, for compute-sanitizer)
     python3 -P bench/attention_hopper_probe.py time [--new] --out DIR
+    python3 -P bench/attention_hopper_probe.py profile '{config}'|cudnn '{problem}'   (for ncu: see below)
 
 ``--new``: check only the TMA epilogue and 2-block cluster configs; time every probed tile with
 each epilogue and cluster size (attention_hopper_next_times.json and a table per headline row,
 attention_hopper_next.md), not only with the direct epilogue and no cluster.
+
+``profile`` launches our kernel with that config (or SDPA's cuDNN backend) a few times, then once
+between ``cudaProfilerStart`` and ``Stop``: ``ncu --profile-from-start off`` captures that launch
+alone (bench/attention_hopper_profile.sh).
 
 ``check`` writes one JSON line per (problem, config) to DIR/attention_hopper_check.jsonl: relative L2
 and max abs error, non-finite elements, the first wrong (b, h, row) and the error by row tile. A
@@ -167,6 +172,30 @@ def one(config: str, problem: str) -> None:
     print("one:", error_metrics(out, SPEC.reference(inputs, problem_)))
 
 
+def profile(config: str, problem: str) -> None:
+    problem_ = problem_of(json.loads(problem))
+    inputs = SPEC.make_inputs(problem_, np.random.default_rng(0))
+    if config == "cudnn":
+        q, k, v = inputs["q"], inputs["k"], inputs["v"]
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            launch = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=problem_["causal"])  # noqa: E731
+            for _ in range(3):
+                launch()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            launch()
+    else:
+        out = torch.empty(SPEC.output_spec(problem_).shape, dtype=inputs["q"].dtype, device="cuda")
+        launch = launch_of(PLAIN | json.loads(config), problem_, inputs, out)
+        for _ in range(3):
+            launch()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        launch()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
 def median_s(launch, out: torch.Tensor) -> float:
     return statistics.median(time_launches(launch, out, POLICY))
 
@@ -234,7 +263,7 @@ def best_table(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("check", "one", "time"))
+    parser.add_argument("mode", choices=("check", "one", "time", "profile"))
     parser.add_argument("args", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--quick", action="store_true", help="check: a few tiles on a few problems")
@@ -246,6 +275,8 @@ def main() -> None:
         check(args.out, args.quick, args.new)
     elif args.mode == "one":
         one(*args.args)
+    elif args.mode == "profile":
+        profile(*args.args)
     else:
         time_rows(args.out, args.new)
 
