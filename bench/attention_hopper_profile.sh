@@ -5,6 +5,9 @@
 # what cuDNN does (its grid, block, registers, shared memory, tensor-pipe activity, stalls).
 #   bench/attention_hopper_profile.sh [OUT_DIR]   (the device tool sets $OUT)
 # Writes OUT/attention_hopper_profile.txt (ncu's report per launch) and one .ncu-rep per launch.
+# ROWS: which rows (1-based indices, default all five); WHO: ours and/or cudnn (default both);
+# SOURCE=1 adds the per-instruction stall samples (SourceCounters) and writes each launch's SASS
+# with them as OUT/attention_profile_<n>_<who>_sass.csv (bench/sass_stalls.py reads it).
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
 mkdir -p "$out"
@@ -23,18 +26,24 @@ status=0
 {
   device_header
   n=0
-  for row in "${rows[@]}"; do
+  for index in ${ROWS:-1 2 3 4 5}; do
+    row="${rows[$((index - 1))]}"
     problem="${row%%|*}" config="${row#*|}"
-    for who in ours cudnn; do
+    for who in ${WHO:-ours cudnn}; do
       n=$((n + 1))
       echo "=== $who $problem $config"
       [[ $who == cudnn ]] && config=cudnn
       timeout 120 ncu --profile-from-start off --clock-control none -c 1 \
         --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
         --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        --section InstructionStats --metrics "$metrics" -o "$out/attention_profile_${n}_$who" -f \
+        --section InstructionStats ${SOURCE:+--section SourceCounters} --metrics "$metrics" -o "$out/attention_profile_${n}_$who" -f \
         python3 -P bench/attention_hopper_probe.py profile "$config" "$problem" >/dev/null 2>&1 || status=1
       ncu -i "$out/attention_profile_${n}_$who.ncu-rep" --print-units base 2>&1 || status=1
+      if [[ -n "${SOURCE:-}" ]]; then
+        ncu -i "$out/attention_profile_${n}_$who.ncu-rep" --page source --print-source sass --csv \
+          >"$out/attention_profile_${n}_${who}_sass.csv" 2>&1 || status=1
+        python3 bench/sass_stalls.py "$out/attention_profile_${n}_${who}_sass.csv" || status=1
+      fi
     done
   done
 } 2>&1 | tee "$out/attention_hopper_profile.txt"
