@@ -51,14 +51,16 @@ BACKEND = get_backend("cuda")
 WATCHDOG_S = 10.0
 POLICY = TimingPolicy(warmup_s=0.01, budget_s=0.08, min_repeats=30)
 HEADLINE = ((16, 96, 512, 64), (16, 96, 512, 128), (2, 32, 4096, 128), (2, 96, 4096, 64))
-# (block_m, block_n, stages, overlap, pingpong) timed per head dim: FA3's tiles and their neighbours
+# (block_m, block_n, stages, overlap, pingpong) timed per head dim: FA3's tiles and their neighbours,
+# and three-stage rings (cuDNN's kernel holds three K/V stages at D=128: results/attention_hopper_profile.txt)
 TIMED = {
     64: ((192, 96, 2, "intra", True), (192, 128, 2, "serial", True), (192, 144, 2, "serial", True),
          (128, 128, 2, "intra", True), (128, 128, 2, "intra", False), (128, 176, 2, "intra", True),
-         (128, 128, 3, "serial", True), (64, 128, 2, "intra", False)),
+         (128, 128, 3, "serial", True), (64, 128, 2, "intra", False), (192, 128, 3, "serial", True),
+         (128, 176, 3, "intra", True)),
     128: ((128, 128, 2, "intra", True), (128, 128, 2, "intra", False), (128, 112, 2, "intra", True),
           (128, 176, 2, "serial", True), (128, 96, 3, "intra", True), (128, 128, 2, "serial", True),
-          (192, 80, 2, "serial", True)),
+          (192, 80, 2, "serial", True), (128, 128, 3, "serial", True), (128, 128, 3, "intra", True)),
 }
 NAMES = ("block_m", "block_n", "stages", "overlap", "pingpong")
 PLAIN = {"epilogue": "direct", "cluster": 1}

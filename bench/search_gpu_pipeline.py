@@ -39,6 +39,7 @@ from tuner.kernel_templates import Device, find_spec  # noqa: E402
 from tuner.kernel_templates.attention_cuda import shared_bytes  # noqa: E402
 
 ARCH = "sm_90a"
+KT_SHARED_LIMIT = 48 * 1024  # bytes of dynamic shared memory a launch gets without opting in
 H100_LIMITS = {"max_shared_bytes": 232448, "max_shared_bytes_per_sm": 233472}
 
 
@@ -100,7 +101,11 @@ def kt_arguments(problem: dict) -> dict:
     tune_params["block_size_x"] = sorted({32 * w for w in tune_params["warps"]})  # Kernel Tuner's thread count
 
     def restriction(params: dict) -> bool:
-        return params["block_size_x"] == 32 * params["warps"] and spec.check(config(params), problem, device) is None
+        # Kernel Tuner's CuPy backend launches with the dynamic shared memory a kernel gets without
+        # opting in (48 KB; it never sets the function's max-dynamic-shared-memory attribute), and a
+        # launch past it raises CUDA_ERROR_INVALID_VALUE, which ends its whole run: its space stops there.
+        return (params["block_size_x"] == 32 * params["warps"] and spec.check(config(params), problem, device) is None
+                and shared_bytes(config(params), problem) <= KT_SHARED_LIMIT)
 
     return dict(kernel_name=spec.render(config({n: tune_params[n][0] for n in names}), problem).entry,
                 kernel_source=lambda params: spec.render(config(params), problem).code,
