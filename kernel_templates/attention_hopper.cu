@@ -362,7 +362,7 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
   // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
   unsigned char *smem = dynamic_smem + ((1024 - (smem_addr(dynamic_smem) & 1023)) & 1023);
   unsigned char *q_tile = smem, *k_tiles = smem + Q_BYTES, *v_tiles = k_tiles + STAGES * KV_BYTES;
-  const int wg = threadIdx.x / 128;
+  const int wg = warpgroup_index();
 
   if (threadIdx.x == 0) {
     tma_prefetch(&map_q), tma_prefetch(&map_k), tma_prefetch(&map_v);

@@ -249,7 +249,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
   __shared__ u64 full[STAGES], empty[STAGES];
   // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
   unsigned char *smem = dynamic_smem + ((1024 - (smem_addr(dynamic_smem) & 1023)) & 1023);
-  const int wg = threadIdx.x / 128;
+  const int wg = warpgroup_index();
   const u32 rank = CLUSTER * SPLIT_K > 1 ? cluster_rank() : 0;
   const u32 m_rank = SPLIT_K > 1 ? 0 : rank;  // the block's tile row within a multicast cluster
 

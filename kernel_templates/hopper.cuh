@@ -27,6 +27,12 @@ __device__ __forceinline__ u32 smem_addr(const void *pointer) {
   return address;
 }
 
+/* This thread's warpgroup (128 threads), read through a shuffle as CUTLASS's
+ * canonical_warp_group_idx does: ptxas then knows the value is warp-uniform and keeps what derives
+ * from it (shared-memory offsets, the wgmma descriptors) in uniform registers, stepped by UIADD3,
+ * instead of moving each descriptor from ordinary registers (R2UR) before every HGMMA. */
+__device__ __forceinline__ int warpgroup_index() { return __shfl_sync(0xffffffff, threadIdx.x / 128, 0); }
+
 /* ---- thread-block clusters ---- */
 
 __device__ __forceinline__ u32 cluster_rank() {
