@@ -9,10 +9,7 @@ Over several families the candidates are each family's valid configs, with every
 knobs absent (``None``; 0 in each of their features). The encoding knows that numbers are ordered:
 each numeric parameter gives its value, its log2, its alignment (the largest power of two dividing
 it: what coalescing and bank conflicts see) and its odd part (1 for a power of two: a wavefront-
-sized block, a tile that divides evenly); booleans are 0/1 and other choices one-hot. The product
-of every two positive integer knobs of more than two choices is encoded as such a knob too (threads
-per block, the extent a block covers): what the hardware's limits and alignments see is often a
-product, which one split of a tree on either knob cannot express.
+sized block, a tile that divides evenly); booleans are 0/1 and other choices one-hot.
 """
 
 from __future__ import annotations
@@ -79,20 +76,7 @@ def valid_configs(spec: KernelSpec, problem: Problem, device: Device, seed: int 
     configs = tuple(tuple(params.get(name) for name in names) for _, params in valid)
     ranks = np.array([[c.index(v) if v is not None else -1 for c, v in zip(choices, config, strict=True)]
                       for config in configs], dtype=np.int64).reshape(len(configs), len(names))
-    features = np.concatenate([encode(choices, configs), encode(*products(choices, configs))], axis=1)
-    return CandidateSet(names, configs, features, ranks, complete, groups)
-
-
-def products(choices: Sequence[tuple[Any, ...]],
-             configs: Sequence[tuple[Any, ...]]) -> tuple[list[tuple[int, ...]], list[tuple[int | None, ...]]]:
-    """The choices and values of every pairwise product of positive integer knobs of more than two
-    choices (``None`` where either knob is absent)."""
-    knobs = [j for j, options in enumerate(choices) if len(options) > 2 and all(
-        isinstance(o, int) and not isinstance(o, bool) and o > 0 for o in options)]
-    pairs = list(itertools.combinations(knobs, 2))
-    values = [tuple(None if c[a] is None or c[b] is None else c[a] * c[b] for a, b in pairs) for c in configs]
-    options = [tuple(sorted({x * y for x in choices[a] for y in choices[b]})) for a, b in pairs]
-    return options, values
+    return CandidateSet(names, configs, encode(choices, configs), ranks, complete, groups)
 
 
 def encode(choices: Sequence[tuple[Any, ...]], configs: Sequence[tuple[Any, ...]]) -> np.ndarray:
