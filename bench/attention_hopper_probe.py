@@ -23,6 +23,7 @@ script starts it again; the hung row is skipped).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -179,23 +180,20 @@ def profile(config: str, problem: str) -> None:
     inputs = SPEC.make_inputs(problem_, np.random.default_rng(0))
     if config == "cudnn":
         q, k, v = inputs["q"], inputs["k"], inputs["v"]
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            launch = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=problem_["causal"])  # noqa: E731
-            for _ in range(3):
-                launch()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
-            launch()
+        backend = sdpa_kernel(SDPBackend.CUDNN_ATTENTION)
+        launch = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=problem_["causal"])  # noqa: E731
     else:
+        backend = contextlib.nullcontext()
         out = torch.empty(SPEC.output_spec(problem_).shape, dtype=inputs["q"].dtype, device="cuda")
         launch = launch_of(PLAIN | json.loads(config), problem_, inputs, out)
+    with backend:
         for _ in range(3):
             launch()
         torch.cuda.synchronize()
         torch.cuda.profiler.start()
         launch()
-    torch.cuda.synchronize()
-    torch.cuda.profiler.stop()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
 
 
 def median_s(launch, out: torch.Tensor) -> float:

@@ -32,12 +32,13 @@ status=0
     for who in ${WHO:-ours cudnn}; do
       n=$((n + 1))
       echo "=== $who $problem $config"
-      [[ $who == cudnn ]] && config=cudnn
+      launched="$config"
+      [[ $who == cudnn ]] && launched=cudnn
       timeout 120 ncu --profile-from-start off --clock-control none -c 1 \
         --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
         --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         --section InstructionStats ${SOURCE:+--section SourceCounters} --metrics "$metrics" -o "$out/attention_profile_${n}_$who" -f \
-        python3 -P bench/attention_hopper_probe.py profile "$config" "$problem" >/dev/null 2>&1 || status=1
+        python3 -P bench/attention_hopper_probe.py profile "$launched" "$problem" >/dev/null 2>&1 || status=1
       ncu -i "$out/attention_profile_${n}_$who.ncu-rep" --print-units base 2>&1 || status=1
       if [[ -n "${SOURCE:-}" ]]; then
         ncu -i "$out/attention_profile_${n}_$who.ncu-rep" --page source --print-source sass --csv \

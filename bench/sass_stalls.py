@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tuner.workers.sass import opcode  # noqa: E402
 
 
 def rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -42,12 +46,10 @@ def main() -> None:
     total = sum(number(r[samples]) for r in table) or 1.0
     by_opcode: Counter[str] = Counter()
     for r in table:
-        words = r[source].split()
-        opcode = (words[1] if words and words[0].startswith("@") and len(words) > 1 else words[0]) if words else "?"
-        by_opcode[opcode.split(".")[0]] += number(r[samples])
+        by_opcode[opcode(r[source]).split(".")[0] or "?"] += number(r[samples])
     print(f"{args.csv.name}: {len(table)} instructions, {total:.0f} stall samples")
     print("by opcode:", ", ".join(f"{op} {100 * n / total:.1f}%" for op, n in by_opcode.most_common(16)))
-    extra = [i for i, name in enumerate(header) if name.startswith("stall_") or "Stall" in name and i != samples]
+    extra = [i for i, name in enumerate(header) if (name.startswith("stall_") or "Stall" in name) and i != samples]
     for r in sorted(table, key=lambda r: -number(r[samples]))[: args.top]:
         detail = " ".join(f"{header[i]}={r[i]}" for i in extra if number(r[i]))
         print(f"{100 * number(r[samples]) / total:5.1f}%  {r[0]:>8}  {r[source][:70]:70}  {detail[:160]}")

@@ -40,12 +40,13 @@ def dump_sass(cubin: str) -> str:
                           env=env).stdout
 
 
+def opcode(instruction: str) -> str:
+    """The opcode with its modifiers (``HGMMA.64x128x16.F32``) of one SASS instruction, its guard
+    predicate (``@!P0``) left out; empty for a line that holds none."""
+    words = [word for word in instruction.split() if not word.startswith("@")]
+    return words[0] if words else ""
+
+
 def count(sass: str, mnemonic: str) -> int:
     """How many instructions of ``sass`` (predicated or not) start with ``mnemonic`` (``HGMMA``, ``LDL``)."""
-    found = 0
-    for line in sass.splitlines():
-        words = line.split("*/", 1)[-1].split()
-        if words and words[0].startswith("@"):
-            words = words[1:]
-        found += bool(words) and words[0].startswith(mnemonic)
-    return found
+    return sum(opcode(line.split("*/", 1)[-1]).startswith(mnemonic) for line in sass.splitlines())
