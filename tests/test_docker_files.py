@@ -149,7 +149,7 @@ def test_doc_commands_are_the_ones_the_multi_node_test_runs():
     args = build_parser().parse_args(expand(docs.study, values)[1:])
     assert (args.ray_address, args.db, args.devices) == ("10.0.0.1:6379", values["TUNER_DB"], 2)
     assert program(docs.study)[1:3] == ["-m", "tuner"]
-    assert docs.env == {"RAY_AUTH_MODE": "token"}
+    assert docs.env == {"RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
 
 
 def test_readme_scale_out_section_is_the_doc():

@@ -45,6 +45,30 @@ def tuner_command(url: str, study: str, *extra: str) -> list[str]:
             "--no-progress", *extra]
 
 
+def test_measuring_workers_run_at_the_drivers_priority(ray_session):
+    """Ray starts workers 15 nicer than its driver by default: beside a busy process at the
+    driver's priority every healthy CPU trial then timed out (a loaded CI run, 2026-12-03). A
+    local Ray's workers run at the driver's niceness; compile tasks add COMPILE_NICENESS."""
+    import os
+
+    import ray
+
+    from tuner.workers.ray_executor import COMPILE_NICENESS, _yield_to_measuring
+
+    @ray.remote
+    def niceness(compiling: bool) -> int:
+        if compiling:
+            _yield_to_measuring()
+        return os.nice(0)
+
+    def fresh(compiling: bool):  # a runtime env of its own: a new worker process, not a reused one
+        return niceness.options(runtime_env={"env_vars": {"TUNER_TEST_FRESH_WORKER": str(compiling)}})
+
+    driver = os.nice(0)
+    assert ray.get(fresh(False).remote(False)) == driver
+    assert ray.get(fresh(True).remote(True)) == min(19, driver + COMPILE_NICENESS)
+
+
 def test_faulty_variants_are_labelled_and_every_trial_is_accounted_for(tmp_path, ray_session):
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     code = main(["run", "--arch", "cpu", "--template", FAULTY, "--shape", "n=4096", "--db", url,

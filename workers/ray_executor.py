@@ -45,6 +45,7 @@ from .measurement import Artifact, Job, Measurement, Status
 ACTOR_START_TIMEOUT_S = 120.0
 GROW_CHECK_S = 10.0
 COMPILE_NICENESS = 10  # added to a compile worker's niceness (see _yield_to_measuring)
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # what a raylet adds to its workers' niceness (Ray's default: 15)
 
 
 @ray.remote
@@ -110,6 +111,10 @@ def init_ray(address: str | None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # Ray starts its workers 15 nicer than itself: beside any busy process at the driver's
+            # priority (a build, another job) a measuring worker then gets a sliver of a core and
+            # healthy CPU trials time out. Ours run at the driver's; compiles lower their own.
+            os.environ.setdefault(WORKER_NICENESS_ENV, "0")
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
     return True
 
