@@ -10,6 +10,11 @@ then a few configs per headline shape timed beside SDPA's cuDNN and flash backen
 each epilogue and cluster size (attention_hopper_next_times.json and a table per headline row,
 attention_hopper_next.md), not only with the direct epilogue and no cluster.
 
+``--fp8``: the e4m3 configs (precision=e4m3, problems with fp8=true): check them on the GPU
+tests' FP8 problems (attention_hopper_fp8_check.jsonl); time FP8_TIMED on the headline shapes and
+S=8192, fp16 in and out, causal and not, beside cuDNN's fp16 and the best exact tile of TIMED
+(attention_hopper_fp8_times.json, attention_hopper_fp8.md: µs per head, TFLOP/s, error).
+
 ``profile`` launches our kernel with that config (or SDPA's cuDNN backend) a few times, then once
 between ``cudaProfilerStart`` and ``Stop``: ``ncu --profile-from-start off`` captures that launch
 alone (bench/attention_hopper_profile.sh).
@@ -40,7 +45,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.gpu.test_attention_hopper import PROBLEMS, configs_for, problem_of  # noqa: E402
+from tests.gpu.test_attention_hopper import FP8_PROBLEMS, PROBLEMS, configs_for, problem_of  # noqa: E402
 from tuner.kernel_templates import Target, find_spec  # noqa: E402
 from tuner.workers import TimingPolicy, get_backend  # noqa: E402
 from tuner.workers.cuda_launch import launcher  # noqa: E402
@@ -63,6 +68,15 @@ TIMED = {
           (128, 176, 2, "serial", True), (128, 96, 3, "intra", True), (128, 128, 2, "serial", True),
           (192, 80, 2, "serial", True), (128, 128, 3, "serial", True), (128, 128, 3, "intra", True)),
 }
+# e4m3 tiles timed per head dim (block_n 64 or 128: a transposed V row is one swizzled chunk); FA3's
+# FP8 kernels take 128 x 128 to 192 x 128 with 2 stages
+FP8_TIMED = {
+    64: ((192, 128, 2, "serial", True), (128, 128, 2, "intra", True), (128, 128, 3, "intra", True),
+         (192, 64, 2, "intra", True), (128, 128, 2, "serial", True), (64, 128, 2, "intra", False)),
+    128: ((128, 128, 2, "intra", True), (128, 128, 3, "intra", True), (128, 128, 2, "serial", True),
+          (192, 64, 2, "intra", True), (128, 64, 3, "intra", True), (64, 128, 2, "intra", False)),
+}
+FP8_ROWS = HEADLINE + ((2, 32, 8192, 128),)
 NAMES = ("block_m", "block_n", "stages", "overlap", "pingpong")
 PLAIN = {"epilogue": "direct", "cluster": 1}
 # (epilogue, cluster) of `time --new`
@@ -73,6 +87,9 @@ QUICK_CONFIGS = ((128, 128, 2, "intra", True), (192, 144, 2, "serial", True), (6
                  (128, 64, 3, "serial", False), (192, 96, 2, "intra", True))
 QUICK_PROBLEMS = [p for p in PROBLEMS
                   if p["D"] in (64, 128) and p["S"] in (1000, 333) and (p["causal"] or p["S"] == 1000)]
+
+
+E4M3 = {"precision": "e4m3"}
 
 
 def config_of(values: tuple, knobs: dict[str, Any] = PLAIN) -> dict[str, Any]:
@@ -92,7 +109,7 @@ def launch_of(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str,
     artifact = BACKEND.compile(source, TARGET)
     if artifact.error:
         raise RuntimeError(f"compile: {artifact.error}")
-    return launcher(artifact.path, source, inputs, out)
+    return launcher(artifact.path, source, SPEC.kernel_inputs(inputs, config), out)
 
 
 def finish_or_die(label: str, log) -> None:
@@ -122,13 +139,16 @@ def diagnose(out: torch.Tensor, ref: torch.Tensor, problem: dict[str, Any], bloc
             "max_by_row_tile": [round(x, 4) for x in by_tile][:40], "max_by_head": [round(x, 4) for x in by_head][:16]}
 
 
-def check(out_dir: Path, quick: bool, new_only: bool) -> None:
-    path = out_dir / "attention_hopper_check.jsonl"
+def check(out_dir: Path, quick: bool, new_only: bool, fp8: bool = False) -> None:
+    path = out_dir / ("attention_hopper_fp8_check.jsonl" if fp8 else "attention_hopper_check.jsonl")
     done = set()
     if path.exists():
         done = {json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()}
     device = BACKEND.device(TARGET)
-    if quick:
+    if fp8:
+        jobs = [(c, problem_of(v)) for v in FP8_PROBLEMS for c in configs_for(problem_of(v))
+                if c["precision"] == "e4m3"]
+    elif quick:
         jobs = [(config_of(c), problem_of(v)) for v in QUICK_PROBLEMS for c in QUICK_CONFIGS
                 if SPEC.check(config_of(c), problem_of(v), device) is None]
     else:
@@ -160,8 +180,8 @@ def check(out_dir: Path, quick: bool, new_only: bool) -> None:
     for r in bad[:25]:
         print("FAIL", json.dumps({k: r.get(k) for k in ("config", "problem", "rel_l2", "nonfinite", "bad_rows",
                                                         "first_bad", "max_by_row_tile", "hang")}))
-    worst = max((r for r in rows if r.get("ok")), key=lambda r: r["rel_l2"] / SPEC.max_error({}, r["problem"]),
-                default=None)
+    worst = max((r for r in rows if r.get("ok")),
+                key=lambda r: r["rel_l2"] / SPEC.max_error(r["config"], r["problem"]), default=None)
     if worst:
         print("largest passing error:", worst["rel_l2"], worst["config"], worst["problem"])
 
@@ -207,11 +227,18 @@ def sdpa_seconds(backend: SDPBackend, inputs: dict[str, Any], causal: bool) -> f
                         torch.empty(1, device="cuda"))
 
 
-def time_rows(out_dir: Path, new: bool) -> None:
-    problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
-                for shape in HEADLINE for causal in (False, True) for dtype in ("fp16", "bf16")]
+def time_rows(out_dir: Path, new: bool, fp8: bool = False) -> None:
+    if fp8:  # fp16 in and out; the e4m3 tiles and the exact ones, on the same inputs
+        problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, fp8=True))
+                    for shape in FP8_ROWS for causal in (False, True)]
+        tiles = [(t, PLAIN | E4M3) for t in FP8_TIMED[128]] + [(t, PLAIN) for t in TIMED[128]]
+        tiles_of = {64: [(t, PLAIN | E4M3) for t in FP8_TIMED[64]] + [(t, PLAIN) for t in TIMED[64]], 128: tiles}
+    else:
+        problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
+                    for shape in HEADLINE for causal in (False, True) for dtype in ("fp16", "bf16")]
+        tiles_of = {d: [(t, knobs) for t in TIMED[d] for knobs in (KNOBS if new else (PLAIN,))] for d in TIMED}
     device = BACKEND.device(TARGET)
-    jobs = [(config_of(t, knobs), p) for p in problems for t in TIMED[p["D"]] for knobs in (KNOBS if new else (PLAIN,))
+    jobs = [(config_of(t, knobs), p) for p in problems for t, knobs in tiles_of[p["D"]]
             if SPEC.check(config_of(t, knobs), p, device) is None]
     compile_all(jobs)
     results = []
@@ -228,16 +255,41 @@ def time_rows(out_dir: Path, new: bool) -> None:
             rel = error_metrics(out, ref)[0]
             row = {"problem": problem, "config": config, "us": seconds * 1e6, "tflops": flops / seconds / 1e12,
                    "rel_l2": rel, "cudnn_tflops": flops / sdpa["cudnn"] / 1e12,
-                   "flash_tflops": flops / sdpa["flash"] / 1e12, "x_cudnn": sdpa["cudnn"] / seconds}
+                   "flash_tflops": flops / sdpa["flash"] / 1e12, "x_cudnn": sdpa["cudnn"] / seconds,
+                   "us_per_head": seconds * 1e6 / problem["H"]}
             results.append(row)
             print(f"{problem['B']},{problem['H']},{problem['S']},{problem['D']} c={int(problem['causal'])} "
                   f"{problem['dtype']} {list(config.values())} {row['tflops']:6.0f} TF  cudnn "
                   f"{row['cudnn_tflops']:4.0f} flash {row['flash_tflops']:4.0f}  x cudnn {row['x_cudnn']:.3f} "
                   f"rel {rel:.1e}", flush=True)
-    name = "attention_hopper_next" if new else "attention_hopper_probe"
+    name = "attention_hopper_fp8" if fp8 else "attention_hopper_next" if new else "attention_hopper_probe"
     (out_dir / f"{name}_times.json").write_text(json.dumps(results, indent=1) + "\n")
-    if new:
+    if fp8:
+        (out_dir / f"{name}.md").write_text(fp8_table(results))
+    elif new:
         (out_dir / f"{name}.md").write_text(best_table(results))
+
+
+def fp8_table(results: list[dict[str, Any]]) -> str:
+    """Per row, the fastest e4m3 tile within its bound and the fastest exact one, beside cuDNN fp16."""
+    lines = ["| B,H,S,D | causal | cuDNN fp16 TF | exact: tile, TF | e4m3: tile, µs/head, TF, rel L2 | e4m3 x cuDNN |",
+             "|---|---|---|---|---|---|"]
+    keys = dict.fromkeys(json.dumps(r["problem"], sort_keys=True) for r in results)
+    for key in keys:
+        rows = [r for r in results if json.dumps(r["problem"], sort_keys=True) == key
+                and r["rel_l2"] <= SPEC.max_error(r["config"], r["problem"])]
+        if not rows:
+            continue
+        p = rows[0]["problem"]
+        exact, e4m3 = (max((r for r in rows if (r["config"].get("precision") == "e4m3") == fp8), default=None,
+                           key=lambda r: r["tflops"]) for fp8 in (False, True))
+        cells = [f"{[exact['config'][n] for n in NAMES]}, {exact['tflops']:.0f}" if exact else "-",
+                 f"{[e4m3['config'][n] for n in NAMES]}, {e4m3['us_per_head']:.2f}, {e4m3['tflops']:.0f}, "
+                 f"{e4m3['rel_l2']:.1e}" if e4m3 else "-",
+                 f"{e4m3['x_cudnn']:.3f}" if e4m3 else "-"]
+        lines.append(f"| {p['B']},{p['H']},{p['S']},{p['D']} | {'yes' if p['causal'] else 'no'} | "
+                     f"{rows[0]['cudnn_tflops']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def best_table(results: list[dict[str, Any]]) -> str:
@@ -269,16 +321,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="check: a few tiles on a few problems")
     parser.add_argument("--new", action="store_true",
                         help="check: only the TMA epilogue and cluster configs; time: every epilogue and cluster size")
+    parser.add_argument("--fp8", action="store_true", help="check / time the e4m3 configs (see above)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.mode == "check":
-        check(args.out, args.quick, args.new)
+        check(args.out, args.quick, args.new, args.fp8)
     elif args.mode == "one":
         one(*args.args)
     elif args.mode == "profile":
         profile(*args.args)
     else:
-        time_rows(args.out, args.new)
+        time_rows(args.out, args.new, args.fp8)
 
 
 if __name__ == "__main__":

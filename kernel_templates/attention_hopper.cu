@@ -28,9 +28,18 @@
  * boxes are clipped at S: rows past S are never written), while the warpgroup goes on to its next
  * tile; EPILOGUE_TMA 0 stores 4-byte pairs from registers.
  *
- * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, OVERLAP_INTRA, PINGPONG,
- * EPILOGUE_TMA and CLUSTER before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM] contiguous
- * 16-bit tensors.
+ * FP8 1: Q and K are e4m3 [B, H(_kv), S, HEAD_DIM] and V is e4m3 transposed, [B, H_kv, HEAD_DIM, S']
+ * (S' = S rounded up to 32, zero-filled), with one fp32 scale each (`scales`: q, k, v); both
+ * products run on e4m3 wgmma (k32 steps, both operands K-major: hence V transposed) and P is
+ * rounded to e4m3 in registers. The fp32 score accumulators a thread holds for 32 keys are keys
+ * 2q, 2q+1, 8+2q, 9+2q, 16+2q, ... (q = lane % 4), where the m64k32 register fragment of A wants
+ * 4q..4q+3, 16+4q..16+4q+3: instead of moving P between threads, the pre-pass that transposes V
+ * permutes each 32 keys the same way (attention_problem.V_KEY_ORDER), so P·V sums the same
+ * products. O is 16-bit as without FP8. Rows of 64 bytes (HEAD_DIM 64) use the 64-byte swizzle.
+ *
+ * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, FP8, OVERLAP_INTRA,
+ * PINGPONG, EPILOGUE_TMA and CLUSTER before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM]
+ * contiguous 16-bit tensors (but for FP8, above).
  */
 #include "hopper.cuh"
 
@@ -38,12 +47,20 @@ using namespace hopper;
 
 constexpr int CONSUMERS = BLOCK_M / 64;
 constexpr int THREADS = (CONSUMERS + 1) * 128;
-constexpr int D_CHUNKS = HEAD_DIM / 64;                 // 128-byte swizzled column chunks of a row
-constexpr int Q_BYTES = BLOCK_M * HEAD_DIM * 2;
-constexpr int KV_BYTES = BLOCK_N * HEAD_DIM * 2;
+constexpr int ELEMENT_BYTES = FP8 ? 1 : 2;             // of Q, K and V (O is 16-bit)
+constexpr int ROW_BYTES = HEAD_DIM * ELEMENT_BYTES;     // a row of Q or K
+constexpr int SWIZZLE = ROW_BYTES < 128 ? ROW_BYTES : 128;  // bytes of a swizzled Q/K row chunk
+constexpr int D_CHUNKS = ROW_BYTES / SWIZZLE;           // swizzled column chunks of a Q/K row
+constexpr int CHUNK_COLS = SWIZZLE / ELEMENT_BYTES;
+constexpr int QK_STEPS = ROW_BYTES / 32;                // k16 (16-bit) or k32 (e4m3) steps: 32 bytes each
+constexpr int CHUNK_STEPS = SWIZZLE / 32;
+constexpr int V_SWIZZLE = FP8 ? BLOCK_N : 128;          // FP8: a row of the transposed V tile, BLOCK_N keys
+constexpr int O_CHUNKS = HEAD_DIM / 64;                 // 128-byte swizzled column chunks of an output row
+constexpr int Q_BYTES = BLOCK_M * ROW_BYTES;
+constexpr int KV_BYTES = BLOCK_N * ROW_BYTES;
 constexpr int S_ACC = BLOCK_N / 2;                      // score accumulators of a thread
 constexpr int O_ACC = HEAD_DIM / 2;                     // output accumulators of a thread
-constexpr int P_STEPS = BLOCK_N / 16;                   // k16 steps of P·V
+constexpr int P_STEPS = FP8 ? BLOCK_N / 32 : BLOCK_N / 16;  // k32 / k16 steps of P·V
 // After reallocation (the block's pool: 128 x 512 registers with 3 consumers, 168 x 384 with 2):
 // 3 consumers get 160, 2 get 240; with a cluster the producer needs 40 (it spills with 24 or 32),
 // so 3 consumers get 152 and 2 get 232.
@@ -57,9 +74,18 @@ constexpr int O_CHUNK_BYTES = 64 * 128;                 // one 64-row x 64-colum
 static_assert(BLOCK_M % 64 == 0 && CONSUMERS <= 3, "64 query rows per consumer warpgroup, at most 3");
 static_assert(BLOCK_N % 16 == 0 && HEAD_DIM % 64 == 0, "tile shape");
 static_assert(CLUSTER == 1 || CLUSTER == 2, "one block, or a pair sharing K/V");
+static_assert(!FP8 || (CLUSTER == 1 && (BLOCK_N == 64 || BLOCK_N == 128)),
+              "FP8: one block; a transposed V tile row of 64 or 128 keys is one swizzled chunk");
 
+#if FP8
+typedef unsigned char Element;
+typedef WgmmaE4m3<BLOCK_N> MmaS;
+typedef WgmmaE4m3<HEAD_DIM> MmaO;
+#else
+typedef unsigned short Element;
 typedef Wgmma<BLOCK_N, IS_BF16> MmaS;
 typedef Wgmma<HEAD_DIM, IS_BF16> MmaO;
+#endif
 
 #define NEG_INF __int_as_float(0xff800000)
 
@@ -100,7 +126,7 @@ __device__ __forceinline__ int item_key_blocks(int item, int m_blocks, int S, in
 __device__ __forceinline__ void load_rows(unsigned char *dst, const TmaDescriptor *map, u64 *bar, int rows,
                                           int row0, int h, int b) {
 #pragma unroll
-  for (int c = 0; c < D_CHUNKS; c++) tma_load_4d(dst + c * rows * 128, map, bar, c * 64, row0, h, b);
+  for (int c = 0; c < D_CHUNKS; c++) tma_load_4d(dst + c * rows * SWIZZLE, map, bar, c * CHUNK_COLS, row0, h, b);
 }
 
 /* This block's KV_ROWS of a K or V tile (all of it, or with a cluster the half of rank `rank`,
@@ -112,6 +138,12 @@ __device__ __forceinline__ void load_kv(unsigned char *dst, const TmaDescriptor 
   for (int c = 0; c < D_CHUNKS; c++)
     tma_load_4d_multicast(dst + c * BLOCK_N * 128 + rank * KV_ROWS * 128, map, bar, c * 64, row0 + rank * KV_ROWS,
                           h, b, (1 << CLUSTER) - 1);
+}
+
+/* FP8: the transposed V tile of keys key0.. (HEAD_DIM rows of BLOCK_N keys, one box). */
+__device__ __forceinline__ void load_v_transposed(unsigned char *dst, const TmaDescriptor *map, u64 *bar, int key0,
+                                                  int h, int b) {
+  tma_load_4d(dst, map, bar, key0, 0, h, b);
 }
 
 /* ---- a consumer warpgroup ---- */
@@ -146,15 +178,26 @@ __host__ __device__ constexpr u64 desc_step(int bytes) { return (u64)(bytes >> 4
 /* S = Q·Kᵀ over the head dim: Q rows of this warpgroup and the stage's K tile, both K-major. */
 __device__ __forceinline__ void issue_scores(float (&s)[S_ACC], u64 q_desc, u64 k_desc) {
 #pragma unroll
-  for (int kk = 0; kk < HEAD_DIM / 16; kk++)
-    MmaS::ss<0>(s, q_desc + desc_step(kk / 4 * BLOCK_M * 128 + kk % 4 * 32),
-                k_desc + desc_step(kk / 4 * BLOCK_N * 128 + kk % 4 * 32), kk > 0);
+  for (int kk = 0; kk < QK_STEPS; kk++) {
+    const u64 q = q_desc + desc_step(kk / CHUNK_STEPS * BLOCK_M * SWIZZLE + kk % CHUNK_STEPS * 32);
+    const u64 k = k_desc + desc_step(kk / CHUNK_STEPS * BLOCK_N * SWIZZLE + kk % CHUNK_STEPS * 32);
+#if FP8
+    MmaS::ss(s, q, k, kk > 0);
+#else
+    MmaS::ss<0>(s, q, k, kk > 0);
+#endif
+  }
 }
 
-/* O += P·V: P from registers, V [keys, D] row-major read MN-major (64-column chunks BLOCK_N*128 apart). */
+/* O += P·V: P from registers; V [keys, D] row-major read MN-major (64-column chunks BLOCK_N*128
+ * apart), or for FP8 the transposed tile [D, keys] read K-major (k32 steps 32 bytes apart). */
 __device__ __forceinline__ void issue_values(float (&o)[O_ACC], const u32 (&p)[P_STEPS][4], u64 v_desc) {
 #pragma unroll
+#if FP8
+  for (int kk = 0; kk < P_STEPS; kk++) MmaO::rs(o, p[kk], v_desc + desc_step(kk * 32), 1);
+#else
   for (int kk = 0; kk < P_STEPS; kk++) MmaO::rs<1>(o, p[kk], v_desc + desc_step(kk * 16 * 128), 1);
+#endif
 }
 
 /* Scores of keys >= S or (causal) after the row become -inf. Rows are this thread's two (row, row + 8). */
@@ -198,12 +241,22 @@ __device__ __forceinline__ void softmax(float (&s)[S_ACC], float (&max)[2], floa
 }
 
 /* The probabilities as the A fragments of P·V: k16 step kk is score columns 16kk..16kk+15, whose
- * accumulators 8kk..8kk+7 are already in register-A order. */
+ * accumulators 8kk..8kk+7 are already in register-A order. FP8: k32 step kk is the accumulators
+ * 16kk..16kk+15 (score columns 32kk..32kk+31) of rows r and r + 8, four to a register in the order
+ * the permuted keys of V (see the top of this file) expect. */
 __device__ __forceinline__ void to_operand(u32 (&p)[P_STEPS][4], const float (&s)[S_ACC]) {
 #pragma unroll
   for (int kk = 0; kk < P_STEPS; kk++)
+#if FP8
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float *x = s + 16 * kk + 8 * (i / 2) + 2 * (i % 2);
+      p[kk][i] = pack_e4m3x4(x[0], x[1], x[4], x[5]);
+    }
+#else
 #pragma unroll
     for (int i = 0; i < 4; i++) p[kk][i] = pack_pair<IS_BF16>(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
+#endif
 }
 
 __device__ __forceinline__ void rescale(float (&o)[O_ACC], const float (&scale)[2]) {
@@ -261,7 +314,7 @@ __device__ __forceinline__ void store_rows_tma(float (&o)[O_ACC], float (&sum)[2
   named_barrier(EPILOGUE_BARRIER + consumer, 128);
   if (t == 0) {
 #pragma unroll
-    for (int c = 0; c < D_CHUNKS; c++) tma_store_4d(map_o, o_tile + c * O_CHUNK_BYTES, c * 64, first_row, h, b);
+    for (int c = 0; c < O_CHUNKS; c++) tma_store_4d(map_o, o_tile + c * O_CHUNK_BYTES, c * 64, first_row, h, b);
     bulk_commit();
   }
 }
@@ -354,9 +407,11 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
 #if EPILOGUE_TMA
               const __grid_constant__ TmaDescriptor map_o,
 #endif
-              const unsigned short *q, const unsigned short *k,
-              const unsigned short *v, unsigned short *out, int B, int H, int S, int group, int causal,
-              int section, float scale_log2) {
+              const Element *q, const Element *k, const Element *v,
+#if FP8
+              const float *scales,
+#endif
+              unsigned short *out, int B, int H, int S, int group, int causal, int section, float scale_log2) {
   extern __shared__ unsigned char dynamic_smem[];
   __shared__ u64 q_full, q_empty, k_full[STAGES], k_empty[STAGES], v_full[STAGES], v_empty[STAGES];
   // TMA's 128-byte swizzle needs 1024-byte aligned tiles; the launch asks for 1 KB of slack.
@@ -407,15 +462,27 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
           load_kv(k_tiles + ring.stage * KV_BYTES, &map_k, &k_full[ring.stage], j * BLOCK_N, kv_head, item.b, rank);
           mbar_wait(&v_empty[ring.stage], ring.phase ^ 1);
           mbar_arrive_expect_tx(&v_full[ring.stage], KV_BYTES);
+#if FP8
+          load_v_transposed(v_tiles + ring.stage * KV_BYTES, &map_v, &v_full[ring.stage], j * BLOCK_N, kv_head, item.b);
+#else
           load_kv(v_tiles + ring.stage * KV_BYTES, &map_v, &v_full[ring.stage], j * BLOCK_N, kv_head, item.b, rank);
+#endif
         }
       }
     }
   } else {  // a consumer: 64 query rows of every tile
     if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
     const int consumer = wg - 1, t = threadIdx.x % 128;
-    const u64 q_desc = smem_descriptor(q_tile + consumer * 64 * 128, 16, 1024);
-    const u64 k_desc0 = smem_descriptor(k_tiles, 16, 1024), v_desc0 = smem_descriptor(v_tiles, BLOCK_N * 128, 1024);
+    const u64 q_desc = smem_descriptor(q_tile + consumer * 64 * SWIZZLE, 16, 8 * SWIZZLE, SWIZZLE);
+    const u64 k_desc0 = smem_descriptor(k_tiles, 16, 8 * SWIZZLE, SWIZZLE);
+#if FP8
+    const u64 v_desc0 = smem_descriptor(v_tiles, 16, 8 * V_SWIZZLE, V_SWIZZLE);
+    // The e4m3 scales: Q's and K's fold into the softmax's, V's into the row sums.
+    scale_log2 *= scales[0] * scales[1];
+    const float v_unscale = 1.f / scales[2];
+#else
+    const u64 v_desc0 = smem_descriptor(v_tiles, BLOCK_N * 128, 1024);
+#endif
     Ring ring;
     u32 q_phase = 0;
     if (PINGPONG && CONSUMERS > 1 && consumer == CONSUMERS - 1) named_barrier_arrive(PINGPONG_BARRIER, 256);
@@ -478,6 +545,9 @@ attention_fwd(const __grid_constant__ TmaDescriptor map_q, const __grid_constant
       if (CLUSTER > 1)  // the rest of the pair's longer key range
         skip_tiles(item_key_blocks(item.m_block, m_blocks, S, causal) - n_blocks, ring, k_full, k_empty, v_full,
                    v_empty);
+#if FP8
+      sum[0] *= v_unscale, sum[1] *= v_unscale;
+#endif
 #if EPILOGUE_TMA
       store_rows_tma(o, sum, v_tiles + STAGES * KV_BYTES + consumer * 64 * HEAD_DIM * 2, &map_o, consumer, first_row,
                      item.h, item.b);

@@ -4,9 +4,11 @@ Warp-specialized (a TMA producer warp, 1-3 consumer warpgroups of 64 query rows)
 registers, the softmax overlapped with the matrix products inside a warpgroup and/or across
 warpgroups (ping-pong), a persistent grid (longest tiles first when causal), optionally 2-block
 clusters sharing K/V by TMA multicast and a TMA-store epilogue. Head dims 64, 128 and
-256, grouped-query attention, any S. S, B, H, the causal flag and the K/V grouping are run-time
-arguments, so the compiled variants depend on the tile knobs, D and dtype alone: every one that
-check() admits compiles in CI (tests/test_attention_hopper_compile.py).
+256, grouped-query attention, any S. ``precision=e4m3`` (on problems with ``fp8=true``) runs both
+products on FP8 wgmma over e4m3 copies of the inputs (attention_problem.fp8_inputs). S, B, H, the
+causal flag and the K/V grouping are run-time arguments, so the compiled variants depend on the
+tile knobs, D, dtype and precision alone: every one that check() admits compiles in CI
+(tests/test_attention_hopper_compile.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ _CLUSTER_BUDGET = {("serial", 2): 150, ("intra", 2): 172, ("serial", 3): 95, ("i
 L2_SECTION_BYTES = 24 * 1024 * 1024
 # The shared memory a block asks for beyond its tiles: slack to align them to 1024 bytes.
 _ALIGN_SLACK = 1024
-_ELEMENT_BYTES = 2
+_OUT_BYTES = 2  # O is fp16 or bf16 at every precision
+PRECISIONS = ("exact", "e4m3")
+# FP8 reads V transposed, a tile row of block_n keys one swizzled chunk (64 or 128 bytes).
+_FP8_BLOCK_N = (64, 128)
 
 
 class AttentionHopper(AttentionProblem):
@@ -49,16 +54,20 @@ class AttentionHopper(AttentionProblem):
               "O stored from registers, or staged through shared memory and stored by TMA (clipped at S)"),
         Param("cluster", (1, 2),
               "blocks of a cluster on adjacent query tiles of one head, sharing K/V by TMA multicast"),
+        Param("precision", PRECISIONS, "exact: the problem's 16-bit inputs; e4m3: FP8 products over e4m3 "
+                                       "copies (problems with fp8=true)", stored_default="exact"),
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
         if reason := self.check_problem(problem):
             return reason
+        if fp8(config) and not problem.get("fp8", False):
+            return "precision=e4m3 quantizes the 16-bit inputs where the problem sets fp8=true"
         return check_tiles(config, problem["D"], device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "HEAD_DIM": problem["D"],
-                   "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"),
+                   "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"), "FP8": int(fp8(config)),
                    "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"]),
                    "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "CLUSTER": config["cluster"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
@@ -66,8 +75,14 @@ class AttentionHopper(AttentionProblem):
         group = h // kv_heads(problem)
         cluster, kv_rows = config["cluster"], config["block_n"] // config["cluster"]
         tiles = math.ceil(math.ceil(s / config["block_m"]) / cluster) * cluster * b * h
-        maps = (TensorMap("q", (64, config["block_m"], 1, 1)), TensorMap("k", (64, kv_rows, 1, 1)),
-                TensorMap("v", (64, kv_rows, 1, 1)))
+        if fp8(config):  # rows of D bytes (a 64-byte swizzle at D=64); V transposed, rows of block_n keys
+            chunk = min(d, 128)
+            maps = (TensorMap("q8", (chunk, config["block_m"], 1, 1), swizzle=chunk),
+                    TensorMap("k8", (chunk, kv_rows, 1, 1), swizzle=chunk),
+                    TensorMap("vt8", (config["block_n"], d, 1, 1), swizzle=config["block_n"]))
+        else:
+            maps = (TensorMap("q", (64, config["block_m"], 1, 1)), TensorMap("k", (64, kv_rows, 1, 1)),
+                    TensorMap("v", (64, kv_rows, 1, 1)))
         return Source(
             language="cuda", code=inline_headers(header + _TEMPLATE), entry="attention_fwd", options=("-O3",),
             scalars=(("int32", b), ("int32", h), ("int32", s), ("int32", group), ("int32", int(problem["causal"])),
@@ -81,9 +96,13 @@ def consumers(config: Config) -> int:
     return config["block_m"] // 64
 
 
+def fp8(config: Config) -> bool:
+    return config.get("precision", "exact") == "e4m3"
+
+
 def live_values(config: Config, head_dim: int) -> int:
     """fp32 (or packed 16-bit pair) registers a consumer thread keeps live at its peak."""
-    scores, probabilities = config["block_n"] // 2, config["block_n"] // 4
+    scores, probabilities = config["block_n"] // 2, config["block_n"] // (8 if fp8(config) else 4)
     return head_dim // 2 + scores + (probabilities if config["overlap"] == "intra" else 0)
 
 
@@ -92,6 +111,9 @@ def check_tiles(config: Config, head_dim: int, device: Device) -> str | None:
     problem's sizes are run-time arguments, so nothing else matters here."""
     if config["pingpong"] and consumers(config) == 1:
         return "ping-pong takes turns between consumer warpgroups: it needs block_m 128 or 192"
+    if fp8(config) and (config["cluster"] > 1 or config["block_n"] not in _FP8_BLOCK_N):
+        return (f"precision=e4m3 runs with cluster 1 and block_n {' or '.join(map(str, _FP8_BLOCK_N))} "
+                "(a transposed V tile row is one swizzled chunk)")
     live, budget = live_values(config, head_dim), _LIVE_BUDGET[consumers(config)]
     if config["cluster"] > 1 and consumers(config) > 1:
         budget = _CLUSTER_BUDGET[config["overlap"], consumers(config)]
@@ -110,8 +132,13 @@ def shared_bytes(config: Config, head_dim: int) -> int:
     epilogue (as large as Q: it cannot share Q's, which the next tile's load refills at once), the
     alignment slack."""
     out_rows = config["block_m"] if config["epilogue"] == "tma" else 0
-    rows = config["block_m"] + 2 * config["stages"] * config["block_n"] + out_rows
-    return rows * head_dim * _ELEMENT_BYTES + _ALIGN_SLACK
+    rows = config["block_m"] + 2 * config["stages"] * config["block_n"]
+    return rows * head_dim * element_bytes(config) + out_rows * head_dim * _OUT_BYTES + _ALIGN_SLACK
+
+
+def element_bytes(config: Config) -> int:
+    """Of Q, K and V as the kernel reads them."""
+    return 1 if fp8(config) else 2
 
 
 def static_shared_bytes(config: Config) -> int:
@@ -122,5 +149,5 @@ def static_shared_bytes(config: Config) -> int:
 def section_heads(problem: Problem) -> int:
     """Query heads whose tiles run side by side: as many as keep their K/V within L2_SECTION_BYTES."""
     group = problem["H"] // kv_heads(problem)
-    per_head = 2 * problem["S"] * problem["D"] * _ELEMENT_BYTES / group
+    per_head = 2 * problem["S"] * problem["D"] * 2 / group  # 16-bit K and V (e4m3: half, so conservative)
     return max(1, min(problem["B"] * problem["H"], int(L2_SECTION_BYTES // per_head)))

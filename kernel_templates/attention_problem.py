@@ -10,6 +10,12 @@ Grouped-query attention: ``H_kv`` K/V heads, each shared by ``H / H_kv`` consecu
 with ``enable_gqa``); ``H_kv=0`` means as many K/V heads as query heads. ``H_kv`` is an optional
 problem parameter: absent at 0 (and ``H_kv=H`` is stored as absent too), so the problems, study
 names and best answers stored before it existed are those of ``H_kv=0``.
+
+FP8: with ``fp8=true`` (an optional problem parameter, absent when false) a family may admit
+``precision=e4m3`` configs, which read e4m3 copies of the 16-bit inputs made by a stated pre-pass
+(:func:`fp8_inputs`: per-tensor scales, V transposed with its keys permuted as the kernel's P
+fragments need); their error is measured against the same fp32 reference of the 16-bit inputs, so
+it is what FP8 costs, and both precisions share one study and its front.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 
 # Relative L2 error of an exact variant: the rounding of its inputs' type.
 EXACT_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
+# e4m3 keeps 3 mantissa bits: Q, K, V and P each rounded to it (2^-4 relative at worst).
+E4M3_ERROR = 8e-2
+E4M3_MAX = 448.0  # e4m3's largest finite value: a tensor's largest magnitude is scaled to it
+FP8_INPUTS = ("q8", "k8", "vt8", "scales")
+# For each 32 keys, the key the e4m3 P·V fragment's position L reads (attention_hopper.cu, top):
+# a thread's score accumulators hold keys 2q, 2q+1, 8+2q, 9+2q (and 16 more), the fragment wants
+# positions 4q..4q+3, so the transposed V's position L holds key V_KEY_ORDER[L].
+V_KEY_ORDER = tuple(16 * (L // 16) + 2 * (L % 16 // 4) + L % 2 + 8 * (L % 4 // 2) for L in range(32))
 
 
 # Grouped-query attention's K/V heads, a problem parameter of the CPU template too.
@@ -45,6 +59,8 @@ class AttentionProblem(KernelSpec):
         ProblemParam("D", int, 64, choices=(64, 128, 256), doc="head dimension"),
         ProblemParam("causal", bool, False, doc="mask keys after each query"),
         ProblemParam("dtype", str, "fp16", choices=tuple(TORCH_DTYPE), doc="input and output type"),
+        ProblemParam("fp8", bool, False, optional=True,
+                     doc="also search FP8 (e4m3) variants of the 16-bit inputs, where a family has them"),
     )
 
     def canonical_problem(self, problem: Problem) -> dict[str, Any]:
@@ -60,8 +76,14 @@ class AttentionProblem(KernelSpec):
         generator = torch.Generator(device="cuda").manual_seed(int(rng.integers(2**62)))
         dtype = getattr(torch, TORCH_DTYPE[problem["dtype"]])
         shapes = {"q": q_shape(problem), "k": kv_shape(problem), "v": kv_shape(problem)}
-        return {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float32).to(dtype)
-                for name, shape in shapes.items()}
+        inputs = {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float32).to(dtype)
+                  for name, shape in shapes.items()}
+        return inputs | fp8_inputs(inputs["q"], inputs["k"], inputs["v"]) if problem.get("fp8") else inputs
+
+    def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
+        """q, k, v; for an e4m3 config their FP8 copies and scales instead."""
+        names = FP8_INPUTS if config.get("precision") == "e4m3" else ("q", "k", "v")
+        return {name: inputs[name] for name in names}
 
     def output_spec(self, problem: Problem) -> OutputSpec:
         return OutputSpec(shape=q_shape(problem), dtype=TORCH_DTYPE[problem["dtype"]])
@@ -88,7 +110,31 @@ class AttentionProblem(KernelSpec):
         # The exact variants' bounds are the rounding of their inputs' type; the inexact ones get
         # a looser bound and store their real error for the Pareto front.
         exact = EXACT_ERROR[problem["dtype"]]
-        return exact if config.get("precision", "exact") == "exact" else 2 * exact
+        precision = config.get("precision", "exact")
+        return exact if precision == "exact" else E4M3_ERROR if precision == "e4m3" else 2 * exact
+
+
+def fp8_inputs(q: Any, k: Any, v: Any) -> dict[str, Any]:
+    """The pre-pass of the e4m3 configs: q, k, v [B, H(_kv), S, D] (16-bit, on the GPU) as e4m3
+    with one fp32 scale each (``x ≈ x8.float() * scale``), V transposed to [B, H_kv, D, S'] with
+    S' = S rounded up to 32 (zero-filled) and each 32 keys in V_KEY_ORDER; ``scales`` is
+    [q, k, v]'s three."""
+    import torch
+
+    def quantized(x: Any) -> tuple[Any, Any]:
+        scale = (x.abs().amax().float() / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+    (q8, q_scale), (k8, k_scale), (v8, v_scale) = quantized(q), quantized(k), quantized(v)
+    batch, heads, length, dim = v8.shape
+    padded = -(-length // 32) * 32
+    blocks = torch.zeros((batch, heads, padded, dim), dtype=v8.dtype, device=v8.device)
+    blocks[:, :, :length] = v8
+    order = torch.tensor(V_KEY_ORDER, device=v8.device)
+    permuted = blocks.view(batch, heads, padded // 32, 32, dim)[:, :, :, order]
+    vt8 = permuted.reshape(batch, heads, padded, dim).transpose(2, 3).contiguous()
+    return {"q8": q8.contiguous(), "k8": k8.contiguous(), "vt8": vt8,
+            "scales": torch.stack([q_scale, k_scale, v_scale]).contiguous()}
 
 
 def kv_heads(problem: Problem) -> int:

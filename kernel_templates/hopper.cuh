@@ -169,14 +169,16 @@ template <int REGISTERS> __device__ __forceinline__ void setmaxnreg_dec() {
 
 /* ---- wgmma ---- */
 
-/* A shared-memory matrix descriptor for a 128-byte-swizzled tile at `pointer`. K-major tiles (rows
- * of 64 16-bit K values) step 8-row atoms by `stride_bytes` = 1024; MN-major tiles (rows of 64 M or
- * N values, one row per K) step 8-K atoms by `stride_bytes` = 1024 and 64-wide MN chunks by
- * `leading_bytes`. */
-__device__ __forceinline__ u64 smem_descriptor(const void *pointer, u32 leading_bytes, u32 stride_bytes) {
+/* A shared-memory matrix descriptor for a 128-byte-swizzled tile at `pointer` (or `swizzle_bytes`
+ * 64: rows of 64 bytes, 8-row atoms of 512). K-major tiles (rows of 64 16-bit K values) step 8-row
+ * atoms by `stride_bytes` = 1024; MN-major tiles (rows of 64 M or N values, one row per K) step 8-K
+ * atoms by `stride_bytes` = 1024 and 64-wide MN chunks by `leading_bytes`. */
+__device__ __forceinline__ u64 smem_descriptor(const void *pointer, u32 leading_bytes, u32 stride_bytes,
+                                               int swizzle_bytes = 128) {
   const u64 encode = 0x3FFFF;
+  const u64 layout = swizzle_bytes == 128 ? 1 : swizzle_bytes == 64 ? 2 : 3;  // the descriptor's swizzle mode
   return ((smem_addr(pointer) & encode) >> 4) | (((leading_bytes & encode) >> 4) << 16) |
-         (((stride_bytes & encode) >> 4) << 32) | (1ull << 62);
+         (((stride_bytes & encode) >> 4) << 32) | (layout << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -339,20 +341,36 @@ __device__ __forceinline__ float exp2_approx(float x) {
 
 /* WgmmaE4m3<N>::ss: one m64nNk32 warpgroup MMA D(fp32) += A·B of e4m3 inputs, both read K-major
  * from shared memory (8-bit wgmma has no transposed forms): a k32 step spans 32 bytes of a
- * 128-byte swizzled row, as a k16 step of 16-bit inputs does. `scale_d` = 0 overwrites D. */
+ * 128-byte swizzled row, as a k16 step of 16-bit inputs does. ::rs takes A from registers: four
+ * registers of four e4m3 each, the m64k32 fragment (a thread's row r and r + 8, columns 4(lane%4)..+3
+ * and 16 + 4(lane%4)..+3). `scale_d` = 0 overwrites D. */
 template <int N> struct WgmmaE4m3;
 
-#define TUNER_WGMMA_E4M3(N, REGS, OUT, P0, P1, P2)                                                               \
+#define TUNER_WGMMA_E4M3(N, REGS, OUT, P0, P1, P2, P3, P4, P5)                                                   \
   template <> struct WgmmaE4m3<N> {                                                                              \
     __device__ __forceinline__ static void ss(float (&d)[N / 2], u64 a, u64 b, int scale_d) {                    \
       asm volatile("{ .reg .pred p; setp.ne.b32 p, " P2 ", 0;\n"                                                  \
                    "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 {" REGS "}, " P0 ", " P1 ", p, 1, 1; }" \
                    : OUT(d) : "l"(a), "l"(b), "r"(scale_d));                                                     \
     }                                                                                                            \
+    __device__ __forceinline__ static void rs(float (&d)[N / 2], const u32 (&a)[4], u64 b, int scale_d) {        \
+      asm volatile("{ .reg .pred p; setp.ne.b32 p, " P5 ", 0;\n"                                                  \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 {" REGS "}, {" P0 ", " P1 ", " P2   \
+                   ", " P3 "}, " P4 ", p, 1, 1; }"                                                                \
+                   : OUT(d) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));                 \
+    }                                                                                                            \
   };
-TUNER_WGMMA_E4M3(64, TUNER_R32, TUNER_F32, "%32", "%33", "%34")
-TUNER_WGMMA_E4M3(128, TUNER_R64, TUNER_F64, "%64", "%65", "%66")
-TUNER_WGMMA_E4M3(256, TUNER_R128, TUNER_F128, "%128", "%129", "%130")
+TUNER_WGMMA_E4M3(64, TUNER_R32, TUNER_F32, "%32", "%33", "%34", "%35", "%36", "%37")
+TUNER_WGMMA_E4M3(128, TUNER_R64, TUNER_F64, "%64", "%65", "%66", "%67", "%68", "%69")
+TUNER_WGMMA_E4M3(256, TUNER_R128, TUNER_F128, "%128", "%129", "%130", "%131", "%132", "%133")
+
+/* Four floats rounded (saturating) to four e4m3 in one register, `a` in the lowest byte. */
+__device__ __forceinline__ u32 pack_e4m3x4(float a, float b, float c, float d) {
+  unsigned short lo, hi;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(b), "f"(a));
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(d), "f"(c));
+  return (u32)lo | ((u32)hi << 16);
+}
 
 /* Two floats to shared (or global) memory at an 8-byte aligned address (an fp32 output's pair). */
 __device__ __forceinline__ void st_shared_f32x2(const void *pointer, float a, float b) {

@@ -9,7 +9,9 @@ only the MMA type and the conversions) at its largest tile of each kind; and for
 and the 2-block cluster, each alone and both, the largest tile (block_n, then stages) of every
 block_m, overlap and ping-pong at fp16: those knobs change the code outside the key loop and the
 producer, so the tile with the most live values and shared memory is where they would spill or not
-fit (the whole cross product would be four times as many compiles).
+fit (the whole cross product would be four times as many compiles). FP8 (precision=e4m3, on an
+fp8=true problem): every admitted variant with the direct epilogue, and the TMA epilogue's largest
+tile of each kind, held to the same promises with e4m3 warpgroup MMAs (QGMMA) instead.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def _available(probe) -> bool:
 
 
 def admitted(dtype: str, head_dim: int, knobs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The admitted configs with the epilogue and cluster of ``knobs``."""
-    problem = SPEC.validate_problem({"D": head_dim, "dtype": dtype})
+    """The admitted configs with the epilogue and cluster (and for FP8 the precision) of ``knobs``."""
+    problem = SPEC.validate_problem({"D": head_dim, "dtype": dtype, "fp8": knobs.get("precision") == "e4m3"})
     every = (dict(zip(NAMES, values, strict=True)) for values in itertools.product(*(p.choices for p in SPEC.params)))
     return [c for c in every if c | knobs == c and SPEC.check(c, problem, DEVICE) is None]
 
@@ -65,15 +67,20 @@ def largest(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 HEAD_DIMS = (64, 128, 256)
-PARTS = ("fp16", "bf16", "new knobs")
+PARTS = ("fp16", "bf16", "new knobs", "fp8")
+FP8 = {"precision": "e4m3"}
 
 
 def jobs_of(head_dim: int, part: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """One part of the compiled set at one head dim: every plain fp16 variant, bf16's largest, or
-    the TMA epilogue and cluster variants' largest (a test each, so none runs for long)."""
+    the TMA epilogue and cluster variants' largest, or FP8's (a test each, so none runs for long)."""
     fp16, bf16 = SPEC.validate_problem({"D": head_dim}), SPEC.validate_problem({"D": head_dim, "dtype": "bf16"})
     if part == "fp16":
         return [(c, fp16) for c in admitted("fp16", head_dim, PLAIN)]
+    if part == "fp8":
+        fp8 = fp16 | {"fp8": True}
+        return [(c, fp8) for c in admitted("fp16", head_dim, PLAIN | FP8)
+                + largest(admitted("fp16", head_dim, {"epilogue": "tma", "cluster": 1} | FP8))]
     if part == "bf16":
         return [(c, bf16) for c in largest(admitted("bf16", head_dim, PLAIN))]
     return [(c, fp16) for knobs in NEW for c in largest(admitted("fp16", head_dim, knobs))]
@@ -115,6 +122,21 @@ def test_render_of_the_tma_epilogue_and_the_cluster() -> None:
     assert "#define EPILOGUE_TMA 1" in tma.code and "#define CLUSTER 2" in pair.code
 
 
+def test_render_of_fp8() -> None:
+    """e4m3 Q and K in rows of D bytes (64-byte swizzle at D=64), V transposed in rows of block_n keys."""
+    problem = SPEC.validate_problem({"B": 2, "H": 32, "S": 1000, "D": 64, "fp8": True})
+    config = DEFAULT | FP8
+    source = SPEC.render(config, problem)
+    assert [(m.buffer, m.box, m.swizzle) for m in source.tensor_maps] == [
+        ("q8", (64, 128, 1, 1), 64), ("k8", (64, 128, 1, 1), 64), ("vt8", (128, 64, 1, 1), 128)]
+    assert "#define FP8 1" in source.code and "#define FP8 0" in SPEC.render(DEFAULT, problem).code
+    assert source.shared_bytes == shared_bytes(config, 64) == (128 + 4 * 128) * 64 + 1024  # 1-byte elements
+    d128 = SPEC.render(config | {"block_n": 64, "epilogue": "tma"}, problem | {"D": 128})
+    assert [(m.box, m.swizzle) for m in d128.tensor_maps] == [((128, 128, 1, 1), 128), ((128, 64, 1, 1), 128),
+                                                             ((64, 128, 1, 1), 64), ((64, 64, 1, 1), 128)]
+    assert d128.shared_bytes == (128 + 4 * 64) * 128 + 128 * 128 * 2 + 1024  # the 16-bit O tile beside
+
+
 def test_check_rejects_what_cannot_run() -> None:
     d64, d256 = SPEC.validate_problem({"D": 64}), SPEC.validate_problem({"D": 256})
     assert SPEC.check(DEFAULT, d64, DEVICE) is None
@@ -132,7 +154,13 @@ def test_check_rejects_what_cannot_run() -> None:
     # a cluster's producer takes registers from 3 consumers: 104 live values spill there
     serial = DEFAULT | {"block_m": 192, "block_n": 144, "overlap": "serial"}
     assert SPEC.check(serial, d64, DEVICE) is None and "spill" in SPEC.check(serial | {"cluster": 2}, d64, DEVICE)
-    assert 300 <= len(jobs()) <= 360, "keep the compiled set a size CI can build"
+    # FP8: where the problem asks for it, with one block and a transposed V row of 64 or 128 keys
+    assert "fp8=true" in SPEC.check(DEFAULT | FP8, d64, DEVICE)
+    fp8 = d64 | {"fp8": True}
+    assert SPEC.check(DEFAULT | FP8, fp8, DEVICE) is None and SPEC.check(DEFAULT, fp8, DEVICE) is None
+    assert "cluster 1 and block_n 64 or 128" in SPEC.check(DEFAULT | FP8 | {"block_n": 96}, fp8, DEVICE)
+    assert "cluster 1" in SPEC.check(DEFAULT | FP8 | {"cluster": 2}, fp8, DEVICE)
+    assert 380 <= len(jobs()) <= 440, "keep the compiled set a size CI can build"
 
 
 @pytest.mark.slow
@@ -150,14 +178,17 @@ def test_every_admitted_config_compiles_without_spills_to_hgmma(head_dim: int, p
         if artifact.error:
             return f"{job}: {artifact.error} {artifact.log}"
         resources, sass = artifact.resources, dump_sass(artifact.path)
-        hgmma, scores, values = count(sass, "HGMMA"), problem["D"] // 16, config["block_n"] // 16
+        e4m3 = config.get("precision") == "e4m3"  # k32 steps of 32 bytes, as k16 of 16-bit values
+        mma = "QGMMA" if e4m3 else "HGMMA"
+        hgmma, scores, values = count(sass, mma), problem["D"] // (32 if e4m3 else 16), config["block_n"] // (
+            32 if e4m3 else 16)
         # Q·Kᵀ and P·V of the key loop (twice: unmasked and masked) and of the tile's first and last key tile
         expected = 2 * (scores + values) + (scores + values if config["overlap"] == "intra" else 0)
         problems = [
             resources["spill_store_bytes"] and "spills", resources["stack_bytes"] and "a stack frame",
             count(sass, "LDL") + count(sass, "STL") and "local memory",
             shared_bytes(config, problem["D"]) + resources["static_shared_bytes"] > limit and "too much shared memory",
-            hgmma != expected and f"{hgmma} HGMMA, not {expected}",
+            hgmma != expected and f"{hgmma} {mma}, not {expected}",
             not count(sass, "UTMALDG") and "no TMA load",
             (config["epilogue"] == "tma") != bool(count(sass, "UTMASTG")) and "TMA stores not as configured",
             (config["cluster"] == 2) != bool(count(sass, "UTMALDG.4D.MULTICAST")) and "multicast not as configured",

@@ -5,8 +5,9 @@ Every tile shape and overlap mode a head dim admits, on ragged S, causal and not
 D 64/128/256 and grouped-query attention, against the fp32 reference on fresh random inputs, the
 output poisoned with NaN first (an unwritten element is an error); the TMA epilogue and 2-block
 clusters on the same problems (their S give odd numbers of m-blocks, so a pair's second tile lies
-past S, and causal pairs of unequal key ranges); and one config through the worker's measurement,
-as a study runs it.
+past S, and causal pairs of unequal key ranges); FP8 (precision=e4m3) on the same shapes, fp16,
+within its bound of the fp32 reference of the 16-bit inputs; and one config through the worker's
+measurement, as a study runs it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ BACKEND = get_backend("cuda")
 SHAPES = [(2, 3, 3, 1000), (1, 2, 2, 77), (1, 8, 4, 640), (2, 4, 1, 333)]
 PROBLEMS = [{"B": b, "H": h, "H_kv": kv, "S": s, "D": d, "causal": c, "dtype": t}
             for (b, h, kv, s), d, c, t in itertools.product(SHAPES, (64, 128, 256), (False, True), ("fp16", "bf16"))]
+FP8_PROBLEMS = [{"B": b, "H": h, "H_kv": kv, "S": s, "D": d, "causal": c, "dtype": "fp16", "fp8": True}
+                for (b, h, kv, s), d, c in itertools.product(SHAPES, (64, 128, 256), (False, True))]
 
 
 def problem_of(values: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +61,9 @@ def configs_for(problem: dict[str, Any], new_only: bool = False) -> list[dict[st
     ok = [c for c, old in zip(every, plain, strict=True) if SPEC.check(c, problem, device) is None
           and (old or c["pingpong"] == (c["block_m"] > 64)) and not (new_only and old)]
     picked = []
-    for key in sorted({(c["epilogue"], c["cluster"], c["block_m"], c["overlap"], c["pingpong"]) for c in ok}):
-        same = [c for c in ok if (c["epilogue"], c["cluster"], c["block_m"], c["overlap"], c["pingpong"]) == key]
+    kind = ("precision", "epilogue", "cluster", "block_m", "overlap", "pingpong")
+    for key in sorted({tuple(c[k] for k in kind) for c in ok}):
+        same = [c for c in ok if tuple(c[k] for k in kind) == key]
         smallest = min(same, key=lambda c: (c["block_n"], -c["stages"]))
         largest = max(same, key=lambda c: (c["block_n"], -c["stages"]))
         picked += [smallest] + ([largest] if largest != smallest else [])
@@ -74,7 +78,7 @@ def problem_id(p: dict[str, Any]) -> str:
 def _gpu() -> None:
     require(gpu_count() > 0, "no CUDA GPU here: run bench/attention_hopper_probe.sh on a GPU machine")
     sources = {}
-    for values in PROBLEMS:
+    for values in PROBLEMS + FP8_PROBLEMS:
         problem = problem_of(values)
         for config in configs_for(problem):
             source = SPEC.render(config, problem)
@@ -92,7 +96,7 @@ def check_once(config: dict[str, Any], problem: dict[str, Any], seed: int) -> tu
     assert artifact.error is None, artifact.log
     inputs = SPEC.make_inputs(problem, np.random.default_rng(seed))
     out = torch.full(SPEC.output_spec(problem).shape, float("nan"), dtype=inputs["q"].dtype, device="cuda")
-    launcher(artifact.path, source, inputs, out)()
+    launcher(artifact.path, source, SPEC.kernel_inputs(inputs, config), out)()
     torch.cuda.synchronize()
     bad = int((~torch.isfinite(out)).sum())
     rel, worst = error_metrics(out, SPEC.reference(inputs, problem))
@@ -109,6 +113,21 @@ def test_every_tile_shape_is_correct(values: dict[str, Any]) -> None:
         if bad or rel > bound:
             failures.append(f"{config}: rel L2 {rel:.2e}, max abs {worst:.2e}, {bad} non-finite")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("values", FP8_PROBLEMS, ids=problem_id)
+def test_every_fp8_tile_shape_is_correct(values: dict[str, Any]) -> None:
+    """e4m3 configs against the fp32 reference of the 16-bit inputs: what FP8 costs, within its bound."""
+    problem = problem_of(values)
+    bound = SPEC.max_error({"precision": "e4m3"}, problem)
+    failures, errors = [], []
+    for seed, config in enumerate(c for c in configs_for(problem) if c["precision"] == "e4m3"):
+        rel, worst, bad = check_once(config, problem, seed)
+        errors.append(rel)
+        if bad or rel > bound:
+            failures.append(f"{config}: rel L2 {rel:.2e}, max abs {worst:.2e}, {bad} non-finite")
+    assert errors and not failures, "\n".join(failures)
+    print(f"{problem_id(values)}: {len(errors)} e4m3 configs, rel L2 {min(errors):.2e}..{max(errors):.2e}")
 
 
 def test_a_study_measures_it() -> None:
