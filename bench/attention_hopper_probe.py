@@ -231,8 +231,7 @@ def time_rows(out_dir: Path, new: bool, fp8: bool = False) -> None:
     if fp8:  # fp16 in and out; the e4m3 tiles and the exact ones, on the same inputs
         problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, fp8=True))
                     for shape in FP8_ROWS for causal in (False, True)]
-        tiles = [(t, PLAIN | E4M3) for t in FP8_TIMED[128]] + [(t, PLAIN) for t in TIMED[128]]
-        tiles_of = {64: [(t, PLAIN | E4M3) for t in FP8_TIMED[64]] + [(t, PLAIN) for t in TIMED[64]], 128: tiles}
+        tiles_of = {d: [(t, PLAIN | E4M3) for t in FP8_TIMED[d]] + [(t, PLAIN) for t in TIMED[d]] for d in FP8_TIMED}
     else:
         problems = [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype=dtype))
                     for shape in HEADLINE for causal in (False, True) for dtype in ("fp16", "bf16")]

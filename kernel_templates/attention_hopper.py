@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from importlib.resources import files
 
-from .attention_problem import AttentionProblem, kv_heads
+from .attention_problem import AttentionProblem, is_e4m3, kv_heads
 from .headers import inline_headers
 from .spec import Config, Device, Param, Problem, Source, TensorMap
 
@@ -61,13 +61,13 @@ class AttentionHopper(AttentionProblem):
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
         if reason := self.check_problem(problem):
             return reason
-        if fp8(config) and not problem.get("fp8", False):
+        if is_e4m3(config) and not problem.get("fp8", False):
             return "precision=e4m3 quantizes the 16-bit inputs where the problem sets fp8=true"
         return check_tiles(config, problem["D"], device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "HEAD_DIM": problem["D"],
-                   "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"), "FP8": int(fp8(config)),
+                   "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"), "FP8": int(is_e4m3(config)),
                    "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"]),
                    "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "CLUSTER": config["cluster"]}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
@@ -75,7 +75,7 @@ class AttentionHopper(AttentionProblem):
         group = h // kv_heads(problem)
         cluster, kv_rows = config["cluster"], config["block_n"] // config["cluster"]
         tiles = math.ceil(math.ceil(s / config["block_m"]) / cluster) * cluster * b * h
-        if fp8(config):  # rows of D bytes (a 64-byte swizzle at D=64); V transposed, rows of block_n keys
+        if is_e4m3(config):  # rows of D bytes (a 64-byte swizzle at D=64); V transposed, rows of block_n keys
             chunk = min(d, 128)
             maps = (TensorMap("q8", (chunk, config["block_m"], 1, 1), swizzle=chunk),
                     TensorMap("k8", (chunk, kv_rows, 1, 1), swizzle=chunk),
@@ -96,13 +96,9 @@ def consumers(config: Config) -> int:
     return config["block_m"] // 64
 
 
-def fp8(config: Config) -> bool:
-    return config.get("precision", "exact") == "e4m3"
-
-
 def live_values(config: Config, head_dim: int) -> int:
     """fp32 (or packed 16-bit pair) registers a consumer thread keeps live at its peak."""
-    scores, probabilities = config["block_n"] // 2, config["block_n"] // (8 if fp8(config) else 4)
+    scores, probabilities = config["block_n"] // 2, config["block_n"] // (8 if is_e4m3(config) else 4)
     return head_dim // 2 + scores + (probabilities if config["overlap"] == "intra" else 0)
 
 
@@ -111,7 +107,7 @@ def check_tiles(config: Config, head_dim: int, device: Device) -> str | None:
     problem's sizes are run-time arguments, so nothing else matters here."""
     if config["pingpong"] and consumers(config) == 1:
         return "ping-pong takes turns between consumer warpgroups: it needs block_m 128 or 192"
-    if fp8(config) and (config["cluster"] > 1 or config["block_n"] not in _FP8_BLOCK_N):
+    if is_e4m3(config) and (config["cluster"] > 1 or config["block_n"] not in _FP8_BLOCK_N):
         return (f"precision=e4m3 runs with cluster 1 and block_n {' or '.join(map(str, _FP8_BLOCK_N))} "
                 "(a transposed V tile row is one swizzled chunk)")
     live, budget = live_values(config, head_dim), _LIVE_BUDGET[consumers(config)]
@@ -138,7 +134,7 @@ def shared_bytes(config: Config, head_dim: int) -> int:
 
 def element_bytes(config: Config) -> int:
     """Of Q, K and V as the kernel reads them."""
-    return 1 if fp8(config) else 2
+    return 1 if is_e4m3(config) else 2
 
 
 def static_shared_bytes(config: Config) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .e4m3 import e4m3_scale
 from .spec import Config, KernelSpec, OutputSpec, Problem, ProblemParam
 
 TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
@@ -33,7 +34,6 @@ TORCH_DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 EXACT_ERROR = {"fp16": 2e-3, "bf16": 1e-2}
 # e4m3 keeps 3 mantissa bits: Q, K, V and P each rounded to it (2^-4 relative at worst).
 E4M3_ERROR = 8e-2
-E4M3_MAX = 448.0  # e4m3's largest finite value: a tensor's largest magnitude is scaled to it
 FP8_INPUTS = ("q8", "k8", "vt8", "scales")
 # For each 32 keys, the key the e4m3 P·V fragment's position L reads (attention_hopper.cu, top):
 # a thread's score accumulators hold keys 2q, 2q+1, 8+2q, 9+2q (and 16 more), the fragment wants
@@ -78,11 +78,11 @@ class AttentionProblem(KernelSpec):
         shapes = {"q": q_shape(problem), "k": kv_shape(problem), "v": kv_shape(problem)}
         inputs = {name: torch.randn(shape, generator=generator, device="cuda", dtype=torch.float32).to(dtype)
                   for name, shape in shapes.items()}
-        return inputs | fp8_inputs(inputs["q"], inputs["k"], inputs["v"]) if problem.get("fp8") else inputs
+        return (inputs | fp8_inputs(inputs["q"], inputs["k"], inputs["v"])) if problem.get("fp8") else inputs
 
     def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
         """q, k, v; for an e4m3 config their FP8 copies and scales instead."""
-        names = FP8_INPUTS if config.get("precision") == "e4m3" else ("q", "k", "v")
+        names = FP8_INPUTS if is_e4m3(config) else ("q", "k", "v")
         return {name: inputs[name] for name in names}
 
     def output_spec(self, problem: Problem) -> OutputSpec:
@@ -114,6 +114,11 @@ class AttentionProblem(KernelSpec):
         return exact if precision == "exact" else E4M3_ERROR if precision == "e4m3" else 2 * exact
 
 
+def is_e4m3(config: Config) -> bool:
+    """Whether ``config`` runs on the e4m3 copies (a family's ``precision=e4m3``)."""
+    return config.get("precision") == "e4m3"
+
+
 def fp8_inputs(q: Any, k: Any, v: Any) -> dict[str, Any]:
     """The pre-pass of the e4m3 configs: q, k, v [B, H(_kv), S, D] (16-bit, on the GPU) as e4m3
     with one fp32 scale each (``x ≈ x8.float() * scale``), V transposed to [B, H_kv, D, S'] with
@@ -122,7 +127,7 @@ def fp8_inputs(q: Any, k: Any, v: Any) -> dict[str, Any]:
     import torch
 
     def quantized(x: Any) -> tuple[Any, Any]:
-        scale = (x.abs().amax().float() / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        scale = e4m3_scale(x)
         return (x.float() / scale).to(torch.float8_e4m3fn), scale
 
     (q8, q_scale), (k8, k_scale), (v8, v_scale) = quantized(q), quantized(k), quantized(v)

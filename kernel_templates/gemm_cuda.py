@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .e4m3 import e4m3_scale
 from .headers import inline_headers
 from .spec import Config, Device, KernelSpec, OutputSpec, Param, Problem, ProblemParam, Source, TensorMap
 
@@ -46,7 +47,6 @@ PRECISIONS = ("native", "e4m3")
 # whatever the shape and output type (0.0373-0.0375 at 128-512 x 64-4096 on the CPU), which 0.05
 # admits with room; a kernel fault (a wrong tile, scale or layout) costs far more.
 _MAX_ERROR = {"fp16": 2e-3, "bf16": 1e-2, "e4m3": 5e-2}
-E4M3_MAX = 448.0
 
 # fp32 accumulators a consumer thread keeps (WG_M x BLOCK_N / 128): beyond 128 they do not fit the
 # 232 registers a consumer warpgroup gets after setmaxnreg (nvcc --resource-usage over the space).
@@ -256,8 +256,7 @@ def quantize_e4m3(padded: Any, cols: int) -> tuple[Any, Any]:
     mapped to e4m3's largest finite value."""
     import torch
 
-    amax = padded[:, :cols].abs().amax().float()
-    scale = (amax / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny).reshape(1)
+    scale = e4m3_scale(padded[:, :cols]).reshape(1)
     return (padded / scale).to(torch.float8_e4m3fn)[:, :cols], scale
 
 

@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tuner.kernel_templates import find_spec  # noqa: E402
-from tuner.kernel_templates.attention_problem import E4M3_MAX, V_KEY_ORDER, fp8_inputs  # noqa: E402
+from tuner.kernel_templates.attention_problem import V_KEY_ORDER, fp8_inputs  # noqa: E402
+from tuner.kernel_templates.e4m3 import E4M3_MAX  # noqa: E402
 
 
 def accumulator_keys(lane: int) -> list[int]:

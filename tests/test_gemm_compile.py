@@ -273,7 +273,8 @@ def test_check_admits_fp8_in_k_major_layout_alone() -> None:
 def test_e4m3_quantization_and_the_reference_before_it() -> None:
     import torch
 
-    from tuner.kernel_templates.gemm_cuda import E4M3_MAX, quantize_e4m3
+    from tuner.kernel_templates.e4m3 import E4M3_MAX
+    from tuner.kernel_templates.gemm_cuda import quantize_e4m3
 
     padded = torch.randn(64, 40, generator=torch.Generator().manual_seed(0))
     padded[:, 32:] = 1000.0  # padding past the columns does not set the scale
