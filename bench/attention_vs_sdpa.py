@@ -12,6 +12,13 @@ inputs. Writes ``attention_vs_sdpa.{json,md,png}``.
     bench/attention_vs_sdpa.sh    (unpacks bench/results/attention{,_hopper}_tuned.db.gz and runs the steps below)
     python3 -P bench/attention_vs_sdpa.py --db sqlite:///path/attention_tuned.db --hopper-db sqlite:///...
     python3 -P bench/attention_vs_sdpa.py --db ... --profile 16,96,512,64,0,fp16   (one launch, for ncu)
+    python3 -P bench/attention_vs_sdpa.py --db ... --hopper-db ... --fp8   (the FP8 rows alone)
+
+``--fp8``: the headline shapes and 2,32,8192,128, fp16 with ``fp8=true``, causal and not: the
+wgmma family tuned on each (its e4m3 configs beside the exact ones, one study), the fastest stored
+config within the e4m3 bound timed beside SDPA cuDNN fp16 on the same inputs; µs per head,
+TFLOP/s-equivalent (the fp16 FLOPs), error; the published FP8 anchors beside them.
+Writes ``attention_vs_sdpa_fp8.{json,md}``.
 """
 
 from __future__ import annotations
@@ -72,6 +79,11 @@ CANDIDATE_TILES = {
 
 # Head dim 256 (the wgmma family alone runs it), causal and not, fp16.
 WIDE = ((4, 16, 2048, 256),)
+# FP8 rows (e4m3 configs of the wgmma family on fp16 problems with fp8=true), causal and not.
+FP8_SHAPES = (*HEADLINE, (2, 32, 8192, 128))
+# Published FP8 forward anchors (TFLOP/s-equivalent), quoted beside the FP8 rows; neither runs here.
+PUBLISHED_FP8 = ("FlashAttention-3 FP8 on H100 (paper, fig. 7; hd128, non-causal): 348 at S=512 rising to about "
+                 "1000 at 16k. cuDNN 9 FP8 on H200 (NVIDIA's cudnn-frontend results): about 870-1060 at 2k-32k.")
 
 
 def seed_shapes() -> list[dict[str, Any]]:
@@ -106,6 +118,21 @@ def stored_answer(service: Service, problem: dict[str, Any], nearest: bool = Fal
     return answer if answer.exact or nearest else None
 
 
+def fp8_problems() -> list[dict[str, Any]]:
+    return [SPEC.validate_problem(dict(zip("BHSD", shape, strict=True), causal=causal, dtype="fp16", fp8=True))
+            for shape in FP8_SHAPES for causal in (False, True)]
+
+
+def stored_fp8_answer(service: Service, problem: dict[str, Any]) -> Any:
+    """The fastest config stored for this very problem within the e4m3 bound (e4m3 or exact), or None."""
+    try:
+        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem,
+                              max_error=SPEC.max_error({"precision": "e4m3"}, problem))
+    except NotFound:
+        return None
+    return answer if answer.exact else None
+
+
 def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:
     answer = stored_answer(service, problem)
     return answer and answer.config
@@ -115,7 +142,7 @@ def tune(problem: dict[str, Any], db: str, family: str) -> None:
     """One study through the CLI, as a user runs it (single GPU: the in-process executor): the
     mma_sync family walks its whole grid (the best config is then the template's best for the
     shape, not a lucky draw), the wgmma family HOPPER_TRIALS of the default sampler."""
-    shape = ",".join(f"{key}={value}" for key, value in problem.items())
+    shape = ",".join(f"{key}={str(value).lower()}" for key, value in problem.items())
     search = ["--trials", str(HOPPER_TRIALS)] if family == HOPPER else ["--sampler", "grid"]
     command = [sys.executable, "-P", "-m", "tuner", "run", "--arch", ARCH, "--kernel", SPEC.name,
                "--family", family, "--shape", shape, *search, "--seed", "1", "--db", db,
@@ -191,7 +218,7 @@ def tuned_launch(config: dict[str, Any], problem: dict[str, Any], inputs: dict[s
     artifact = get_backend("cuda").compile(source, TARGET)
     if artifact.error is not None:
         raise SystemExit(f"the stored config {config} no longer compiles: {artifact.error}")
-    return launcher(artifact.path, source, inputs, out)
+    return launcher(artifact.path, source, SPEC.kernel_inputs(inputs, config), out)
 
 
 def time_tuned(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str, torch.Tensor],
@@ -205,7 +232,7 @@ def time_tuned(config: dict[str, Any], problem: dict[str, Any], inputs: dict[str
 def time_sdpa(backend: SDPBackend, problem: dict[str, Any], inputs: dict[str, torch.Tensor],
               ref: torch.Tensor) -> tuple[float | None, float | None]:
     """Median seconds and rel. L2 error of one SDPA backend, or Nones where it refuses the shape."""
-    q, k, v = inputs.values()
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
 
     def launch() -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, is_causal=problem["causal"])
@@ -366,6 +393,43 @@ def benchmark(answers: dict[str, dict[int, Any]], out: Path) -> None:
     plot(rows, out / "attention_vs_sdpa.png")
 
 
+def fp8_rows(db: str, deadline: float, out: Path) -> None:
+    """The FP8 rows (module docstring): tuned where the database has none, then timed."""
+    service = Service(Store.open(db))
+    problems = fp8_problems()
+    for problem in [p for p in problems if stored_fp8_answer(service, p) is None]:
+        if time.monotonic() < deadline:
+            tune(problem, db, HOPPER)
+    answers = {i: a for i, p in enumerate(problems) if (a := stored_fp8_answer(service, p)) is not None}
+    compile_all([(answer.config, problems[i]) for i, answer in answers.items()], HOPPER)
+    rows = []
+    for index, answer in answers.items():
+        problem = problems[index]
+        inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
+        ref = SPEC.reference(inputs, problem)
+        seconds, rel_l2 = time_tuned(answer.config, problem, inputs, ref)
+        cudnn_s, cudnn_l2 = time_sdpa(SDPA["cudnn"], problem, inputs, ref)
+        rows.append({**problem, "config": answer.config, "precision": answer.config.get("precision"),
+                     "us_per_head": seconds * 1e6 / problem["H"], "tflops": tflops(problem, seconds),
+                     "rel_l2": rel_l2, "stored_rel_l2": answer.trial.rel_l2,
+                     "cudnn_fp16_tflops": cudnn_s and tflops(problem, cudnn_s), "cudnn_fp16_rel_l2": cudnn_l2})
+        print(rows[-1], flush=True)
+    missing = [problems[i] for i in range(len(problems)) if i not in answers]
+    (out / "attention_vs_sdpa_fp8.json").write_text(json.dumps(
+        {**header(), "published": PUBLISHED_FP8, "rows": rows, "missing": missing}, indent=1) + "\n")
+    lines = ["| B,H,S,D | causal | precision | config | µs/head | TFLOP/s-eq. | rel L2 | cuDNN fp16 | x cuDNN |",
+             "|" + "---|" * 9]
+    for r in rows:
+        config = ",".join(str(v) for v in r["config"].values())
+        ratio = "—" if r["cudnn_fp16_tflops"] is None else f"{r['tflops'] / r['cudnn_fp16_tflops']:.2f}"
+        lines.append(f"| {r['B']},{r['H']},{r['S']},{r['D']} | {'yes' if r['causal'] else 'no'} | {r['precision']} | "
+                     f"{config} | {r['us_per_head']:.2f} | {r['tflops']:.0f} | {r['rel_l2']:.1e} | "
+                     f"{_num(r['cudnn_fp16_tflops'])} | {ratio} |")
+    text = "\n".join(lines) + f"\n\nPublished, not run here: {PUBLISHED_FP8}\n"
+    (out / "attention_vs_sdpa_fp8.md").write_text(text)
+    print(text)
+
+
 def candidates(out: Path) -> None:
     """CANDIDATE_TILES in both rescale modes on CANDIDATE_ROWS, each beside SDPA flash, with the
     registers and spills ptxas reports (check() is bypassed: spilling tiles are timed too)."""
@@ -404,6 +468,7 @@ def main() -> None:
     parser.add_argument("--tune-only", action="store_true", help="tune the missing shapes, measure nothing")
     parser.add_argument("--candidates", action="store_true", help="time CANDIDATE_TILES on CANDIDATE_ROWS, then stop")
     parser.add_argument("--profile", metavar="B,H,S,D,CAUSAL,DTYPE", help="launch one stored config (for ncu)")
+    parser.add_argument("--fp8", action="store_true", help="the FP8 rows alone (see above; needs --hopper-db)")
     args = parser.parse_args()
     dbs = {"mma_sync": args.db} | ({HOPPER: args.hopper_db} if args.hopper_db else {})
     if args.profile:
@@ -411,6 +476,10 @@ def main() -> None:
     if args.candidates:
         return candidates(args.out)
     deadline = time.monotonic() + args.tune_for
+    if args.fp8:
+        if not args.hopper_db:
+            raise SystemExit("--fp8 tunes and times the wgmma family: give its database with --hopper-db")
+        return fp8_rows(args.hopper_db, deadline, args.out)
     # The Hopper family first: the mma_sync rows are tuned in the committed database already.
     answers = {family: best_configs(dbs[family], family, deadline) for family in sorted(dbs, key=lambda f: f != HOPPER)}
     for family, found in answers.items():

@@ -6,7 +6,7 @@
 #   bench/attention_vs_sdpa.sh [OUT_DIR]      (the device tool sets $OUT; default bench/results)
 # Environment: TUNE_FOR seconds before no new study starts, TUNE_ONLY=1 to stop after tuning (split
 # a long tuning over several calls), PROFILE=1 (PROFILE_SHAPES: which), CANDIDATES=1 to time a few tiles beside SDPA flash
-# first. The tuning databases travel gzipped (bench/results/attention{,_hopper}_tuned.db.gz, committed):
+# first, FP8=1 for the FP8 rows alone (attention_vs_sdpa_fp8.{json,md}). The tuning databases travel gzipped (bench/results/attention{,_hopper}_tuned.db.gz, committed):
 # a call starts from them and leaves the updated ones in OUT_DIR.
 set -uo pipefail
 out="$(realpath -m "${1:-${OUT:-bench/results}}")"
@@ -25,8 +25,8 @@ status=0
 {
   device_header
   if [[ -n "${CANDIDATES:-}" ]]; then "${bench[@]}" --candidates; fi
-  "${bench[@]}" --tune-for "${TUNE_FOR:-1e9}" ${TUNE_ONLY:+--tune-only}
-} 2>&1 | tee "$out/attention_vs_sdpa.log" || status=1
+  "${bench[@]}" --tune-for "${TUNE_FOR:-1e9}" ${TUNE_ONLY:+--tune-only} ${FP8:+--fp8}
+} 2>&1 | tee "$out/attention_vs_sdpa${FP8:+_fp8}.log" || status=1
 
 # ncu at the clocks the benchmark ran at (no clock locking), one launch after a warm-up launch; the
 # stall metrics are the per-reason breakdown of the WarpStateStats section.
