@@ -6,7 +6,8 @@
 # Kernel Tuner 1.5.0, python-constraint2 and xmltodict come from the carried wheels (.devwheels/wheels,
 # installed by bench/device_env.sh; installed here again if that did not take); scikit-learn and
 # scipy (the default sampler's) are in the device image. One budget (40, the 40-trial study)
-# so that the whole run fits one device call. After both tools, search_gpu_pipeline.py runs our
+# so that the whole run fits one device call; KT_TIME_LIMIT (seconds, default 200) ends Kernel Tuner's
+# run short of the budget where it is slower than that. After both tools, search_gpu_pipeline.py runs our
 # loop once more under bench/pipeline_split.py: DIR/pipeline_split.{json,md}, the loop phase by
 # phase (proposal, storage, the GPU's busy, idle and timed-run time).
 # The acceptance's device call (one H200; carry .devwheels; about 4-6 minutes):
@@ -24,7 +25,8 @@ status=0
     || { echo "kernel-tuner or scikit-learn is missing: add them to the carried wheels (see the header)"; exit 2; }
   for budget in ${BUDGETS:-40}; do
     echo "+ bench/search_gpu_pipeline.py --budget $budget"
-    python3 -P bench/search_gpu_pipeline.py --out "$out/search_gpu_pipeline_$budget" --budget "$budget" || status=1
+    python3 -P bench/search_gpu_pipeline.py --out "$out/search_gpu_pipeline_$budget" --budget "$budget" \
+      --kt-time-limit "${KT_TIME_LIMIT:-200}" || status=1
   done
   exit $status
 } 2>&1 | tee "$out/search_gpu_pipeline.log"
