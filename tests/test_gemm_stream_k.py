@@ -1,0 +1,131 @@
+"""Stream-K's decomposition (hopper::StreamK, compiled as host code by nvcc and run on the CPU):
+every (tile, K block) unit done exactly once, the whole tiles first, each block's stream-K range
+contiguous and balanced, each shared tile owned by the segment holding its first K block, whose
+peers are exactly the other segments of it, each the first of its block's range; and the waits
+cannot cycle: a block waits only in its last work, on later blocks, none of which waits before it
+has published its part.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
+
+HEADERS = Path(__file__).resolve().parents[1] / "kernel_templates"
+PROGRAM = r"""
+#include <cstdio>
+#include <cstdlib>
+#include "hopper.cuh"
+int main(int argc, char **argv) {
+  for (int a = 1; a + 2 < argc; a += 3) {
+    const hopper::StreamK sk{atoi(argv[a]), atoi(argv[a + 1]), atoi(argv[a + 2])};
+    printf("case %d %d %d\n", sk.tiles, sk.k_blocks, sk.grid);
+    for (int block = 0; block < sk.grid; block++)
+      sk.for_each_work(block, [&](int tile, int kb_begin, int kb_end) {
+        printf("w %d %d %d %d\n", block, tile, kb_begin, kb_end);
+        if (kb_begin == 0 && kb_end < sk.k_blocks)  // as the kernel asks: an owner that others share
+          sk.for_each_peer(block, tile, [&](int peer) { printf("p %d %d %d\n", block, tile, peer); });
+      });
+  }
+}
+"""
+# (tiles, K blocks, grid): 3000^3 and 1000x5000x3000 in 128x256 and 128x128 tiles on 132 SMs, fewer
+# tiles than blocks (one tile, fewer units than blocks), one K block, a tile short of a wave, a
+# tile past one, whole waves (no stream-K), small grids.
+CASES = [(288, 47, 132), (160, 47, 132), (828, 47, 132), (8, 65, 132), (1, 2, 132), (1, 1, 132), (3, 1, 132),
+         (131, 47, 132), (133, 5, 132), (264, 47, 132), (5, 3, 7), (8, 3, 5), (13, 4, 6), (7, 7, 7), (2, 9, 3),
+         (1, 200, 132), (100, 1000, 114)]
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    try:
+        nvcc = nvcc_path()
+    except ToolchainMissing:
+        require(False, "nvcc is not installed (set CUDA_HOME or install the CUDA toolkit)")
+    folder = tmp_path_factory.mktemp("stream_k")
+    (folder / "stream_k.cu").write_text(PROGRAM)
+    # 20013/20015: host lambdas called from the __host__ __device__ templates, as intended here
+    subprocess.run([nvcc, "-x", "cu", "-std=c++17", "-arch=sm_90a", "-diag-suppress=20013,20015", f"-I{HEADERS}",
+                    str(folder / "stream_k.cu"), "-o", str(folder / "stream_k")], check=True, capture_output=True)
+    return folder / "stream_k"
+
+
+def decompositions(program: Path) -> dict[tuple[int, int, int], tuple[list, list]]:
+    """(tiles, k_blocks, grid) -> (works as (block, tile, kb_begin, kb_end), peers as (owner, tile, peer))."""
+    text = subprocess.run([str(program), *(str(v) for case in CASES for v in case)], check=True,
+                          capture_output=True, text=True).stdout
+    found: dict[tuple[int, int, int], tuple[list, list]] = {}
+    for line in text.splitlines():
+        kind, *values = line.split()
+        numbers = tuple(map(int, values))
+        if kind == "case":
+            works, peers = found.setdefault(numbers, ([], []))
+        elif kind == "w":
+            works.append(numbers)
+        else:
+            peers.append(numbers)
+    return found
+
+
+def test_every_unit_once_whole_tiles_first_ranges_contiguous_and_balanced(program: Path) -> None:
+    found = decompositions(program)
+    assert set(found) == set(CASES)
+    for (tiles, k_blocks, grid), (works, _) in found.items():
+        case = (tiles, k_blocks, grid)
+        whole = tiles - tiles % grid
+        units = [(tile, kb) for _, tile, begin, end in works for kb in range(begin, end)]
+        assert sorted(units) == [(t, kb) for t in range(tiles) for kb in range(k_blocks)], case
+        ranges = []
+        for block in range(grid):
+            mine = [(t, b, e) for w_block, t, b, e in works if w_block == block]
+            assert all(b < e for _, b, e in mine), case
+            assert [t for t, _, _ in mine if t < whole] == list(range(block, whole, grid)), case
+            assert all((b, e) == (0, k_blocks) for t, b, e in mine if t < whole), case
+            streamed = [((t - whole) * k_blocks + b, (t - whole) * k_blocks + e) for t, b, e in mine if t >= whole]
+            assert all(prev[1] == cur[0] for prev, cur in zip(streamed, streamed[1:])), case  # contiguous
+            assert len(streamed) <= 2, case
+            ranges.append((streamed[0][0], streamed[-1][1]) if streamed else None)
+        filled = [r for r in ranges if r]
+        assert all(prev[1] == cur[0] for prev, cur in zip(filled, filled[1:])), case  # in block order
+        lengths = [r[1] - r[0] if r else 0 for r in ranges]
+        assert sum(lengths) == tiles % grid * k_blocks and max(lengths) - min(lengths) <= 1, case
+
+
+def test_owners_wait_for_exactly_the_other_parts_of_their_tiles_and_cannot_cycle(program: Path) -> None:
+    for (tiles, k_blocks, grid), (works, peers) in decompositions(program).items():
+        case = (tiles, k_blocks, grid)
+        whole = tiles - tiles % grid
+        parts = defaultdict(list)
+        for block, tile, begin, end in works:
+            if tile >= whole:
+                parts[tile].append((block, begin, end))
+        waits = defaultdict(set)
+        for owner, tile, peer in peers:
+            waits[(owner, tile)].add(peer)
+        for tile, segments in parts.items():
+            owners = [block for block, begin, _ in segments if begin == 0]
+            assert len(owners) == 1, (case, tile)
+            others = {block for block, begin, _ in segments if begin > 0}
+            assert waits.get((owners[0], tile), set()) == others, (case, tile)
+            assert all(peer > owners[0] for peer in others), (case, tile)
+        for block in range(grid):
+            mine = [(t, b, e) for w_block, t, b, e in works if w_block == block]
+            shared = [i for i, (t, b, e) in enumerate(mine) if t >= whole and b > 0]
+            # a later part of a tile (published, never waiting) comes first in the block's range
+            first_streamed = next((i for i, (t, _, _) in enumerate(mine) if t >= whole), None)
+            assert len(shared) <= 1 and (not shared or shared[0] == first_streamed), (case, block)
+            waiting = [i for i, (t, b, e) in enumerate(mine) if (block, t) in waits]
+            assert all(i == len(mine) - 1 for i in waiting), (case, block)  # only its last work waits
+    assert len(decompositions(program)[(1, 200, 132)][1]) == 131  # one tile over every block
+
+
+def test_whole_waves_leave_no_tile_to_stream_k(program: Path) -> None:
+    works, peers = decompositions(program)[(264, 47, 132)]
+    assert not peers and all((b, e) == (0, 47) for _, _, b, e in works)
