@@ -63,7 +63,8 @@ ROUND = TimingPolicy(warmup_s=0.005, budget_s=0.05, min_repeats=15)
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
 REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
+                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative",
+                    "stream_k": False}
 FP8_REFERENCE_CONFIG = REFERENCE_CONFIG | {"block_k": 128, "precision": "e4m3"}  # a stage of 128 bytes of K
 # A study with no tuned neighbour of its dtype and layout (nothing to warm-start from) gets this many
 # times --trials.
@@ -313,7 +314,7 @@ def _types(problem: dict[str, Any]) -> str:
 
 
 def _config_text(config: dict[str, Any]) -> str:
-    return ",".join(str(config.get(p.name, "native")) for p in SPEC.params)  # stored before precision: native
+    return ",".join(str(config.get(p.name, p.stored_default)) for p in SPEC.params)  # a knob stored without: its default
 
 
 def table(measured: list[dict[str, Any]]) -> str:

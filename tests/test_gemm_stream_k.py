@@ -1,4 +1,5 @@
-"""Stream-K's decomposition (hopper::StreamK, compiled as host code by nvcc and run on the CPU):
+"""Stream-K in the Hopper GEMM on the CPU: which configs and problems check() admits it for, what
+render() asks of the launcher (every SM, a workspace), and its decomposition (hopper::StreamK, compiled as host code by nvcc and run on the CPU):
 every (tile, K block) unit done exactly once, the whole tiles first, each block's stream-K range
 contiguous and balanced, each shared tile owned by the segment holding its first K block, whose
 peers are exactly the other segments of it, each the first of its block's range; and the waits
@@ -8,13 +9,18 @@ has published its part.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require
+from tuner.kernel_templates import Target, canonical_json, find_spec
+from tuner.kernel_templates.gemm_cuda import DEFAULT_SM_COUNT
+from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
 
 HEADERS = Path(__file__).resolve().parents[1] / "kernel_templates"
@@ -129,3 +135,57 @@ def test_owners_wait_for_exactly_the_other_parts_of_their_tiles_and_cannot_cycle
 def test_whole_waves_leave_no_tile_to_stream_k(program: Path) -> None:
     works, peers = decompositions(program)[(264, 47, 132)]
     assert not peers and all((b, e) == (0, 47) for _, _, b, e in works)
+
+
+SPEC = find_spec("gemm", "sm_90a")
+DEVICE = get_backend("cuda").device(Target.documented("sm_90a"))
+STREAM_K = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 1,
+            "persistent": True, "raster": "m", "epilogue": "tma_half", "split_k": 1, "schedule": "cooperative",
+            "precision": "native", "stream_k": True}
+
+
+def test_check_admits_stream_k_on_part_empty_last_waves_of_persistent_cooperative_grids() -> None:
+    odd, wide = (SPEC.validate_problem({"M": m, "N": n, "K": k}) for m, n, k in ((3000, 3000, 3000),
+                                                                                  (1000, 5000, 3000)))
+    assert SPEC.check(STREAM_K, odd, DEVICE) is None  # 24 x 12 = 288 tiles: 2 waves and 24 tiles
+    assert SPEC.check(STREAM_K, wide, DEVICE) is None  # 8 x 20 = 160 tiles
+    few = SPEC.validate_problem({"M": 512, "N": 512, "K": 4099})  # 8 tiles on 132 SMs
+    assert SPEC.check(STREAM_K, few, DEVICE) is None
+    even = SPEC.validate_problem({"M": 128 * 12, "N": 256 * 22, "K": 4096})  # 264 tiles: 2 whole waves
+    assert "2 whole waves" in SPEC.check(STREAM_K, even, DEVICE)
+    assert SPEC.check(STREAM_K | {"stream_k": False}, even, DEVICE) is None
+    for change in ({"persistent": False}, {"schedule": "pingpong", "block_m": 64, "epilogue": "tma"},
+                   {"cluster": 2}):
+        assert "persistent=True, the cooperative schedule, cluster=1" in SPEC.check(STREAM_K | change, odd, DEVICE)
+    assert "32 bits" in SPEC.check(STREAM_K, SPEC.validate_problem({"M": 3000, "N": 3000, "K": 2**30}), DEVICE)
+    # the SM count of the device at hand decides the waves: 288 tiles on 144 SMs are two whole ones
+    wider = replace(DEVICE, limits={**DEVICE.limits, "sm_count": 144})
+    assert "2 whole waves" in SPEC.check(STREAM_K, odd, wider)
+
+
+def test_render_asks_for_every_sm_and_a_workspace_a_block() -> None:
+    few = SPEC.validate_problem({"M": 512, "N": 512, "K": 4099})
+    source = SPEC.render(STREAM_K, few)
+    assert source.grid == (DEFAULT_SM_COUNT, 1, 1) and source.persistent  # 8 tiles, yet every SM
+    assert source.workspace_bytes == (128 * 256 + 2) * 4  # a tile's fp32 sums and a flag per consumer
+    assert "#define STREAM_K 1" in source.code
+    odd = SPEC.render(STREAM_K, SPEC.validate_problem({"M": 3000, "N": 3000, "K": 3000}))
+    assert odd.grid == (288, 1, 1) and odd.code_digest() == source.code_digest()
+    plain = SPEC.render(STREAM_K | {"stream_k": False}, few)
+    assert plain.workspace_bytes == 0 and plain.grid == (8, 1, 1) and "#define STREAM_K 0" in plain.code
+    # a config stored before the knob renders as stream_k=False
+    stored = {k: v for k, v in STREAM_K.items() if k != "stream_k"}
+    assert SPEC.render(stored, few) == plain and SPEC.check(stored, few, DEVICE) is None
+    assert next(p for p in SPEC.params if p.name == "stream_k").stored_default is False
+
+
+def test_the_workspace_enters_the_digest_only_where_there_is_one() -> None:
+    source = SPEC.render(STREAM_K, SPEC.validate_problem({"M": 3000, "N": 3000, "K": 3000}))
+    without = replace(source, workspace_bytes=0)
+    assert source.digest() != without.digest()
+    text = canonical_json({"language": without.language, "code": without.code, "entry": without.entry,
+                           "options": list(without.options), "scalars": [list(s) for s in without.scalars],
+                           "grid": list(without.grid), "block": list(without.block),
+                           "shared_bytes": without.shared_bytes,
+                           "tensor_maps": [m.describe() for m in without.tensor_maps], "persistent": True})
+    assert without.digest() == hashlib.sha256(text.encode()).hexdigest()  # as before the field existed
