@@ -33,10 +33,10 @@
  *
  * Stream-K (STREAM_K 1: persistent, cooperative, CLUSTER 1, SPLIT_K 1) splits the tiles of the last,
  * partial wave along K over the whole grid (hopper::StreamK: the whole tiles first, then each
- * block's contiguous range of the rest's K blocks). A block holding a later part of a tile writes
- * its fp32 partial sums to its slot of `workspace` (global memory the launcher zeroes once) and sets
- * its consumer's flag; the tile's owner (the block holding its first K block) waits for the flags
- * of the blocks after it that hold the rest, adds their partial sums, clears the flags for the next
+ * block's contiguous range of the rest's K blocks). A block holding an earlier part of a tile
+ * writes its fp32 partial sums to its slot of `workspace` (global memory the launcher zeroes once)
+ * and sets its consumer's flag; the block holding the tile's last K block waits for the flags of
+ * the blocks before it that hold the rest, adds their partial sums, clears the flags for the next
  * launch and stores the tile. Producer and consumers walk the same works (for_each_work); the ring
  * of stages carries on from one work to the next.
  *
@@ -214,7 +214,7 @@ __device__ __forceinline__ u32 *workspace_flag(float *workspace, int block, int 
   return reinterpret_cast<u32 *>(workspace + (long long)gridDim.x * BLOCK_M * BLOCK_N) + block * CONSUMERS + consumer;
 }
 
-/* A later part of a stream-K tile: the warpgroup's partial sums to this block's slot, then its flag. */
+/* An earlier part of a stream-K tile: the warpgroup's partial sums to this block's slot, then its flag. */
 __device__ __forceinline__ void publish_partial(float (&acc)[M_ATOMS][ACC], float *workspace, int consumer) {
 #pragma unroll
   for (int ma = 0; ma < M_ATOMS; ma++)
@@ -226,7 +226,7 @@ __device__ __forceinline__ void publish_partial(float (&acc)[M_ATOMS][ACC], floa
   if (threadIdx.x % 128 == 0) flag_release(workspace_flag(workspace, blockIdx.x, consumer), 1);
 }
 
-/* The owner of a stream-K tile adds block `peer`'s partial sums once its flag is set, and clears it. */
+/* The block finishing a stream-K tile adds block `peer`'s partial sums once its flag is set, and clears it. */
 __device__ __forceinline__ void add_partial(float (&acc)[M_ATOMS][ACC], float *workspace, int peer, int consumer) {
   if (threadIdx.x % 128 == 0) {
     u32 *flag = workspace_flag(workspace, peer, consumer);
@@ -407,11 +407,11 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
         if (rank != 0) return;
       }
 #if STREAM_K
-      if (kb_begin > 0) {  // a later part of a stream-K tile: its sums go to the tile's owner
+      if (kb_end < k_blocks) {  // not the end of a stream-K tile: its sums go to the block that finishes it
         publish_partial(acc, workspace, consumer);
         return;
       }
-      if (kb_end < k_blocks)  // the owner of a stream-K tile that others share
+      if (kb_begin > 0)  // the end of a stream-K tile: the earlier parts' sums added, then the epilogue
         stream_k.for_each_peer(blockIdx.x, index, [&](int peer) { add_partial(acc, workspace, peer, consumer); });
 #endif
 #if IN_FP8

@@ -439,11 +439,14 @@ __device__ __forceinline__ void flag_store(u32 *flag, u32 value) {
  * tiles < grid) are stream-K: their K blocks, tile after tile, are `units` units cut into `grid`
  * contiguous ranges of balanced length (floor(units * b / grid) starts range b), range b going to
  * block b after its whole tiles. A range is at most ceil(units / grid) <= k_blocks units long
- * (tiles % grid < grid), so it is at most two segments: the rest of one tile (from a K block > 0)
- * and the start of the next. The segment from K block 0 owns its tile: it waits for the others'
- * partial sums (for_each_peer) and stores the tile; every other segment is the first of its
- * block's range, so a block publishes its one partial before it may wait on anyone, and it never
- * waits before it has published: no cycle of waits (all blocks of a persistent grid are resident).
+ * (tiles % grid < grid), so it is at most two segments: the end of one tile and the start of the
+ * next. The segment that holds a tile's last K block finishes the tile: it waits for the partial
+ * sums of the blocks before it that hold the rest (for_each_peer), adds them and stores the tile;
+ * any other segment publishes its partial sums. A block takes its publishing segment first (the
+ * start of the next tile before the end of this one), so it publishes before it may wait, and it
+ * waits only on blocks of lower index, in its last work. So the waits cannot cycle and end whether
+ * the grid is resident at once or blocks start in index order; and no block's publishing waits
+ * on another's fixup (no chain through the grid).
  * Indices are 32-bit: the template admits stream-K where units * grid < 2^31.
  * Host and device: the decomposition's CPU test compiles it as host code. */
 struct StreamK {
@@ -460,26 +463,30 @@ struct StreamK {
   /* Calls work(tile index, first K block, end K block) for the block's works, in order (from one
    * call site: the kernel's body is inlined once). */
   template <typename Work> __host__ __device__ __forceinline__ void for_each_work(int block, Work &&work) const {
-    const int whole = whole_tiles(), end = range_begin(block + 1);
-    int tile = block, unit = range_begin(block);
-    while (tile < whole || unit < end) {
+    const int whole = whole_tiles(), begin = range_begin(block), end = range_begin(block + 1);
+    // Where the range enters its second tile (end if it has one tile): [cut, end) goes first.
+    const int next = (begin / k_blocks + 1) * k_blocks;
+    const int cut = begin % k_blocks && next < end ? next : end;
+    int tile = block, part = cut < end ? 0 : 1;  // part 0: [cut, end), 1: [begin, cut), 2: done
+    while (tile < whole || (part < 2 && begin < end)) {
       int index = tile, kb_begin = 0, kb_end = k_blocks;
       if (tile < whole) {
         tile += grid;
       } else {
-        index = whole + unit / k_blocks, kb_begin = unit % k_blocks;
-        if (end - unit < k_blocks - kb_begin) kb_end = kb_begin + (end - unit);
-        unit += kb_end - kb_begin;
+        const int from = part == 0 ? cut : begin, to = part == 0 ? end : cut;
+        index = whole + from / k_blocks, kb_begin = from % k_blocks, kb_end = kb_begin + (to - from);
+        part++;
       }
       work(index, kb_begin, kb_end);
     }
   }
 
-  /* Calls peer(block) for each block after `owner` that holds K blocks of stream-K tile `tile`
-   * (owned by `owner`): the blocks whose (non-empty) ranges start inside the tile. */
-  template <typename Peer> __host__ __device__ __forceinline__ void for_each_peer(int owner, int tile, Peer &&peer) const {
-    const int end = (tile - whole_tiles() + 1) * k_blocks;
-    for (int block = owner + 1; block < grid && range_begin(block) < end; block++)
+  /* Calls peer(block) for each block before `finisher` that holds K blocks of stream-K tile `tile`
+   * (whose last K block `finisher` holds): the blocks whose (non-empty) ranges end inside it. */
+  template <typename Peer>
+  __host__ __device__ __forceinline__ void for_each_peer(int finisher, int tile, Peer &&peer) const {
+    const int start = (tile - whole_tiles()) * k_blocks;
+    for (int block = finisher - 1; block >= 0 && range_begin(block + 1) > start; block--)
       if (range_begin(block + 1) > range_begin(block)) peer(block);
   }
 };

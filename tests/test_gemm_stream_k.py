@@ -1,10 +1,11 @@
 """Stream-K in the Hopper GEMM on the CPU: which configs and problems check() admits it for, what
-render() asks of the launcher (every SM, a workspace), and its decomposition (hopper::StreamK, compiled as host code by nvcc and run on the CPU):
-every (tile, K block) unit done exactly once, the whole tiles first, each block's stream-K range
-contiguous and balanced, each shared tile owned by the segment holding its first K block, whose
-peers are exactly the other segments of it, each the first of its block's range; and the waits
-cannot cycle: a block waits only in its last work, on later blocks, none of which waits before it
-has published its part.
+render() asks of the launcher (every SM, a workspace), and its decomposition (hopper::StreamK,
+compiled as host code by nvcc and run on the CPU): every (tile, K block) unit done exactly once,
+the whole tiles first, each block's stream-K range contiguous and balanced, each shared tile
+finished by the segment holding its last K block, whose peers are exactly the other segments of
+it; and the waits cannot cycle: a block waits only in its last work, only on blocks of lower index
+(so it ends whether the grid is resident at once or its blocks start in order), each of which
+publishes its part in its first stream-K work, before any wait of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ int main(int argc, char **argv) {
     for (int block = 0; block < sk.grid; block++)
       sk.for_each_work(block, [&](int tile, int kb_begin, int kb_end) {
         printf("w %d %d %d %d\n", block, tile, kb_begin, kb_end);
-        if (kb_begin == 0 && kb_end < sk.k_blocks)  // as the kernel asks: an owner that others share
+        if (kb_begin > 0 && kb_end == sk.k_blocks)  // as the kernel asks: the end of a shared tile
           sk.for_each_peer(block, tile, [&](int peer) { printf("p %d %d %d\n", block, tile, peer); });
       });
   }
@@ -94,7 +95,7 @@ def test_every_unit_once_whole_tiles_first_ranges_contiguous_and_balanced(progra
             assert all(b < e for _, b, e in mine), case
             assert [t for t, _, _ in mine if t < whole] == list(range(block, whole, grid)), case
             assert all((b, e) == (0, k_blocks) for t, b, e in mine if t < whole), case
-            streamed = [((t - whole) * k_blocks + b, (t - whole) * k_blocks + e) for t, b, e in mine if t >= whole]
+            streamed = sorted(((t - whole) * k_blocks + b, (t - whole) * k_blocks + e) for t, b, e in mine if t >= whole)
             assert all(prev[1] == cur[0] for prev, cur in zip(streamed, streamed[1:])), case  # contiguous
             assert len(streamed) <= 2, case
             ranges.append((streamed[0][0], streamed[-1][1]) if streamed else None)
@@ -104,7 +105,7 @@ def test_every_unit_once_whole_tiles_first_ranges_contiguous_and_balanced(progra
         assert sum(lengths) == tiles % grid * k_blocks and max(lengths) - min(lengths) <= 1, case
 
 
-def test_owners_wait_for_exactly_the_other_parts_of_their_tiles_and_cannot_cycle(program: Path) -> None:
+def test_finishers_wait_for_exactly_the_other_parts_of_their_tiles_and_cannot_cycle(program: Path) -> None:
     for (tiles, k_blocks, grid), (works, peers) in decompositions(program).items():
         case = (tiles, k_blocks, grid)
         whole = tiles - tiles % grid
@@ -113,20 +114,20 @@ def test_owners_wait_for_exactly_the_other_parts_of_their_tiles_and_cannot_cycle
             if tile >= whole:
                 parts[tile].append((block, begin, end))
         waits = defaultdict(set)
-        for owner, tile, peer in peers:
-            waits[(owner, tile)].add(peer)
+        for finisher, tile, peer in peers:
+            waits[(finisher, tile)].add(peer)
         for tile, segments in parts.items():
-            owners = [block for block, begin, _ in segments if begin == 0]
-            assert len(owners) == 1, (case, tile)
-            others = {block for block, begin, _ in segments if begin > 0}
-            assert waits.get((owners[0], tile), set()) == others, (case, tile)
-            assert all(peer > owners[0] for peer in others), (case, tile)
+            finishers = [block for block, _, end in segments if end == k_blocks]
+            assert len(finishers) == 1, (case, tile)
+            others = {block for block, _, end in segments if end < k_blocks}
+            assert waits.get((finishers[0], tile), set()) == others, (case, tile)
+            assert all(peer < finishers[0] for peer in others), (case, tile)  # started before it
         for block in range(grid):
             mine = [(t, b, e) for w_block, t, b, e in works if w_block == block]
-            shared = [i for i, (t, b, e) in enumerate(mine) if t >= whole and b > 0]
-            # a later part of a tile (published, never waiting) comes first in the block's range
+            publishing = [i for i, (t, b, e) in enumerate(mine) if t >= whole and e < k_blocks]
+            # an earlier part of a tile (published, never waiting) comes first in the block's range
             first_streamed = next((i for i, (t, _, _) in enumerate(mine) if t >= whole), None)
-            assert len(shared) <= 1 and (not shared or shared[0] == first_streamed), (case, block)
+            assert len(publishing) <= 1 and (not publishing or publishing[0] == first_streamed), (case, block)
             waiting = [i for i, (t, b, e) in enumerate(mine) if (block, t) in waits]
             assert all(i == len(mine) - 1 for i in waiting), (case, block)  # only its last work waits
     assert len(decompositions(program)[(1, 200, 132)][1]) == 131  # one tile over every block
