@@ -98,8 +98,8 @@ class GemmCuda(KernelSpec):
         Param("precision", PRECISIONS, "the MMA's input type: the problem's dtype, or e4m3 (FP8, per-tensor "
                                        "scales; on a 16-bit problem where it sets fp8=true)", stored_default="native"),
         Param("stream_k", (False, True),
-              "a persistent grid's partial last wave split along K over every block, partial sums added by "
-              "each tile's owner (for tile counts that leave the last wave part-empty)", stored_default=False),
+              "a persistent grid's part-empty last wave split along K over every block, the block holding a "
+              "tile's last K block adding the others' partial sums", stored_default=False),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -251,7 +251,8 @@ def check_stream_k(config: Config, problem: Problem, device: Device) -> str | No
     """Why stream-K does not fit the config and problem, or ``None`` (also for configs without it)."""
     if not stream_k(config):
         return None
-    if not config["persistent"] or config["schedule"] != "cooperative" or config["cluster"] > 1 or config["split_k"] > 1:
+    if (not config["persistent"] or config["schedule"] != "cooperative" or config["cluster"] > 1
+            or config["split_k"] > 1):
         return ("stream-K splits a persistent grid's last wave along K: it needs persistent=True, the cooperative "
                 "schedule, cluster=1 and split_k=1")
     tiles = tile_count(config, problem)

@@ -11,6 +11,7 @@ publishes its part in its first stream-K work, before any wait of its own.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import subprocess
 from collections import defaultdict
 from dataclasses import replace
@@ -95,12 +96,13 @@ def test_every_unit_once_whole_tiles_first_ranges_contiguous_and_balanced(progra
             assert all(b < e for _, b, e in mine), case
             assert [t for t, _, _ in mine if t < whole] == list(range(block, whole, grid)), case
             assert all((b, e) == (0, k_blocks) for t, b, e in mine if t < whole), case
-            streamed = sorted(((t - whole) * k_blocks + b, (t - whole) * k_blocks + e) for t, b, e in mine if t >= whole)
-            assert all(prev[1] == cur[0] for prev, cur in zip(streamed, streamed[1:])), case  # contiguous
+            streamed = sorted(((t - whole) * k_blocks + b, (t - whole) * k_blocks + e)
+                              for t, b, e in mine if t >= whole)
+            assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(streamed)), case  # contiguous
             assert len(streamed) <= 2, case
             ranges.append((streamed[0][0], streamed[-1][1]) if streamed else None)
         filled = [r for r in ranges if r]
-        assert all(prev[1] == cur[0] for prev, cur in zip(filled, filled[1:])), case  # in block order
+        assert all(prev[1] == cur[0] for prev, cur in itertools.pairwise(filled)), case  # in block order
         lengths = [r[1] - r[0] if r else 0 for r in ranges]
         assert sum(lengths) == tiles % grid * k_blocks and max(lengths) - min(lengths) <= 1, case
 
