@@ -19,6 +19,12 @@ the winners' HGMMA/QGMMA lines (``gemm_vs_cublas.sass.txt``).
     python3 -P bench/gemm_vs_cublas.py --db URL --trials 24
     python3 -P bench/gemm_vs_cublas.py --db URL --profile 3   (row 3's winner launched once, for ncu)
     python3 -P bench/gemm_vs_cublas.py --profile '{"cluster": 1} {"M": 4096}'   (a config of one's own)
+    python3 -P bench/gemm_vs_cublas.py --db URL --rows odd --stream-k --retune   (bench/gemm_streamk.sh)
+
+``--stream-k`` (the odd rows, whose tile counts leave a part-empty last wave on 132 SMs): each row's
+stored best from before this run's tuning (data-parallel: the database predates the knob), the
+best after it, and the fastest of the stream-K candidates (the winner's tile with stream_k, and
+STREAM_K_CONFIGS), timed beside cuBLAS in alternating rounds; ``gemm_streamk.{json,md}``.
 """
 
 from __future__ import annotations
@@ -63,11 +69,21 @@ ROUND = TimingPolicy(warmup_s=0.005, budget_s=0.05, min_repeats=15)
 QUICK = TimingPolicy(warmup_s=0.002, budget_s=0.005, min_repeats=20)
 # The published Hopper GEMMs' tile ("fast.cu": 128x256x64, two consumers, cluster 2, persistent).
 REFERENCE_CONFIG = {"block_m": 128, "block_n": 256, "block_k": 64, "stages": 4, "consumers": 2, "cluster": 2,
-                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative"}
+                    "persistent": True, "raster": "m", "epilogue": "direct", "split_k": 1, "schedule": "cooperative",
+                    "stream_k": False}
 FP8_REFERENCE_CONFIG = REFERENCE_CONFIG | {"block_k": 128, "precision": "e4m3"}  # a stage of 128 bytes of K
 # A study with no tuned neighbour of its dtype and layout (nothing to warm-start from) gets this many
 # times --trials.
 COLD_TRIALS_FACTOR = 3
+
+
+# Stream-K's candidates on the odd rows beside the stored winner's own tile: the tiles that won them
+# data-parallel (128x256 with two consumers, 128x128 with one), and 256x128.
+_STREAMED = REFERENCE_CONFIG | {"cluster": 1, "stream_k": True}
+STREAM_K_CONFIGS = [_STREAMED | {"epilogue": "tma_half"}, _STREAMED | {"epilogue": "tma", "stages": 3}, _STREAMED,
+                    _STREAMED | {"block_n": 128, "consumers": 1, "stages": 6},
+                    _STREAMED | {"block_n": 128, "consumers": 1, "stages": 6, "epilogue": "tma"},
+                    _STREAMED | {"block_m": 256, "block_n": 128, "stages": 3, "epilogue": "tma"}]
 
 
 SQUARES = [(s, s, s, "nn") for s in (2048, 4096, 8192)]
@@ -82,6 +98,13 @@ def rows() -> list[dict[str, Any]]:
                for dtype in ("fp16", "bf16") for m, n, k, layout in SQUARES + PROJECTIONS + ODD]
     return sixteen + [SPEC.validate_problem({"M": m, "N": n, "K": k, "layout": "nt", "dtype": "e4m3",
                                              "out_dtype": FP8_OUT}) for m, n, k, _ in SQUARES + PROJECTIONS]
+
+
+def selects(choice: str, problem: dict[str, Any]) -> bool:
+    """Whether ``--rows choice`` takes the row: all, the FP8 or 16-bit ones, or the odd sizes (both dtypes)."""
+    if choice == "odd":
+        return (problem["M"], problem["N"], problem["K"], problem["layout"]) in ODD and problem["dtype"] != "e4m3"
+    return choice == "all" or (problem["dtype"] == "e4m3") == (choice == "fp8")
 
 
 def mma_mnemonic(problem: dict[str, Any]) -> str:
@@ -276,16 +299,21 @@ def cublas_launch(problem: dict[str, Any], inputs: dict[str, torch.Tensor], out:
                                     use_fast_accum=True, out=out)
 
 
+def interleaved_s(launches: list[Callable[[], Any]], out: torch.Tensor) -> list[float]:
+    """The median seconds of each launch, timed in ROUNDS alternating rounds."""
+    samples: list[list[float]] = [[] for _ in launches]
+    for _ in range(ROUNDS):
+        for seconds, launch in zip(samples, launches, strict=True):
+            seconds += time_launches(launch, out, ROUND)
+    return [statistics.median(seconds) for seconds in samples]
+
+
 def measure_row(index: int, problem: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
     ref = SPEC.reference(inputs, problem)
     out = output(problem)
-    launches = (tuned_launch(config, problem, inputs, out), cublas_launch(problem, inputs, out))
-    samples: tuple[list[float], list[float]] = ([], [])
-    for _ in range(ROUNDS):
-        for seconds, launch in zip(samples, launches, strict=True):
-            seconds += time_launches(launch, out, ROUND)
-    tuned_s, cublas_s = (statistics.median(seconds) for seconds in samples)
+    launches = [tuned_launch(config, problem, inputs, out), cublas_launch(problem, inputs, out)]
+    tuned_s, cublas_s = interleaved_s(launches, out)
     rel_err, cublas_err = (launched_error(launch, out, ref) for launch in launches)
     flops = SPEC.flops(problem)
     return {"M": problem["M"], "N": problem["N"], "K": problem["K"], "layout": problem["layout"],
@@ -313,7 +341,7 @@ def _types(problem: dict[str, Any]) -> str:
 
 
 def _config_text(config: dict[str, Any]) -> str:
-    return ",".join(str(config.get(p.name, "native")) for p in SPEC.params)  # stored before precision: native
+    return ",".join(str(config.get(p.name, p.stored_default)) for p in SPEC.params)  # a knob not stored: its default
 
 
 def table(measured: list[dict[str, Any]]) -> str:
@@ -390,6 +418,67 @@ def benchmark(configs: dict[int, dict[str, Any]], out: Path, selected: set[int],
     sass_report(measured, out / f"{stem}.sass.txt")
 
 
+def stream_k_candidates(problem: dict[str, Any], winner: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream-K configs check() admits for the row: the winner's tile with stream_k, then
+    STREAM_K_CONFIGS."""
+    device, found = BACKEND.device(TARGET), {}
+    for config in [winner | {"cluster": 1, "split_k": 1, "schedule": "cooperative", "persistent": True,
+                             "stream_k": True}] + STREAM_K_CONFIGS:
+        if SPEC.check(config, problem, device) is None:
+            found.setdefault(_config_text(config), config)
+    return list(found.values())
+
+
+def stream_k_report(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]], out: Path) -> None:
+    """Each row's data-parallel winner (stored before this run's tuning), its winner after the tuning
+    and the fastest stream-K candidate, timed in alternating rounds beside cuBLAS:
+    ``gemm_streamk.{json,md}``."""
+    problems, measured = rows(), []
+    for index in sorted(after):
+        problem = problems[index]
+        inputs = SPEC.make_inputs(problem, np.random.default_rng(index))
+        ref = SPEC.reference(inputs, problem)
+        result = output(problem)
+        candidates = stream_k_candidates(problem, before.get(index, after[index]))
+        quick = [median_s_round(tuned_launch(c, problem, inputs, result), result) for c in candidates]
+        for config, seconds in zip(candidates, quick, strict=True):
+            print(f"row {index} {_label(problem)} stream-K {_config_text(config)}: "
+                  f"{SPEC.flops(problem) / seconds / 1e12:.0f} TFLOP/s", flush=True)
+        named = {"data-parallel": before.get(index), "tuned": after[index],
+                 "stream-K": candidates[int(np.argmin(quick))] if candidates else None}
+        named = {name: config for name, config in named.items() if config is not None}
+        launches = [tuned_launch(config, problem, inputs, result) for config in named.values()]
+        launches.append(cublas_launch(problem, inputs, result))
+        seconds = interleaved_s(launches, result)
+        errors = [launched_error(launch, result, ref) for launch in launches]
+        flops, cublas_s = SPEC.flops(problem), seconds[-1]
+        row = {"M": problem["M"], "N": problem["N"], "K": problem["K"], "layout": problem["layout"],
+               "dtype": problem["dtype"], "cublas_tflops": flops / cublas_s / 1e12, "cublas_rel_err": errors[-1],
+               "kernels": {name: {"config": config, "tflops": flops / s / 1e12, "ratio": cublas_s / s,
+                                  "rel_err": error, "within_bound": error <= bound(problem)}
+                           for (name, config), s, error in zip(named.items(), seconds, errors, strict=False)}}
+        measured.append(row)
+        print(f"row {index} {_label(problem)}: " + ", ".join(
+            f"{name} {k['tflops']:.0f} TFLOP/s ({k['ratio']:.3f}x, rel {k['rel_err']:.1e})"
+            for name, k in row["kernels"].items()) + f"; cuBLAS {row['cublas_tflops']:.0f}", flush=True)
+    (out / "gemm_streamk.json").write_text(json.dumps({**header(), "rows": measured}, indent=1) + "\n")
+    names = ",".join(p.name for p in SPEC.params)
+    lines = [f"| M | N | K | dtype | kernel | config ({names}) | TFLOP/s | x cuBLAS | rel err |", "|" + "---|" * 9]
+    for r in measured:
+        lines += [f"| {r['M']} | {r['N']} | {r['K']} | {r['dtype']} | {name} | {_config_text(k['config'])} | "
+                  f"{k['tflops']:.0f} | {k['ratio']:.3f} | {k['rel_err']:.2e} |" for name, k in r["kernels"].items()]
+        lines.append(f"| {r['M']} | {r['N']} | {r['K']} | {r['dtype']} | cuBLAS | | {r['cublas_tflops']:.0f} | 1 | "
+                     f"{r['cublas_rel_err']:.2e} |")
+    text = "\n".join(lines) + "\n"
+    (out / "gemm_streamk.md").write_text(text)
+    print(text)
+
+
+def median_s_round(launch: Callable[[], Any], out: torch.Tensor) -> float:
+    """One round's median (a candidate's quick look)."""
+    return statistics.median(time_launches(launch, out, ROUND))
+
+
 def profile(row: str, db: str | None) -> None:
     """Launches a config once after a warm-up launch, then torch.matmul once, for ncu to capture:
     row ``row``'s stored best, or for ``row`` = 'CONFIG_JSON PROBLEM_JSON' those keys over
@@ -424,13 +513,16 @@ def main() -> None:
                         help="launch one row's stored config, or 'CONFIG_JSON PROBLEM_JSON' (for ncu)")
     parser.add_argument("--probe", action="store_true", help="time a few tiles beside cuBLAS, then stop")
     parser.add_argument("--build", action="store_true", help="build every variant the rows admit, then stop")
-    parser.add_argument("--rows", choices=("all", "fp8", "16-bit"), default="all",
+    parser.add_argument("--stream-k", action="store_true",
+                        help="after tuning, time the rows' data-parallel winners, tuned winners and stream-K "
+                             "candidates beside cuBLAS (gemm_streamk.*)")
+    parser.add_argument("--rows", choices=("all", "fp8", "16-bit", "odd"), default="all",
                         help="tune, build and measure these rows alone (row numbers stay those of all; "
                              "results as gemm_vs_cublas_ROWS.*)")
     args = parser.parse_args()
     if args.probe:
         return probe()
-    selected = {i for i, p in enumerate(rows()) if args.rows == "all" or (p["dtype"] == "e4m3") == (args.rows == "fp8")}
+    selected = {i for i, p in enumerate(rows()) if selects(args.rows, p)}
     chosen = [p for i, p in enumerate(rows()) if i in selected]
     if args.build:
         raise SystemExit(1 if build_all(chosen) else 0)
@@ -441,8 +533,15 @@ def main() -> None:
     if not args.db:
         parser.error("--db is required unless --check, --probe or --profile")
     build_all(chosen)  # the studies find every variant compiled
+    before = {}  # with --stream-k: the rows' winners before this run's tuning, if data-parallel
+    if args.stream_k:
+        service = Service(Store.open(args.db))
+        stored = {i: stored_best(service, rows()[i]) for i in selected}
+        before = {i: c for i, c in stored.items() if c is not None and not c.get("stream_k")}
     configs = best_configs(args.db, args.trials, time.monotonic() + args.tune_for, args.retune, selected)
     print(f"{len(configs)} of {len(selected)} rows have a tuned config", flush=True)
+    if args.stream_k:
+        return stream_k_report(before, configs, args.out)
     if configs:
         benchmark(configs, args.out, selected, "gemm_vs_cublas" + ("" if args.rows == "all" else f"_{args.rows}"))
 

@@ -165,7 +165,7 @@ def driver_launch(launcher: Kernel, buffers: list[torch.Tensor], stream: int) ->
     """The bare driver call on the launcher's packed arguments: nothing else."""
     from cuda.bindings import driver
 
-    function, arguments, source = launcher.function, launcher.arguments(buffers), launcher.source
+    function, arguments, source = launcher.function, launcher.arguments(buffers, stream), launcher.source
     if tuple(source.cluster) != (1, 1, 1):
         config = launcher.config(stream)
         return lambda: driver.cuLaunchKernelEx(config, function, arguments, 0)

@@ -31,9 +31,18 @@
  * shared memory and the first adds them through distributed shared memory before its epilogue.
  * Then blocks own one tile each (no persistence) and no cluster shares B (CLUSTER 1).
  *
+ * Stream-K (STREAM_K 1: persistent, cooperative, CLUSTER 1, SPLIT_K 1) splits the tiles of the last,
+ * partial wave along K over the whole grid (hopper::StreamK: the whole tiles first, then each
+ * block's contiguous range of the rest's K blocks). A block holding an earlier part of a tile
+ * writes its fp32 partial sums to its slot of `workspace` (global memory the launcher zeroes once)
+ * and sets its consumer's flag; the block holding the tile's last K block waits for the flags of
+ * the blocks before it that hold the rest, adds their partial sums, clears the flags for the next
+ * launch and stores the tile. Producer and consumers walk the same works (for_each_work); the ring
+ * of stages carries on from one work to the next.
+ *
  * The template (gemm_cuda.py) defines BLOCK_M, BLOCK_N, BLOCK_K, STAGES, CONSUMERS, CLUSTER,
- * SPLIT_K, B_KMAJOR, IS_BF16, IN_FP8, OUT_BF16, OUT_BYTES, PINGPONG, EPILOGUE_TMA and EPILOGUE_COLS
- * before this text.
+ * SPLIT_K, STREAM_K, B_KMAJOR, IS_BF16, IN_FP8, OUT_BF16, OUT_BYTES, PINGPONG, EPILOGUE_TMA and
+ * EPILOGUE_COLS before this text.
  */
 #include "hopper.cuh"
 
@@ -61,6 +70,7 @@ static_assert(SPLIT_K == 1 || BLOCK_M * BLOCK_N * 4 <= STAGES * STAGE_BYTES, "th
 static_assert(WG_M % 64 == 0 && BLOCK_K % ATOM_K == 0 && BLOCK_N % 64 == 0, "tile shape");
 static_assert(!IN_FP8 || B_KMAJOR, "8-bit wgmma reads B K-major only");
 static_assert(BLOCK_N % (64 * CLUSTER) == 0 || B_KMAJOR, "MN-major B is shared in 64-column chunks");
+static_assert(!STREAM_K || (!PINGPONG && CLUSTER == 1 && SPLIT_K == 1), "stream-K: cooperative, no cluster, no split-K");
 
 typedef Wgmma<BLOCK_N, IS_BF16> Mma;
 
@@ -192,6 +202,49 @@ __device__ __forceinline__ void reduce_split_k(float (&acc)[M_ATOMS][ACC], unsig
   }
 }
 
+/* Stream-K's workspace: a slot of BLOCK_M x BLOCK_N fp32 partial sums per block of the grid (laid
+ * out as partial_slot's, consumer by consumer: each warp's stores are 512 contiguous bytes), then
+ * a flag per block and consumer. */
+__device__ __forceinline__ float *workspace_slot(float *workspace, int block, int consumer, int ma, int i) {
+  return workspace + (long long)block * BLOCK_M * BLOCK_N + ((consumer * M_ATOMS + ma) * ACC + i) * 128
+         + 4 * (threadIdx.x % 128);
+}
+
+__device__ __forceinline__ u32 *workspace_flag(float *workspace, int block, int consumer) {
+  return reinterpret_cast<u32 *>(workspace + (long long)gridDim.x * BLOCK_M * BLOCK_N) + block * CONSUMERS + consumer;
+}
+
+/* An earlier part of a stream-K tile: the warpgroup's partial sums to this block's slot, then its flag. */
+__device__ __forceinline__ void publish_partial(float (&acc)[M_ATOMS][ACC], float *workspace, int consumer) {
+#pragma unroll
+  for (int ma = 0; ma < M_ATOMS; ma++)
+#pragma unroll
+    for (int i = 0; i < ACC; i += 4)
+      st_global_f32x4(workspace_slot(workspace, blockIdx.x, consumer, ma, i), acc[ma][i], acc[ma][i + 1],
+                      acc[ma][i + 2], acc[ma][i + 3]);
+  named_barrier(1 + consumer, 128);  // every thread's sums are written
+  if (threadIdx.x % 128 == 0) flag_release(workspace_flag(workspace, blockIdx.x, consumer), 1);
+}
+
+/* The block finishing a stream-K tile adds block `peer`'s partial sums once its flag is set, and clears it. */
+__device__ __forceinline__ void add_partial(float (&acc)[M_ATOMS][ACC], float *workspace, int peer, int consumer) {
+  if (threadIdx.x % 128 == 0) {
+    u32 *flag = workspace_flag(workspace, peer, consumer);
+    while (!flag_acquire(flag)) {
+    }
+    flag_store(flag, 0);  // the slot is written again by the next launch alone
+  }
+  named_barrier(1 + consumer, 128);  // the acquire orders the warpgroup's reads after the peer's writes
+#pragma unroll
+  for (int ma = 0; ma < M_ATOMS; ma++)
+#pragma unroll
+    for (int i = 0; i < ACC; i += 4) {
+      float v[4];
+      ld_global_cg_f32x4(workspace_slot(workspace, peer, consumer, ma, i), v);
+      acc[ma][i] += v[0], acc[ma][i + 1] += v[1], acc[ma][i + 2] += v[2], acc[ma][i + 3] += v[3];
+    }
+}
+
 /* The TMA epilogue: the warpgroup's tile into shared memory as OUT_CHUNK-column chunks of 128-byte swizzled
  * rows (conflict-free: the 8 rows a store instruction touches XOR to 8 different 16-byte chunks),
  * EPILOGUE_COLS columns a round; one thread stores a round's chunks while the warpgroup writes the
@@ -243,7 +296,11 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #if IN_FP8
      const float *a_scale, const float *b_scale,
 #endif
-     void *c, int M, int N, int K,
+     void *c,
+#if STREAM_K
+     float *workspace,
+#endif
+     int M, int N, int K,
      int raster_along_m, int group) {
   extern __shared__ unsigned char dynamic_smem[];
   __shared__ u64 full[STAGES], empty[STAGES];
@@ -271,17 +328,29 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
   const int tiles_m = (M + BLOCK_M - 1) / BLOCK_M, tiles_n = (N + BLOCK_N - 1) / BLOCK_N;
   const TileScheduler tiles{(tiles_m + CLUSTER - 1) / CLUSTER, tiles_n, group, raster_along_m};
   const int k_blocks = (K + BLOCK_K - 1) / BLOCK_K, k_half = (k_blocks + 1) / 2;
-  // This block's K blocks: all of them, or with split-K the first or the second half.
-  const int kb_begin = SPLIT_K > 1 && rank == 1 ? k_half : 0;
-  const int kb_end = SPLIT_K > 1 && rank == 0 ? k_half : k_blocks;
+  // This block's K blocks of a tile: all of them, or with split-K the first or the second half.
+  const int split_begin = SPLIT_K > 1 && rank == 1 ? k_half : 0;
+  const int split_end = SPLIT_K > 1 && rank == 0 ? k_half : k_blocks;
   const int first = blockIdx.x / (CLUSTER * SPLIT_K), step = gridDim.x / (CLUSTER * SPLIT_K);
+#if STREAM_K
+  const StreamK stream_k{tiles.count(), k_blocks, (int)gridDim.x};
+#endif
+  // The block's works in order, as work(tile index, first K block, end K block): its tiles
+  // first, first + step, ... (or stream-K's whole tiles and its range of the rest).
+  auto for_each_work = [&](auto &&work) {
+#if STREAM_K
+    stream_k.for_each_work(blockIdx.x, work);
+#else
+    for (int index = first; index < tiles.count(); index += step) work(index, split_begin, split_end);
+#endif
+  };
 
   if (wg == 0) {  // the producer: one thread issues every load
     if (CONSUMERS > 1) setmaxnreg_dec<PRODUCER_REGISTERS>();
     if (threadIdx.x == 0) {
       int stage = 0;
       u32 phase = 0;
-      for (int index = first; index < tiles.count(); index += step) {
+      for_each_work([&](int index, int kb_begin, int kb_end) {
         int tm, tn;
         tiles.tile(index, tm, tn);
         const int m0 = (tm * CLUSTER + m_rank) * BLOCK_M, n0 = tn * BLOCK_N;
@@ -291,7 +360,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
           load_stage(a_tile, a_tile + A_BYTES, &full[stage], &map_a, &map_b, m0, n0, kb * BLOCK_K, m_rank);
           if (++stage == STAGES) stage = 0, phase ^= 1;
         }
-      }
+      });
     }
     __syncwarp();
     if (SPLIT_K > 1) cluster_sync();  // the consumers' reduction barrier (reduce_split_k)
@@ -299,20 +368,22 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
     if (CONSUMERS > 1) setmaxnreg_inc<CONSUMER_REGISTERS>();
     const int consumer = wg - 1;
     // Ping-pong: consumer c takes the block's tiles c, c + 2, ...; cooperative: every tile, rows apart.
-    const int turn = PINGPONG ? 2 : 1, mine = PINGPONG ? consumer : 0;
     const int a_row0 = PINGPONG ? 0 : consumer * WG_M;
 #if IN_FP8
     const float scale = a_scale[0] * b_scale[0];  // dequantizes the product in the epilogue
 #endif
     float acc[M_ATOMS][ACC];
-    for (int local = mine, index = first + mine * step; index < tiles.count(); local += turn, index += turn * step) {
-      int tm, tn;
-      tiles.tile(index, tm, tn);
-      // The ring's position at this tile's first K block: every earlier tile of the block took k_count.
-      const u32 position = (u32)local * (u32)(kb_end - kb_begin);
+    int local = 0;     // the work's place among the block's
+    u32 position = 0;  // the ring's position at the work's first K block: the K blocks of the works before
+    for_each_work([&](int index, int kb_begin, int kb_end) {
+      const int work = local++;
       int stage = position % STAGES;
       u32 phase = position / STAGES % 2;
-      if (PINGPONG && local > 0) named_barrier(3 + consumer, 256);  // the other has issued the tile before
+      position += kb_end - kb_begin;
+      if (PINGPONG && work % 2 != consumer) return;  // the other consumer's tile
+      int tm, tn;
+      tiles.tile(index, tm, tn);
+      if (PINGPONG && work > 0) named_barrier(3 + consumer, 256);  // the other has issued the tile before
       int previous = -1;
       for (int kb = kb_begin; kb < kb_end; kb++) {
         const int accumulate = kb > kb_begin;
@@ -333,8 +404,16 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
       if (previous >= 0) release_in_cluster<CLUSTER>(&empty[previous]);
       if (SPLIT_K > 1) {
         reduce_split_k(acc, smem, consumer, rank);
-        if (rank != 0) continue;
+        if (rank != 0) return;
       }
+#if STREAM_K
+      if (kb_end < k_blocks) {  // not the end of a stream-K tile: its sums go to the block that finishes it
+        publish_partial(acc, workspace, consumer);
+        return;
+      }
+      if (kb_begin > 0)  // the end of a stream-K tile: the earlier parts' sums added, then the epilogue
+        stream_k.for_each_peer(blockIdx.x, index, [&](int peer) { add_partial(acc, workspace, peer, consumer); });
+#endif
 #if IN_FP8
 #pragma unroll
       for (int ma = 0; ma < M_ATOMS; ma++)
@@ -348,7 +427,7 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #else
       store_tile(acc, c, M, N, row0, col0);
 #endif
-    }
+    });
 #if EPILOGUE_TMA
     if (threadIdx.x % 128 == 0) bulk_wait<0>();  // the last store is done before the block exits
 #endif

@@ -97,6 +97,9 @@ class GemmCuda(KernelSpec):
                                  "distributed shared memory): for too few tiles to fill the GPU"),
         Param("precision", PRECISIONS, "the MMA's input type: the problem's dtype, or e4m3 (FP8, per-tensor "
                                        "scales; on a 16-bit problem where it sets fp8=true)", stored_default="native"),
+        Param("stream_k", (False, True),
+              "a persistent grid's part-empty last wave split along K over every block, the block holding a "
+              "tile's last K block adding the others' partial sums", stored_default=False),
     )
     problem_params = (
         ProblemParam("M", int, 4096, minimum=1, doc="rows of A and C"),
@@ -121,13 +124,13 @@ class GemmCuda(KernelSpec):
             return (f"the TMA epilogue stores rows of 16-byte multiples: N={problem['N']} is not a multiple "
                     f"of {row_align}")
         if config["split_k"] > 1:
-            tiles = math.ceil(problem["M"] / config["block_m"]) * math.ceil(problem["N"] / config["block_n"])
+            tiles = tile_count(config, problem)
             sms = device.limits.get("sm_count", DEFAULT_SM_COUNT)
             if tiles >= sms:
                 return f"split-K is for fewer tiles than SMs: {tiles} tiles fill the {sms} SMs already"
             if problem["K"] <= config["block_k"]:
                 return f"split-K needs more than one block_k of K (K={problem['K']})"
-        return check_tiles(config, device, *element_bytes(config, problem))
+        return check_tiles(config, device, *element_bytes(config, problem)) or check_stream_k(config, problem, device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         out = out_dtype(problem)
@@ -140,13 +143,16 @@ class GemmCuda(KernelSpec):
                    "IS_BF16": int(problem["dtype"] == "bf16" and in_bytes == 2), "IN_FP8": int(in_bytes == 1),
                    "OUT_BF16": int(out == "bf16"), "OUT_BYTES": out_bytes,
                    "EPILOGUE_TMA": int(config["epilogue"] != "direct"), "EPILOGUE_COLS": epilogue_cols(config),
-                   "PINGPONG": int(config["schedule"] == "pingpong"), "SPLIT_K": config["split_k"]}
+                   "PINGPONG": int(config["schedule"] == "pingpong"), "SPLIT_K": config["split_k"],
+                   "STREAM_K": int(stream_k(config))}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         cluster = config["cluster"]
         atom_k = 128 // in_bytes  # K elements of a 128-byte swizzled row: a TMA box's inner extent
         b_box = (atom_k, config["block_n"] // cluster) if problem["layout"] == "nt" else (64, config["block_k"])
         tiles_m = math.ceil(math.ceil(problem["M"] / config["block_m"]) / cluster) * cluster
         blocks = tiles_m * math.ceil(problem["N"] / config["block_n"]) * config["split_k"]
+        if stream_k(config):  # every SM, however few the tiles (the launcher clamps it to the device)
+            blocks = max(blocks, DEFAULT_SM_COUNT)
         return Source(
             language="cuda", code=inline_headers(header + _TEMPLATE), entry="gemm", options=("-O3",),
             scalars=(("int32", problem["M"]), ("int32", problem["N"]), ("int32", problem["K"]),
@@ -156,7 +162,8 @@ class GemmCuda(KernelSpec):
             tensor_maps=(TensorMap(a, (atom_k, config["block_m"])), TensorMap(b, b_box))
             + ((TensorMap("out", (128 // out_bytes, warpgroup_rows(config))),) if config["epilogue"] != "direct"
                else ()),
-            cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]))
+            cluster=(cluster * config["split_k"], 1, 1), persistent=bool(config["persistent"]),
+            workspace_bytes=workspace_bytes(config))
 
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
         """A and B; for ``fp8=true`` then their e4m3 copies and scales; for ``dtype=e4m3`` A and B
@@ -222,6 +229,46 @@ def out_dtype(problem: Problem) -> str:
 def precision(config: Config) -> str:
     """The MMA's input type of ``config`` (``native`` where a config stored before the knob has none)."""
     return config.get("precision", "native")  # the Param's stored_default
+
+
+def stream_k(config: Config) -> bool:
+    """Whether ``config`` splits the last wave along K (False where a config stored before the knob has none)."""
+    return bool(config.get("stream_k", False))  # the Param's stored_default
+
+
+def tile_count(config: Config, problem: Problem) -> int:
+    """Output tiles of the problem (not rounded to clusters)."""
+    return math.ceil(problem["M"] / config["block_m"]) * math.ceil(problem["N"] / config["block_n"])
+
+
+def stream_k_grid(tiles: int, sms: int) -> int:
+    """Blocks of a stream-K launch: render asks for max(tiles, DEFAULT_SM_COUNT), the launcher starts
+    at most one a SM (every admitted config takes over half an SM's shared memory)."""
+    return min(max(tiles, DEFAULT_SM_COUNT), sms)
+
+
+def check_stream_k(config: Config, problem: Problem, device: Device) -> str | None:
+    """Why stream-K does not fit the config and problem, or ``None`` (also for configs without it)."""
+    if not stream_k(config):
+        return None
+    if (not config["persistent"] or config["schedule"] != "cooperative" or config["cluster"] > 1
+            or config["split_k"] > 1):
+        return ("stream-K splits a persistent grid's last wave along K: it needs persistent=True, the cooperative "
+                "schedule, cluster=1 and split_k=1")
+    tiles = tile_count(config, problem)
+    grid = stream_k_grid(tiles, device.limits.get("sm_count", DEFAULT_SM_COUNT))
+    if tiles % grid == 0:
+        return (f"stream-K is for a part-empty last wave: {tiles} tiles fill {grid} blocks in "
+                f"{tiles // grid} whole waves")
+    if tiles % grid * math.ceil(problem["K"] / config["block_k"]) * grid >= 2**31:
+        return "stream-K counts K blocks in 32 bits: K is too long for it"
+    return None
+
+
+def workspace_bytes(config: Config) -> int:
+    """Global memory a block of a stream-K launch needs: a slot of fp32 partial sums of its tile and a
+    flag per consumer (0 without stream-K)."""
+    return (config["block_m"] * config["block_n"] + config["consumers"]) * 4 if stream_k(config) else 0
 
 
 def element_bytes(config: Config, problem: Problem) -> tuple[int, int]:

@@ -404,4 +404,91 @@ struct TileScheduler {
   }
 };
 
+/* ---- stream-K (added for the GEMM): a persistent grid's last wave split along K ---- */
+
+/* Four floats to global memory at a 16-byte aligned address, and four back through L2 (.cg: never
+ * a line another block's writes left stale in this SM's L1). */
+__device__ __forceinline__ void st_global_f32x4(float *pointer, float a, float b, float c, float d) {
+  asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(pointer), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+}
+
+__device__ __forceinline__ void ld_global_cg_f32x4(const float *pointer, float (&v)[4]) {
+  asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+               : "l"(pointer) : "memory");
+}
+
+/* A flag in global memory set for other blocks: what this thread's block wrote before (ordered by a
+ * barrier among its writers) is visible to whoever reads the flag with flag_acquire. */
+__device__ __forceinline__ void flag_release(u32 *flag, u32 value) {
+  asm volatile("fence.acq_rel.gpu;\nst.relaxed.gpu.global.u32 [%0], %1;" :: "l"(flag), "r"(value) : "memory");
+}
+
+__device__ __forceinline__ u32 flag_acquire(const u32 *flag) {
+  u32 value;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(value) : "l"(flag) : "memory");
+  return value;
+}
+
+__device__ __forceinline__ void flag_store(u32 *flag, u32 value) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" :: "l"(flag), "r"(value) : "memory");
+}
+
+/* The work of each block of a persistent grid of `grid` blocks over `tiles` output tiles of
+ * `k_blocks` K blocks each. The first tiles - tiles % grid tiles are data-parallel: block b takes
+ * tiles b, b + grid, ... whole. The tiles % grid tiles of the last, partial wave (every tile when
+ * tiles < grid) are stream-K: their K blocks, tile after tile, are `units` units cut into `grid`
+ * contiguous ranges of balanced length (floor(units * b / grid) starts range b), range b going to
+ * block b after its whole tiles. A range is at most ceil(units / grid) <= k_blocks units long
+ * (tiles % grid < grid), so it is at most two segments: the end of one tile and the start of the
+ * next. The segment that holds a tile's last K block finishes the tile: it waits for the partial
+ * sums of the blocks before it that hold the rest (for_each_peer), adds them and stores the tile;
+ * any other segment publishes its partial sums. A block takes its publishing segment first (the
+ * start of the next tile before the end of this one), so it publishes before it may wait, and it
+ * waits only on blocks of lower index, in its last work. So the waits cannot cycle and end whether
+ * the grid is resident at once or blocks start in index order; and no block's publishing waits
+ * on another's fixup (no chain through the grid).
+ * Indices are 32-bit: the template admits stream-K where units * grid < 2^31.
+ * Host and device: the decomposition's CPU test compiles it as host code. */
+struct StreamK {
+  int tiles, k_blocks, grid;
+
+  __host__ __device__ __forceinline__ int whole_tiles() const { return tiles - tiles % grid; }
+
+  /* The first stream-K unit of block `block`'s range (of `grid`: the end of the last). */
+  __host__ __device__ __forceinline__ int range_begin(int block) const {
+    const int units = tiles % grid * k_blocks;
+    return units / grid * block + units % grid * block / grid;
+  }
+
+  /* Calls work(tile index, first K block, end K block) for the block's works, in order (from one
+   * call site: the kernel's body is inlined once). */
+  template <typename Work> __host__ __device__ __forceinline__ void for_each_work(int block, Work &&work) const {
+    const int whole = whole_tiles(), begin = range_begin(block), end = range_begin(block + 1);
+    // Where the range enters its second tile (end if it has one tile): [cut, end) goes first.
+    const int next = (begin / k_blocks + 1) * k_blocks;
+    const int cut = begin % k_blocks && next < end ? next : end;
+    int tile = block, part = cut < end ? 0 : 1;  // part 0: [cut, end), 1: [begin, cut), 2: done
+    while (tile < whole || (part < 2 && begin < end)) {
+      int index = tile, kb_begin = 0, kb_end = k_blocks;
+      if (tile < whole) {
+        tile += grid;
+      } else {
+        const int from = part == 0 ? cut : begin, to = part == 0 ? end : cut;
+        index = whole + from / k_blocks, kb_begin = from % k_blocks, kb_end = kb_begin + (to - from);
+        part++;
+      }
+      work(index, kb_begin, kb_end);
+    }
+  }
+
+  /* Calls peer(block) for each block before `finisher` that holds K blocks of stream-K tile `tile`
+   * (whose last K block `finisher` holds): the blocks whose (non-empty) ranges end inside it. */
+  template <typename Peer>
+  __host__ __device__ __forceinline__ void for_each_peer(int finisher, int tile, Peer &&peer) const {
+    const int start = (tile - whole_tiles()) * k_blocks;
+    for (int block = finisher - 1; block >= 0 && range_begin(block + 1) > start; block--)
+      if (range_begin(block + 1) > range_begin(block)) peer(block);
+  }
+};
+
 }  // namespace hopper

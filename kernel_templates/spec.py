@@ -14,7 +14,8 @@ Calling convention of a rendered kernel: ``entry(*tensor_maps, *inputs, output, 
 ``tensor_maps`` are :attr:`Source.tensor_maps` (CUDA only, usually none), ``inputs`` are the
 buffers of :meth:`KernelSpec.kernel_inputs` (make_inputs', usually all of them) in dict order,
 ``output`` is one buffer of :meth:`KernelSpec.output_spec`, and ``scalars`` are
-:attr:`Source.scalars` in order.
+:attr:`Source.scalars` in order (a CUDA source with :attr:`Source.workspace_bytes` takes its
+workspace's address between ``output`` and the scalars).
 
 C (``backend = "cpu"``): inputs and the reference are NumPy arrays; the entry is a plain C
 function. CUDA (``backend = "cuda"``): the entry is an ``extern "C" __global__`` function launched
@@ -150,7 +151,10 @@ class Source:
     Hopper parts: ``tensor_maps`` (passed before the buffers, in order), ``cluster`` (blocks per
     thread-block cluster; ``grid`` must be a multiple) and ``persistent`` (``grid`` is an upper
     bound: the launcher starts no more blocks, or clusters, than fit the device at once, and the
-    kernel loops over its work with a stride of ``gridDim``).
+    kernel loops over its work with a stride of ``gridDim``). ``workspace_bytes`` (CUDA, nonzero):
+    bytes of global memory per block of the launched grid that the launcher allocates once per
+    stream, zeroed, and passes after the buffers, before the scalars; the kernel leaves it as it
+    found it, for the next launch (stream-K's partial sums and flags).
     """
 
     language: str
@@ -164,6 +168,7 @@ class Source:
     tensor_maps: tuple[TensorMap, ...] = ()
     cluster: tuple[int, int, int] = (1, 1, 1)
     persistent: bool = False
+    workspace_bytes: int = 0
 
     def code_digest(self) -> str:
         """Hash of what decides the compiled binary (code, entry, options): the compile cache's key,
@@ -185,8 +190,8 @@ class Source:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _hopper_launch(self) -> dict[str, Any]:
-        """The tensor maps, cluster and persistence, where set: a source without them keeps the
-        digest it had before they existed, so stored trials still answer for it."""
+        """The tensor maps, cluster, persistence and workspace, where set: a source without them keeps
+        the digest it had before they existed, so stored trials still answer for it."""
         launch: dict[str, Any] = {}
         if self.tensor_maps:
             launch["tensor_maps"] = [m.describe() for m in self.tensor_maps]
@@ -194,6 +199,8 @@ class Source:
             launch["cluster"] = list(self.cluster)
         if self.persistent:
             launch["persistent"] = True
+        if self.workspace_bytes:
+            launch["workspace_bytes"] = self.workspace_bytes
         return launch
 
 

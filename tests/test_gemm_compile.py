@@ -188,7 +188,7 @@ def test_every_admitted_config_compiles_without_spills_to_warpgroup_mmas(precisi
     require(_available(cuobjdump_path),
             "cuobjdump is not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
     jobs = admitted(precision)
-    assert 200 <= len(jobs) <= 400, "keep the compiled set a size CI can build"
+    assert 200 <= len(jobs) <= 450, "keep the compiled set a size CI can build"
     limit = DEVICE.limits["max_shared_bytes"]
     mma = PRECISIONS[precision][1]
 

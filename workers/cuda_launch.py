@@ -3,8 +3,10 @@ CUDA launcher, used by the measuring workers and by :mod:`tuner.runtime`.
 
 Every CUDA template launches here: plain pointer-and-scalar kernels, and Hopper kernels that take
 TMA tensor maps by value (built with ``cuTensorMapEncodeTiled`` from the launch's buffers), run in
-thread-block clusters (a cluster-dimension attribute of ``cuLaunchKernelEx``) and, when
-persistent, start no more blocks than the device holds at once. A :class:`Kernel` does the work
+thread-block clusters (a cluster-dimension attribute of ``cuLaunchKernelEx``), when
+persistent, start no more blocks than the device holds at once, and may ask for a workspace
+(``Source.workspace_bytes`` a block: zeroed global memory, one per stream, passed after the
+buffers). A :class:`Kernel` does the work
 once: the module loaded into the GPU's primary context (the one torch uses), the launch
 configuration, and the argument block of each set of buffers it is given (tensor maps, addresses,
 scalars), kept, so a launch on buffers seen before (the caching allocator hands the same
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -169,7 +172,14 @@ def resident_blocks(function: Any, source: Source) -> int:
 class Kernel:
     """The kernel of one cubin for one rendered :class:`Source`, on one GPU, ready to launch on
     buffers (torch tensors in the kernel's order: inputs, then ``out``, named by ``names`` for
-    the tensor maps) of the shapes it was rendered for: ``entry(*tensor maps, *buffers, *scalars)``.
+    the tensor maps) of the shapes it was rendered for: ``entry(*tensor maps, *buffers, *scalars)``,
+    or with a workspace ``entry(*tensor maps, *buffers, workspace, *scalars)``.
+
+    A workspace (``source.workspace_bytes`` times the launched grid's blocks) is allocated once per
+    stream, from torch's caching allocator on that stream, and zeroed there (an ordinary async
+    memset: made during a CUDA-graph capture, the graph zeroes it before its launch); the kernel
+    leaves it zeroed for the next launch on that stream, so launches on one stream share it and
+    launches on different streams never do. It lives as long as the Kernel.
 
     Thread-safe: the argument blocks and configurations it keeps never change once made (the
     driver copies arguments at launch); making one takes a lock. Raises CudaDriverError for a
@@ -197,7 +207,10 @@ class Kernel:
         self._scalars = [_SCALAR_TYPES[kind](value) for kind, value in source.scalars]
         self._arguments: dict[tuple[Any, ...], tuple[int, list[Any]]] = {}
         self._configs: dict[int, Any] = {}
+        self._workspaces: dict[int, int] = {}  # stream -> address (kept for the Kernel's life)
         self._lock = threading.Lock()
+        # not at exit: the process's memory goes with it, and torch may be gone by then
+        weakref.finalize(self, _free_workspaces, self._workspaces, device_index).atexit = False
 
     def launch(self, buffers: Sequence[Any], stream: int) -> None:
         """Enqueues one launch on ``buffers`` on ``stream`` (a raw ``cudaStream_t``); returns at
@@ -205,9 +218,11 @@ class Kernel:
         key = tuple(map(self._address, buffers))
         if self._maps:  # a tensor map holds its buffer's strides too
             key += tuple([buffers[i].stride() for _, i in self._maps])
+        if self.source.workspace_bytes:  # the stream's own workspace
+            key += (stream,)
         arguments = self._arguments.get(key)
         if arguments is None:
-            arguments = self._pack(key, buffers)
+            arguments = self._pack(key, buffers, stream)
         config = self._configs.get(stream)
         if config is None:
             config = self._configure(stream)
@@ -219,11 +234,14 @@ class Kernel:
         if error != _SUCCESS:
             self._failed(error, config, arguments[0])
 
-    def arguments(self, buffers: Sequence[Any]) -> int:
-        """The address of the packed argument block for ``buffers`` (made now if new)."""
+    def arguments(self, buffers: Sequence[Any], stream: int) -> int:
+        """The address of the packed argument block for ``buffers`` launched on ``stream`` (made now
+        if new)."""
         key = tuple(map(self._address, buffers)) + tuple([buffers[i].stride() for _, i in self._maps])
+        if self.source.workspace_bytes:
+            key += (stream,)
         arguments = self._arguments.get(key)
-        return (arguments or self._pack(key, buffers))[0]
+        return (arguments or self._pack(key, buffers, stream))[0]
 
     def config(self, stream: int) -> Any:
         """The launch configuration (a ``CUlaunchConfig``) on ``stream``."""
@@ -234,9 +252,11 @@ class Kernel:
     def function(self) -> Any:
         return self._function
 
-    def _pack(self, key: tuple[Any, ...], buffers: Sequence[Any]) -> tuple[int, list[Any]]:
+    def _pack(self, key: tuple[Any, ...], buffers: Sequence[Any], stream: int) -> tuple[int, list[Any]]:
         values: list[Any] = [encode_tensor_map(spec, buffers[i]) for spec, i in self._maps]
         values += [ctypes.c_void_p(buffer.data_ptr()) for buffer in buffers]
+        if self.source.workspace_bytes:
+            values.append(ctypes.c_void_p(self._workspace(stream)))
         values += self._scalars
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(value) for value in values))
         values.append(pointers)  # the block owns its storage
@@ -244,6 +264,20 @@ class Kernel:
         with self._lock:
             _keep(self._arguments, key, arguments)
         return arguments
+
+    def _workspace(self, stream: int) -> int:
+        """The address of ``stream``'s workspace, allocated and zeroed on it the first time."""
+        with self._lock:
+            address = self._workspaces.get(stream)
+            if address is None:
+                import torch
+
+                size = self.source.workspace_bytes * self.grid[0] * self.grid[1] * self.grid[2]
+                address = torch.cuda.caching_allocator_alloc(size, self.device_index, stream)
+                with _Pushed(self._context):
+                    check(driver.cuMemsetD8Async(address, 0, size, stream))
+                self._workspaces[stream] = address
+            return address
 
     def _configure(self, stream: int) -> Any:
         config = _launch_config(self.source, self.grid, stream)
@@ -272,6 +306,15 @@ class _Pushed:
         driver.cuCtxPopCurrent()
 
 
+def _free_workspaces(workspaces: dict[int, int], device_index: int) -> None:
+    """Gives a Kernel's workspaces back to torch's caching allocator (its finalizer)."""
+    import torch
+
+    with torch.cuda.device(device_index):
+        for address in workspaces.values():
+            torch.cuda.caching_allocator_delete(address)
+
+
 def _keep(kept: dict[Any, Any], key: Any, value: Any) -> None:
     """Stores ``value`` under ``key``, the oldest entry dropped beyond _KEPT (caller holds the lock)."""
     if len(kept) >= _KEPT:
@@ -288,7 +331,7 @@ class Launch:
         self._buffers = list(buffers)  # keeps the tensors alive for the block's addresses
         self._kernel = kernel  # keeps the module's function and the argument block's storage alive
         self._config = kernel.config(stream)
-        self._function, self._arguments = kernel.function, kernel.arguments(self._buffers)
+        self._function, self._arguments = kernel.function, kernel.arguments(self._buffers, stream)
         self.grid = kernel.grid
 
     def __call__(self) -> None:

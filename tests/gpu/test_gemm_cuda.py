@@ -1,8 +1,8 @@
 """The Hopper GEMM on a real GPU (bench/gpu_check.sh runs it on the device): every layout and dtype,
 ragged sizes that leave partial tiles on every edge (and rows of odd length, stored padded), the
-cluster, persistent, TMA-store (whole and half buffers), ping-pong and split-K variants, against
-fp32 torch.matmul; the launcher's tensor maps, cluster launch and persistent grid; output
-poisoning for integer outputs.
+cluster, persistent, TMA-store (whole and half buffers), ping-pong, split-K and stream-K variants,
+against fp32 torch.matmul; the launcher's tensor maps, cluster launch, persistent grid and
+stream-K's workspace (left clean for the next launch); output poisoning for integer outputs.
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ SPLIT = [BIG | {"block_n": 128, "cluster": 1, "persistent": False, "split_k": 2,
 # few tiles, long K: split-K's shapes (odd K leaves the halves unequal and the last block ragged)
 SPLIT_SHAPES = [(512, 512, 8192), (200, 136, 1000), (64, 264, 129)]
 SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099), (8, 8, 8)]
+_STREAMED = BIG | {"cluster": 1, "stream_k": True}
+STREAM_K = [_STREAMED | {"epilogue": "tma_half"}, _STREAMED,
+            _STREAMED | {"block_n": 128, "consumers": 1, "stages": 6, "raster": "n"},
+            _STREAMED | {"block_m": 256, "block_n": 128, "stages": 3, "epilogue": "tma"}]
+# the odd rows (a part-empty last wave on 132 SMs: 288 and 160 tiles of 128x256), few tiles with long K
+# (8 and 4 of 128x256 over every SM: a tile's K shared by 16-33 blocks; 5 tiles of 16 K blocks, fewer
+# units than blocks), a ragged edge everywhere
+STREAM_K_SHAPES = [(3000, 3000, 3000), (1000, 5000, 3000), (512, 512, 4099), (129, 257, 4099), (77, 1031, 999)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,6 +96,48 @@ def test_split_k_adds_the_halves_of_k(dtype: str, layout: str) -> None:
         result = run(config, problem, seed)
         assert result.status is Status.OK, (config, problem, result.reason)
         assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
+
+
+@pytest.mark.parametrize("dtype,layout", list(itertools.product(("fp16", "bf16"), ("nn", "nt"))))
+def test_stream_k_adds_the_parts_of_the_last_wave(dtype: str, layout: str) -> None:
+    device = BACKEND.device(TARGET)
+    for seed, (config, (m, n, k)) in enumerate(itertools.product(STREAM_K, STREAM_K_SHAPES)):
+        problem = {"M": m, "N": n, "K": k, "dtype": dtype, "layout": layout}
+        if n % 8:
+            config = config | {"epilogue": "direct"}
+        assert SPEC.check(config, SPEC.validate_problem(problem), device) is None, (config, problem)
+        result = run(config, problem, seed)
+        assert result.status is Status.OK, (config, problem, result.reason)
+        assert result.rel_l2 <= SPEC.max_error(config, problem), (config, problem, result.rel_l2)
+
+
+@pytest.mark.parametrize("shape", [(3000, 3000, 3000), (129, 257, 4099)])
+def test_stream_k_launches_again_and_again_on_its_workspace(shape: tuple[int, int, int]) -> None:
+    """Every launch right, back to back on one stream (the owners clear the flags for the next) and on
+    a second stream (a workspace of its own, launches in flight on both at once)."""
+    m, n, k = shape
+    problem = SPEC.validate_problem({"M": m, "N": n, "K": k, "dtype": "bf16"})
+    config = STREAM_K[0] if n % 8 == 0 else STREAM_K[1]
+    source = SPEC.render(config, problem)
+    artifact = BACKEND.compile(source, TARGET)
+    inputs = SPEC.make_inputs(problem, np.random.default_rng(1))
+    ref = SPEC.reference(inputs, problem)
+    outs = [torch.empty(m, n, dtype=torch.bfloat16, device="cuda") for _ in range(2)]
+    side = torch.cuda.Stream()
+    launches = [launcher(artifact.path, source, inputs, outs[0])]
+    with torch.cuda.stream(side):
+        launches.append(launcher(artifact.path, source, inputs, outs[1]))
+    assert launches[0].grid[0] == min(source.grid[0], torch.cuda.get_device_properties(0).multi_processor_count)
+    for _ in range(5):
+        for out in outs:
+            poison(out)
+        torch.cuda.synchronize()
+        launches[0]()
+        launches[1]()  # on the side stream, beside the first
+        launches[0]()
+        torch.cuda.synchronize()
+        for out in outs:
+            assert float((out.float() - ref).norm() / ref.norm()) < SPEC.max_error(config, problem)
 
 
 def test_persistent_grid_is_clamped_to_resident_clusters() -> None:
