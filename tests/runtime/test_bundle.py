@@ -148,9 +148,13 @@ def test_a_bundle_runs_with_no_compiler_and_no_database(tmp_path):
     for target in (["--arch", "cpu", "--shape", shape], ["--template", SOFTMAX, "--shape", "rows=8,cols=32"]):
         assert main(["run", "--db", url, *target, "--executor", "local", "--trials", "3", "--seed", "3",
                      "--no-progress"]) == 0
-    # The bound leaves the fast poly2 configs (about 1e-3 at S=64) out, so the error checked below
-    # at S=128 on other inputs has an order of magnitude to spare.
+    # The bound leaves the fast poly2 configs (about 1e-3 at S=64) out; a poly3 one may pass it at
+    # S=64 and still cost 1e-3 at S=128 on other inputs (which one the short study stores depends on
+    # its timings), so the output is checked below against the bound of the config the bundle holds.
     assert export(url, tmp_path / "bundle", "--max-error", "attention=1e-4") == 0
+    manifest = json.loads((tmp_path / "bundle" / MANIFEST).read_text())
+    chosen = next(e for e in manifest["entries"] if e["kernel"] == "attention")
+    bound = find_spec("attention", "cpu").max_error(chosen["config"], chosen["problem"])
     os.unlink(tmp_path / "tuned.db")  # no database left on this machine either
 
     tools, touched = tmp_path / "tools", tmp_path / "compiler-was-run"
@@ -167,5 +171,5 @@ def test_a_bundle_runs_with_no_compiler_and_no_database(tmp_path):
     assert "loaded []" in result.stdout and result.stdout.count(f"bundle {tmp_path / 'bundle'}") == 2
     assert not touched.exists() and not (tmp_path / "empty-cache").exists()
     saved = torch.load(tmp_path / "out.pt")
-    assert rel_l2(saved["out"], reference(saved["q"], saved["k"], saved["v"], True)) < 1e-3
+    assert rel_l2(saved["out"], reference(saved["q"], saved["k"], saved["v"], True)) < bound
     assert torch.allclose(saved["y"], torch.softmax(saved["x"], dim=1), atol=1e-5)
