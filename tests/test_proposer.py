@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -87,3 +88,28 @@ def test_a_dead_tuners_trials_are_failed_and_retried_once_by_the_next(store):
         failed = stored[p.number].system_attrs["failed_trial"]
         assert p.config == asked[failed] or failed == orphan.number
     assert tuner.waiting() == 0
+
+
+def test_a_study_whose_template_grew_a_choice_goes_on_in_its_continuation(store):
+    """Optuna refuses to ask a parameter whose choices changed in a study that stored it (a GEMM
+    study from before block_k gained 128 could not be tuned again): the run continues the study in
+    one that holds its trials, numbered as they were, and asks the new choices there."""
+    first = proposer(store)
+    for _ in range(3):
+        first.ask()
+    first.tell(0, 1e-3, 1e-6)
+    first.tell(1, 2e-3, 1e-6)
+    first.tell_failed(2, "compile failed")
+    grown = type("Grown", (type(SPEC),), {"params": tuple(
+        replace(p, choices=(*p.choices, 16)) if p.name == "unroll" else p for p in SPEC.params)})()
+    storage = store.optuna_storage(**heartbeat_options(BEAT_S))
+    sampler = make_sampler("random", SamplerContext(grown, {}, Target("cpu"), seed=3))
+    study = open_study(storage, "s", sampler, grown)
+    before = trials(store)
+    assert study.study_name.startswith("s@") and [t.number for t in study.trials] == [0, 1, 2]
+    assert [(t.state, t.params, t.values) for t in study.trials] == [
+        (before[n].state, before[n].params, before[n].values) for n in (0, 1, 2)]
+    go_on = Proposer(study, storage, grown, BEAT_S, unbeaten=lambda t: store.unbeaten_running_trials("s", t))
+    asked = [go_on.ask() for _ in range(30)]
+    assert [p.number for p in asked] == list(range(3, 33)) and any(p.config["unroll"] == 16 for p in asked)
+    assert open_study(storage, "s", sampler, grown).study_name == study.study_name  # found again, not made again

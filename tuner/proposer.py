@@ -8,6 +8,8 @@ stops beating, and the next tuner on the study fails it and retries it once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -16,14 +18,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from tuner.kernel_templates import KernelSpec
 
-from .search_space import grid, suggest
+from .search_space import distributions, grid, suggest
 
 REASON_ATTR = "tuner_reason"
 METRIC_NAMES = ("latency_s", "rel_l2")  # the two objectives, in the order they are told
+CONTINUED_AS = "tuner_continued_as"  # a study's user attribute: the study that continues it (open_study)
 
 # We keep heartbeats ourselves (see the module docstring), which Optuna warns about, and use its
 # heartbeat API, which it still labels experimental.
@@ -37,14 +41,63 @@ class Proposal:
     config: dict[str, Any]
 
 
-def open_study(storage: optuna.storages.RDBStorage, name: str,
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+def open_study(storage: optuna.storages.RDBStorage, name: str, sampler: optuna.samplers.BaseSampler,
+               spec: KernelSpec | None = None) -> optuna.Study:
+    """The Optuna study ``name``, or, where ``spec``'s choices of a parameter are no longer the
+    ones the study stored (a template that grew a choice: Optuna refuses to ask such a parameter
+    in that study), its continuation for this space (:func:`continued_study`)."""
+    study = _create(storage, name, sampler)
+    while CONTINUED_AS in study.user_attrs:
+        study = _create(storage, study.user_attrs[CONTINUED_AS], sampler)
+    if spec is None or _asks_alike(study, distributions(spec)):
+        return study
+    return continued_study(storage, study, distributions(spec), sampler)
+
+
+def _create(storage: optuna.storages.RDBStorage, name: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 directions=["minimize", "minimize"], load_if_exists=True)
     if study.metric_names != list(METRIC_NAMES):  # optuna-dashboard labels its axes with these
         study.set_metric_names(list(METRIC_NAMES))
     return study
+
+
+def _asks_alike(study: optuna.Study, space: dict[str, BaseDistribution]) -> bool:
+    stored: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        stored.update(trial.distributions)
+    return all(space.get(name, distribution) == distribution for name, distribution in stored.items())
+
+
+def continued_study(storage: optuna.storages.RDBStorage, study: optuna.Study, space: dict[str, BaseDistribution],
+                    sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """``<name>@<digest of the space>``: the study ``study`` continued over ``space`` (``study``
+    names it in its CONTINUED_AS attribute, so later runs open it, and a later change of the
+    space continues it in turn). Made once, holding every trial of ``study`` in order, so that its
+    new trials' numbers follow the stored ones (the tuner's trials are numbered by them):
+    finished trials whose values are still choices keep their parameters and values, under
+    ``space``'s distributions; the others (a value no longer offered, a trial still running or
+    waiting) come over as failed, without parameters, counting only for their number."""
+    digest = hashlib.sha256(json.dumps({k: d.choices for k, d in sorted(space.items())},  # type: ignore[attr-defined]
+                                       default=repr).encode()).hexdigest()[:12]
+    successor = _create(storage, f"{study.study_name}@{digest}", sampler)
+    if successor.get_trials(deepcopy=False):
+        return successor
+    carried = []
+    for trial in study.get_trials(deepcopy=False):
+        fits = all(name in space and value in space[name].choices  # type: ignore[attr-defined]
+                   for name, value in trial.params.items())
+        if fits and trial.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
+            carried.append(optuna.trial.create_trial(
+                state=trial.state, values=trial.values, params=trial.params,
+                distributions={name: space[name] for name in trial.params},
+                user_attrs=trial.user_attrs, system_attrs=trial.system_attrs))
+        else:
+            carried.append(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=trial.user_attrs))
+    successor.add_trials(carried)
+    study.set_user_attr(CONTINUED_AS, successor.study_name)
+    return successor
 
 
 def heartbeat_options(interval_s: float) -> dict[str, Any]:

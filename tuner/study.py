@@ -78,7 +78,7 @@ class StudyRunner:
             bytes_moved=spec.bytes_moved(settings.problem),
             template_digest=template_digest(spec_ref.path) if spec_ref.path else None)
         storage = store.optuna_storage(**heartbeat_options(settings.heartbeat_s))
-        optuna_study = open_study(storage, settings.study_name, sampler)
+        optuna_study = open_study(storage, settings.study_name, sampler, spec)
         self._proposer = Proposer(optuna_study, storage, spec, settings.heartbeat_s,
                                   unbeaten=lambda before: store.unbeaten_running_trials(settings.study_name, before))
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
