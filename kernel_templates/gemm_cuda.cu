@@ -48,6 +48,24 @@
 
 using namespace hopper;
 
+// A block's works in order, as work(tile index, first K block, end K block): its tiles first,
+// first + step, ... (with split-K, its half of each), or stream-K's whole tiles and its range of
+// the rest. A function object, not a generic lambda: NVRTC 13.0 (the GPU machine's) takes a
+// generic lambda inside a kernel for a host function and refuses it.
+struct BlockWorks {
+  int first, step, count, k_begin, k_end;
+#if STREAM_K
+  StreamK stream_k;
+#endif
+  template <typename Work> __device__ __forceinline__ void operator()(Work &&work) const {
+#if STREAM_K
+    stream_k.for_each_work(blockIdx.x, work);
+#else
+    for (int index = first; index < count; index += step) work(index, k_begin, k_end);
+#endif
+  }
+};
+
 constexpr int THREADS = (CONSUMERS + 1) * 128;
 constexpr int WG_M = PINGPONG ? BLOCK_M : BLOCK_M / CONSUMERS;  // output rows of one consumer warpgroup
 constexpr int M_ATOMS = WG_M / 64;         // m64 wgmma rows per consumer warpgroup
@@ -335,13 +353,9 @@ gemm(const __grid_constant__ TmaDescriptor map_a, const __grid_constant__ TmaDes
 #if STREAM_K
   const StreamK stream_k{tiles.count(), k_blocks, (int)gridDim.x};
 #endif
-  // The block's works in order, as work(tile index, first K block, end K block): its tiles
-  // first, first + step, ... (or stream-K's whole tiles and its range of the rest).
-  auto for_each_work = [&](auto &&work) {
+  const BlockWorks for_each_work{first, step, tiles.count(), split_begin, split_end
 #if STREAM_K
-    stream_k.for_each_work(blockIdx.x, work);
-#else
-    for (int index = first; index < tiles.count(); index += step) work(index, split_begin, split_end);
+                                 , stream_k
 #endif
   };
 

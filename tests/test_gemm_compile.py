@@ -24,8 +24,8 @@ from tuner.kernel_templates.gemm_cuda import (
     warpgroup_rows,
 )
 from tuner.kernel_templates.headers import inline_headers
-from tuner.workers import get_backend
-from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
+from tuner.workers import get_backend, nvrtc
+from tuner.workers.cuda_compile import COMPILER_ENV, ToolchainMissing, nvcc_path
 from tuner.workers.sass import DisassemblerMissing, count, cuobjdump_path, dump_sass
 
 SPEC = find_spec("gemm", "sm_90a")
@@ -217,6 +217,27 @@ def test_every_admitted_config_compiles_without_spills_to_warpgroup_mmas(precisi
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # nvcc runs as subprocesses
         failures = [f for f in pool.map(build, jobs) if f]
     assert not failures, "\n".join(failures[:10])
+
+
+def test_nvrtc_builds_a_variant_of_every_kind(monkeypatch) -> None:
+    """NVRTC, the GPU machine's compiler (dev pins its 13.0, which refuses code newer ones and
+    nvcc take), builds one admitted binary of each precision, schedule, epilogue, split-K and
+    stream-K, where the slow test above builds them all."""
+    require(nvrtc.available(), "NVRTC is not installed (pip install 'tuner[nvrtc]')")
+    monkeypatch.setenv(COMPILER_ENV, "nvrtc")
+    kinds: dict[tuple, tuple[dict, dict]] = {}
+    for config, problem in admitted("16-bit") + admitted("e4m3"):
+        kind = tuple(config.get(k) for k in ("precision", "schedule", "epilogue", "split_k", "stream_k"))
+        kinds.setdefault(kind, (config, problem))
+    assert any(kind[-1] for kind in kinds), "stream-K is among them"
+
+    def build(job: tuple[dict, dict]) -> str | None:
+        artifact = BACKEND.compile(SPEC.render(*job), TARGET)
+        return f"{job}: {artifact.error} {artifact.log}" if artifact.error else None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # NVRTC releases the GIL
+        failures = [f for f in pool.map(build, kinds.values()) if f]
+    assert not failures, "\n".join(failures[:3])
 
 
 def test_fp8_renders_one_byte_boxes_and_its_scales() -> None:
