@@ -36,7 +36,9 @@ _MAX_ACCUMULATORS = {(255, False): 160, (255, True): 96, (128, False): 64, (128,
 # Lazy rescaling with ex2.approx frees enough registers for FlashAttention-2's own D=128 tile
 # (128x64, 4 warps: 192 accumulators) at the cost of a spill of at most MAX_SPILL_BYTES, which on H100
 # ran 2-4 % faster than every spill-free tile at D=128, S=512 (bench/results/attention_vs_sdpa.candidates.json).
-_LAZY_FAST_ACCUMULATORS = 192
+# With fp16 accumulation its partials take registers too: NVRTC 13.0 (the GPU machine's) spills 20
+# bytes in that tile (3 stages, CI of 2026-12-04) and none in any admitted one of 128 accumulators.
+_LAZY_FAST_ACCUMULATORS = {"fast_exp2": 192, "fast_exp2_f16acc": 128}
 # Local-memory bytes per thread ptxas may spill in an admitted config (tests/test_cuda_compile.py).
 MAX_SPILL_BYTES = 16
 
@@ -109,7 +111,7 @@ def accumulator_budget(config: Config) -> int:
     """fp32 accumulators a thread may keep without spilling more than MAX_SPILL_BYTES."""
     cap = register_cap(config)
     if cap == _MAX_THREAD_REGISTERS and config["rescale"] == "lazy" and config["precision"] != "exact":
-        return _LAZY_FAST_ACCUMULATORS
+        return _LAZY_FAST_ACCUMULATORS[config["precision"]]
     return _MAX_ACCUMULATORS[cap, bool(_PRECISION[config["precision"]][1])]
 
 
