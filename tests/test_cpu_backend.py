@@ -118,6 +118,7 @@ def test_second_compile_is_served_from_the_cache():
     first, second = BACKEND.compile(source, CPU), BACKEND.compile(source, CPU)
     assert not first.cached and first.compile_time_s > 0
     assert second.cached and second.path == first.path and second.source_hash == first.source_hash
+    assert second.compile_time_s == first.compile_time_s  # what the variant cost, stored with it
     other = BACKEND.compile(Source("c", source.code, "scale2", options=("-O1",)), CPU)
     assert other.path != first.path
 

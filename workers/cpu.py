@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import json
 import os
 import platform
 import shlex
@@ -53,9 +54,10 @@ class CpuBackend(Backend):
     def compile(self, source: Source, target: Target) -> Artifact:
         digest = source.digest()
         key = cache_key(source.code_digest(), self.compiler_version(), _host_target(source.options), _RECIPE)
-        path = cached_path(key, ".so")
-        if path.exists():
-            return Artifact(digest, str(path), 0.0, cached=True, resources=_resources(path))
+        path, meta = cached_path(key, ".so"), cached_path(key, ".json")
+        if path.exists() and meta.exists():  # a hit reports the compile's own seconds: what the variant cost
+            return Artifact(digest, str(path), json.loads(meta.read_text())["compile_s"], cached=True,
+                            resources=_resources(path))
         start = time.perf_counter()
         binary, log = self._build(source)
         elapsed = time.perf_counter() - start
@@ -63,6 +65,7 @@ class CpuBackend(Backend):
             return Artifact(digest, None, elapsed, cached=False, log=log,
                             error=f"compile failed: {error_line(log, _last_line(log))}")
         store_atomically(binary, path)
+        store_atomically(json.dumps({"compile_s": elapsed}).encode(), meta)
         return Artifact(digest, str(path), elapsed, cached=False, resources=_resources(path), log=log)
 
     def _build(self, source: Source) -> tuple[bytes | None, str]:
