@@ -108,11 +108,13 @@ def exact_bound(problem: dict[str, Any]) -> float:
     return SPEC.max_error({"precision": "exact"}, problem)
 
 
-def stored_answer(service: Service, problem: dict[str, Any], nearest: bool = False) -> Any:
-    """The fastest stored answer within the exact bound, tuned on this very problem (or, with
-    ``nearest``, on the nearest tuned one), or None."""
+def stored_answer(service: Service, problem: dict[str, Any], nearest: bool = False,
+                  max_error: float | None = None) -> Any:
+    """The fastest stored answer within ``max_error`` (the exact bound by default), tuned on this
+    very problem (or, with ``nearest``, on the nearest tuned one), or None."""
+    bound = exact_bound(problem) if max_error is None else max_error
     try:
-        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem, max_error=exact_bound(problem))
+        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem, max_error=bound)
     except NotFound:
         return None
     return answer if answer.exact or nearest else None
@@ -125,12 +127,7 @@ def fp8_problems() -> list[dict[str, Any]]:
 
 def stored_fp8_answer(service: Service, problem: dict[str, Any]) -> Any:
     """The fastest config stored for this very problem within the e4m3 bound (e4m3 or exact), or None."""
-    try:
-        answer = service.best(kernel=SPEC.name, arch=ARCH, problem=problem,
-                              max_error=SPEC.max_error({"precision": "e4m3"}, problem))
-    except NotFound:
-        return None
-    return answer if answer.exact else None
+    return stored_answer(service, problem, max_error=SPEC.max_error({"precision": "e4m3"}, problem))
 
 
 def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | None:
