@@ -136,7 +136,8 @@ def stored_best(service: Service, problem: dict[str, Any]) -> dict[str, Any] | N
 
 
 def tune(problem: dict[str, Any], db: str, family: str) -> None:
-    """One study through the CLI, as a user runs it (single GPU: the in-process executor): the
+    """One study through the CLI, as a user runs it (single GPU: the in-process executor, which
+    compiles the proposed variants ahead on threads while the GPU measures): the
     mma_sync family walks its whole grid (the best config is then the template's best for the
     shape, not a lucky draw), the wgmma family HOPPER_TRIALS of the default sampler."""
     shape = ",".join(f"{key}={str(value).lower()}" for key, value in problem.items())
@@ -146,16 +147,6 @@ def tune(problem: dict[str, Any], db: str, family: str) -> None:
                "--executor", "local", "--no-progress"]
     print("+", " ".join(command[2:]), flush=True)
     subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
-
-
-def warm_cache(problems: list[dict[str, Any]], family: str) -> None:
-    """Compiles every admitted config of these problems in parallel into the content-addressed
-    cache, so the studies (which compile one config at a time in process) find them built."""
-    spec = FAMILIES[family]
-    backend, names = get_backend("cuda"), [p.name for p in spec.params]
-    device = backend.device(TARGET)
-    every = [dict(zip(names, values, strict=True)) for values in itertools.product(*(p.choices for p in spec.params))]
-    compile_all([(c, p) for p in problems for c in every if spec.check(c, p, device) is None], family)
 
 
 def compile_all(pairs: list[tuple[dict[str, Any], dict[str, Any]]], family: str = "mma_sync") -> None:
@@ -183,9 +174,6 @@ def best_configs(db: str, family: str, deadline: float) -> dict[int, Any]:
     service = Service(Store.open(db))
     shapes = seed_shapes()
     wanted = [p for p in shapes if runs(family, p) and (family != HOPPER or hopper_tuned(p))]
-    untuned = [p for p in wanted if stored_best(service, p) is None]
-    if untuned:
-        warm_cache(untuned, family)
     for problem in wanted:
         if stored_best(service, problem) is None and time.monotonic() < deadline:
             tune(problem, db, family)

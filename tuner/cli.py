@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="measuring devices (actors, spread over the cluster's nodes); default: "
                           "every GPU of the Ray cluster for CUDA, one for the CPU backend")
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
-                     help="ray (default) or local: in-process, one at a time, for debugging a template")
+                     help="ray (default) or local: in-process, measuring one at a time (CUDA compiles "
+                          "ahead on threads); for debugging a template or one GPU without Ray")
     run.add_argument("--trial-timeout", type=positive_seconds, default=30.0,
                      help="least seconds before a measurement counts as hung; the limit grows to 5x "
                           "the slowest healthy measurement (default %(default)s)")

@@ -9,7 +9,9 @@ driver thread owns an executor.
 from __future__ import annotations
 
 import collections
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,23 +97,38 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Compiles and measures in this process, one job at a time: for debugging a template.
+    """Measures in this process, one job at a time, in submission order: for debugging a template
+    and for a single GPU without Ray's start-up. For CUDA the submitted jobs compile ahead on a
+    thread pool (NVRTC and nvcc run outside the GIL) while the GPU measures; the CPU backend
+    compiles each job just before measuring it, so no compile competes with a timed run for the
+    cores.
 
     A kernel that crashes takes the tuner down with it; use the Ray executor for real studies.
     """
 
-    def __init__(self, policy: TimingPolicy):
+    def __init__(self, policy: TimingPolicy, compile_workers: int | None = None):
         self._policy = policy
-        self._queue: collections.deque[Job] = collections.deque()
+        self._workers = compile_workers or os.cpu_count() or 1
+        self._queue: collections.deque[tuple[Job, Future[Artifact] | None]] = collections.deque()
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self, target: Target) -> MeasuringDevice:
+        if target.backend == "cuda":
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="compile")
+            self.capacity = 2 * self._workers  # as the Ray executor: enough compiles to keep the GPU busy
         return describe(target)
 
     def submit(self, job: Job) -> None:
-        self._queue.append(job)
+        self._queue.append((job, self._pool.submit(compile_job, job) if self._pool else None))
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         if not self._queue:
             return None
-        job = self._queue.popleft()
-        return measure_job(job, compile_job(job), self._policy)
+        job, compiling = self._queue.popleft()
+        return measure_job(job, compiling.result() if compiling else compile_job(job), self._policy)
+
+    def close(self) -> None:
+        """Drops the queued jobs; a compile already running finishes in its thread."""
+        self._queue.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
