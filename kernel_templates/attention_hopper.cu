@@ -3,7 +3,8 @@
  * CONSUMERS warpgroups of 64 query rows each issue wgmma: S = Q·Kᵀ with Q and K from shared memory,
  * O += P·V with P in registers (the fp32 scores rounded to 16 bits in the accumulator layout, which
  * is the register-A layout) and V read MN-major. setmaxnreg moves registers from the producer to the
- * consumers. The online softmax runs in exp2 with the scale folded into one FMA.
+ * consumers. The online softmax runs in exp2 with the scale folded into one FMA; POLY_EVERY > 0 takes
+ * every POLY_EVERY-th group of 8 score columns' exp2 off MUFU onto the FMA pipe (exp2_poly).
  *
  * OVERLAP_INTRA 1 issues tile j's Q·Kᵀ together with tile j-1's P·V and runs tile j's softmax while
  * that P·V is in flight (FA3's intra-warpgroup overlap); PINGPONG 1 makes the consumer warpgroups
@@ -38,7 +39,7 @@
  * products. O is 16-bit as without FP8. Rows of 64 bytes (HEAD_DIM 64) use the 64-byte swizzle.
  *
  * attention_hopper.py defines BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, IS_BF16, FP8, OVERLAP_INTRA,
- * PINGPONG, EPILOGUE_TMA and CLUSTER before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM]
+ * PINGPONG, EPILOGUE_TMA, CLUSTER and POLY_EVERY before this text. Q, K, V, O are [B, H(_kv), S, HEAD_DIM]
  * contiguous 16-bit tensors (but for FP8, above).
  */
 #include "hopper.cuh"
@@ -233,7 +234,8 @@ __device__ __forceinline__ void softmax(float (&s)[S_ACC], float (&max)[2], floa
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         float &x = s[4 * j + 2 * half + e];
-        x = exp2_approx(fmaf(x, scale_log2, -base));
+        const float power = fmaf(x, scale_log2, -base);
+        x = POLY_EVERY && j % POLY_EVERY == POLY_EVERY - 1 ? exp2_poly(power) : exp2_approx(power);
         total += x;
       }
     sum[half] = sum[half] * scale[half] + total;

@@ -56,6 +56,9 @@ class AttentionHopper(AttentionProblem):
               "blocks of a cluster on adjacent query tiles of one head, sharing K/V by TMA multicast"),
         Param("precision", PRECISIONS, "exact: the problem's 16-bit inputs; e4m3: FP8 products over e4m3 "
                                        "copies (problems with fp8=true)", stored_default="exact"),
+        Param("poly_exp2", (0, 25, 50),
+              "percent of the softmax's exp2 computed by a polynomial on the FMA pipe instead of MUFU "
+              "(e4m3, where FP8's doubled MMA rate leaves MUFU the bound)", stored_default=0),
     )
 
     def check(self, config: Config, problem: Problem, device: Device) -> str | None:
@@ -63,13 +66,17 @@ class AttentionHopper(AttentionProblem):
             return reason
         if is_e4m3(config) and not problem.get("fp8", False):
             return "precision=e4m3 quantizes the 16-bit inputs where the problem sets fp8=true"
+        if config.get("poly_exp2", 0) and not is_e4m3(config):
+            return ("poly_exp2 moves exp2 off MUFU where FP8 products make the softmax the bound: "
+                    "precision=e4m3 only (16-bit products leave MUFU time to spare)")
         return check_tiles(config, problem["D"], device)
 
     def render(self, config: Config, problem: Problem) -> Source:
         defines = {"BLOCK_M": config["block_m"], "BLOCK_N": config["block_n"], "HEAD_DIM": problem["D"],
                    "STAGES": config["stages"], "IS_BF16": int(problem["dtype"] == "bf16"), "FP8": int(is_e4m3(config)),
                    "OVERLAP_INTRA": int(config["overlap"] == "intra"), "PINGPONG": int(config["pingpong"]),
-                   "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "CLUSTER": config["cluster"]}
+                   "EPILOGUE_TMA": int(config["epilogue"] == "tma"), "CLUSTER": config["cluster"],
+                   "POLY_EVERY": 100 // config["poly_exp2"] if config.get("poly_exp2", 0) else 0}
         header = "".join(f"#define {key} {value}\n" for key, value in defines.items())
         b, h, s, d = problem["B"], problem["H"], problem["S"], problem["D"]
         group = h // kv_heads(problem)

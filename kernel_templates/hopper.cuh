@@ -337,6 +337,19 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+/* 2^x for x <= 0 on the FMA pipe, where MUFU is the softmax's bound (FlashAttention-4's trick):
+ * 2^x = 2^j * 2^f with j = round(x) (the 1.5 * 2^23 shift leaves j in the low mantissa bits) and
+ * f in [-0.5, 0.5], 2^f by a degree-3 polynomial (relative error 7.5e-5, fitted for this range);
+ * j is added to the exponent field. x is clamped at -126, so 2^-inf is 1.2e-38, not 0: below what
+ * a 16-bit or e4m3 probability can hold. */
+__device__ __forceinline__ float exp2_poly(float x) {
+  x = fmaxf(x, -126.f);
+  const float shifted = x + 12582912.f;
+  const float f = x - (shifted - 12582912.f);
+  const float p = fmaf(fmaf(fmaf(0.0551715f, f, 0.24261096f), f, 0.69326099f), f, 0.99992808f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
+}
+
 /* ---- FP8 wgmma (added for the FP8 GEMM) ---- */
 
 /* WgmmaE4m3<N>::ss: one m64nNk32 warpgroup MMA D(fp32) += A·B of e4m3 inputs, both read K-major

@@ -10,8 +10,9 @@ and the 2-block cluster, each alone and both, the largest tile (block_n, then st
 block_m, overlap and ping-pong at fp16: those knobs change the code outside the key loop and the
 producer, so the tile with the most live values and shared memory is where they would spill or not
 fit (the whole cross product would be four times as many compiles). FP8 (precision=e4m3, on an
-fp8=true problem): every admitted variant with the direct epilogue, and the TMA epilogue's largest
-tile of each kind, held to the same promises with e4m3 warpgroup MMAs (QGMMA) instead.
+fp8=true problem): every admitted variant with the direct epilogue, the TMA epilogue's largest tile
+of each kind and, for each polynomial-exp2 share, the two tiles with the most live values, held to
+the same promises with e4m3 warpgroup MMAs (QGMMA) instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 
 from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
-from tuner.kernel_templates.attention_hopper import section_heads, shared_bytes
+from tuner.kernel_templates.attention_hopper import live_values, section_heads, shared_bytes
 from tuner.workers import get_backend
 from tuner.workers.cuda_compile import ToolchainMissing, nvcc_path
 from tuner.workers.sass import DisassemblerMissing, count, cuobjdump_path, dump_sass
@@ -38,8 +39,10 @@ DEVICE = BACKEND.device(TARGET)
 NAMES = [p.name for p in SPEC.params]
 DEFAULT = {"block_m": 128, "block_n": 128, "stages": 2, "overlap": "intra", "pingpong": True, "epilogue": "direct",
            "cluster": 1}
-PLAIN = {"epilogue": "direct", "cluster": 1}
-NEW = ({"epilogue": "tma", "cluster": 1}, {"epilogue": "direct", "cluster": 2}, {"epilogue": "tma", "cluster": 2})
+PLAIN = {"epilogue": "direct", "cluster": 1, "poly_exp2": 0}
+NEW = tuple(knobs | {"poly_exp2": 0} for knobs in (
+    {"epilogue": "tma", "cluster": 1}, {"epilogue": "direct", "cluster": 2}, {"epilogue": "tma", "cluster": 2}))
+POLY = tuple(PLAIN | {"poly_exp2": share} for share in (25, 50))
 
 
 def _available(probe) -> bool:
@@ -66,6 +69,12 @@ def largest(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
+def most_live(configs: list[dict[str, Any]], head_dim: int, keep: int = 2) -> list[dict[str, Any]]:
+    """The ``keep`` configs with the most live values per consumer thread: where a change to the
+    softmax's instruction mix alone (the polynomial exp2) would spill first."""
+    return sorted(configs, key=lambda c: (live_values(c, head_dim), c["block_m"], c["stages"]))[-keep:]
+
+
 HEAD_DIMS = (64, 128, 256)
 PARTS = ("fp16", "bf16", "new knobs", "fp8")
 FP8 = {"precision": "e4m3"}
@@ -80,7 +89,8 @@ def jobs_of(head_dim: int, part: str) -> list[tuple[dict[str, Any], dict[str, An
     if part == "fp8":
         fp8 = fp16 | {"fp8": True}
         return [(c, fp8) for c in admitted("fp16", head_dim, PLAIN | FP8)
-                + largest(admitted("fp16", head_dim, {"epilogue": "tma", "cluster": 1} | FP8))]
+                + largest(admitted("fp16", head_dim, NEW[0] | FP8))
+                + [c for knobs in POLY for c in most_live(admitted("fp16", head_dim, knobs | FP8), head_dim)]]
     if part == "bf16":
         return [(c, bf16) for c in largest(admitted("bf16", head_dim, PLAIN))]
     return [(c, fp16) for knobs in NEW for c in largest(admitted("fp16", head_dim, knobs))]
@@ -160,6 +170,9 @@ def test_check_rejects_what_cannot_run() -> None:
     assert SPEC.check(DEFAULT | FP8, fp8, DEVICE) is None and SPEC.check(DEFAULT, fp8, DEVICE) is None
     assert "cluster 1 and block_n 64 or 128" in SPEC.check(DEFAULT | FP8 | {"block_n": 96}, fp8, DEVICE)
     assert "cluster 1" in SPEC.check(DEFAULT | FP8 | {"cluster": 2}, fp8, DEVICE)
+    # the polynomial exp2 is an FP8 knob: 16-bit products leave MUFU time to spare
+    assert SPEC.check(DEFAULT | FP8 | {"poly_exp2": 25}, fp8, DEVICE) is None
+    assert "precision=e4m3 only" in SPEC.check(DEFAULT | {"poly_exp2": 25}, fp8, DEVICE)
     assert 380 <= len(jobs()) <= 440, "keep the compiled set a size CI can build"
 
 

@@ -51,7 +51,8 @@ def problem_of(values: dict[str, Any]) -> dict[str, Any]:
 
 def configs_for(problem: dict[str, Any], new_only: bool = False) -> list[dict[str, Any]]:
     """With the direct epilogue and no cluster: for every block_m, overlap mode and ping-pong
-    admitted here, the smallest block_n (3 stages where they fit) and the largest (2 stages). With
+    admitted here, the smallest block_n (3 stages where they fit) and the largest (2 stages); with
+    a polynomial share of exp2 (e4m3), the largest alone. With
     the TMA epilogue, a 2-block cluster or both: the same for every block_m and overlap mode, with
     ping-pong wherever there are two warpgroups to take turns. ``new_only``: only the latter."""
     device = BACKEND.device(TARGET)
@@ -61,12 +62,13 @@ def configs_for(problem: dict[str, Any], new_only: bool = False) -> list[dict[st
     ok = [c for c, old in zip(every, plain, strict=True) if SPEC.check(c, problem, device) is None
           and (old or c["pingpong"] == (c["block_m"] > 64)) and not (new_only and old)]
     picked = []
-    kind = ("precision", "epilogue", "cluster", "block_m", "overlap", "pingpong")
+    kind = ("precision", "poly_exp2", "epilogue", "cluster", "block_m", "overlap", "pingpong")
     for key in sorted({tuple(c[k] for k in kind) for c in ok}):
         same = [c for c in ok if tuple(c[k] for k in kind) == key]
         smallest = min(same, key=lambda c: (c["block_n"], -c["stages"]))
         largest = max(same, key=lambda c: (c["block_n"], -c["stages"]))
-        picked += [smallest] + ([largest] if largest != smallest else [])
+        poly = key[1] > 0  # the polynomial exp2 changes the softmax's arithmetic alone: its largest tile
+        picked += ([] if poly else [smallest]) + ([largest] if largest != smallest or poly else [])
     return picked
 
 
