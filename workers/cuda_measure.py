@@ -1,10 +1,15 @@
 """Timing and verifying one compiled CUDA kernel on the GPU (torch tensors, CUDA events).
 
-Habits from Triton's ``do_bench``: estimate first and derive the repeats from a time budget,
-flush the L2 before every repeat, time each repeat with its own pair of events, keep quantiles.
-Habits for trust: fresh random inputs (never zeros), the output poisoned (NaN, or a sentinel for integers) before every
-run, the first run verified before any timing, and the inputs redrawn before the last timed run,
-whose output is verified too, so a kernel that skips work after its first run cannot pass.
+Habits from Triton's ``do_bench``: estimate first and derive the repeats from a time budget (the
+estimate's runs count toward the warm-up), flush the L2 before every run that is timed or sizes
+the timing, time each repeat with its own pair of events, keep quantiles. The flush writes a
+buffer of twice the device's L2 (:func:`flush_buffer`), allocated once per device and process.
+
+Habits for trust: fresh random inputs (never zeros); the output poisoned (NaN, or a sentinel for
+integers) before every *verified* run; the first run verified before any timing; and the inputs
+redrawn before the last timed run, whose output is verified too, so a kernel that skips work
+after its first run cannot pass. The runs in between (estimate, warm-up, the other timed runs)
+are verified by nothing, so they are not poisoned: only the flush precedes them.
 """
 
 from __future__ import annotations
@@ -22,8 +27,12 @@ from .cuda_runtime import environment, sm_clock_mhz
 from .measurement import Artifact, Job, Measurement, Status, verdict
 from .stats import REFERENCE_NOT_FINITE, summarize
 
-# Larger than any L2 so far (H100: 50 MB), as Triton's flush buffer.
-L2_FLUSH_BYTES = 256 << 20
+# The L2 flush writes this many times the device's L2 (torch's L2_cache_size), so that no line of
+# the previous run survives it; never less than the floor (a device reporting a tiny or no L2),
+# and the fallback where torch reports none at all (Triton's fixed 256 MB).
+L2_FLUSH_FACTOR = 2
+L2_FLUSH_MIN_BYTES = 32 << 20
+L2_FLUSH_FALLBACK_BYTES = 256 << 20
 ESTIMATE_RUNS = 5
 
 
@@ -67,18 +76,20 @@ def _run(job: Job, cubin: str, spec: KernelSpec, policy: TimingPolicy, result: M
 
 def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
                   before_last: Callable[[], None] = lambda: None) -> list[float]:
-    """Seconds of each timed launch; ``out`` is poisoned and the L2 flushed before each one."""
+    """Seconds of each timed launch. The L2 is flushed before every launch (``policy.flush_l2``);
+    ``out`` is poisoned before the last timed launch alone, after ``before_last`` (which refreshes
+    the inputs), since that output is the one the caller verifies: the runs before it are checked
+    by nothing, and poisoning them would only add a fill of the output to every repeat."""
     import torch
 
-    flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device="cuda") if policy.flush_l2 else None
+    flush = flush_buffer() if policy.flush_l2 else None
 
     def prepare() -> None:
-        poison(out)
         if flush is not None:
             flush.zero_()
 
     estimate = _estimate_s(launch, prepare)
-    for _ in range(max(1, int(policy.warmup_s / estimate))):
+    for _ in range(warmup_runs(policy.warmup_s, estimate)):
         prepare()
         launch()
     repeats = policy.repeats_for(estimate)
@@ -86,6 +97,7 @@ def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
     for index, (start, end) in enumerate(events):
         if index == repeats - 1:
             before_last()
+            poison(out)
         prepare()
         start.record()
         launch()
@@ -94,12 +106,43 @@ def time_launches(launch: Callable[[], None], out: Any, policy: TimingPolicy,
     return [start.elapsed_time(end) / 1e3 for start, end in events]
 
 
+def warmup_runs(warmup_s: float, estimate_s: float) -> int:
+    """Runs after the estimate's that bring the warm-up to ``warmup_s``: the estimate's own
+    ``ESTIMATE_RUNS`` (flushed like every other) count toward it."""
+    return max(0, int(warmup_s / estimate_s) - ESTIMATE_RUNS)
+
+
 def poison(out: Any) -> None:
     """Fills ``out`` with what no kernel writes on purpose: NaN for floating-point outputs, the
     type's largest value for integer ones, so unwritten elements fail verification."""
     import torch
 
     out.fill_(math.nan if out.dtype.is_floating_point else torch.iinfo(out.dtype).max)
+
+
+def l2_flush_bytes(l2_bytes: int | None) -> int:
+    """Bytes a flush writes on a device whose L2 holds ``l2_bytes``: ``L2_FLUSH_FACTOR`` times it,
+    at least ``L2_FLUSH_MIN_BYTES``; ``L2_FLUSH_FALLBACK_BYTES`` where the size is unknown."""
+    if not l2_bytes or l2_bytes <= 0:
+        return L2_FLUSH_FALLBACK_BYTES
+    return max(L2_FLUSH_FACTOR * l2_bytes, L2_FLUSH_MIN_BYTES)
+
+
+_FLUSH_BUFFERS: dict[int, Any] = {}  # device index -> its flush buffer, for the process's life
+
+
+def flush_buffer(device: int | None = None) -> Any:
+    """The flush buffer of a GPU (default: torch's current one), allocated the first time it is
+    asked for and reused by every measurement after: int32 elements, :func:`l2_flush_bytes` of them."""
+    import torch
+
+    index = torch.cuda.current_device() if device is None else device
+    buffer = _FLUSH_BUFFERS.get(index)
+    if buffer is None:
+        l2 = getattr(torch.cuda.get_device_properties(index), "L2_cache_size", None)
+        buffer = torch.empty(l2_flush_bytes(l2) // 4, dtype=torch.int32, device=f"cuda:{index}")
+        _FLUSH_BUFFERS[index] = buffer
+    return buffer
 
 
 def _estimate_s(launch: Callable[[], None], prepare: Callable[[], None]) -> float:
