@@ -6,8 +6,8 @@ headline shapes and the D=256 rows tuned through ``tuner run --family wgmma --tr
 default sampler; the other seed shapes get the config of the nearest tuned shape). Each family keeps
 its own database. For each shape: each family's fastest stored exact-bound config (``Service.best``),
 the family the tuner chooses (the lower stored median), then, in this one process, both families'
-kernels and SDPA's three backends timed the same way (``cuda_measure.time_launches``: L2 flushed and
-output poisoned before every run, one event pair per run, median of >= 50) on the same fresh random
+kernels and SDPA's three backends timed the same way (``cuda_measure.time_launches``: L2 flushed
+before every run, one event pair per run, median of >= 50) on the same fresh random
 inputs. Writes ``attention_vs_sdpa.{json,md,png}``.
     bench/attention_vs_sdpa.sh    (unpacks bench/results/attention{,_hopper}_tuned.db.gz and runs the steps below)
     python3 -P bench/attention_vs_sdpa.py --db sqlite:///path/attention_tuned.db --hopper-db sqlite:///...

@@ -11,7 +11,7 @@ product before quantization. For each row the fastest stored config
 within the dtype's error bound (``Service.best`` on that exact problem), tuned first through
 ``tuner run`` (the default sampler, ``--trials``) where none is stored; then, in this process,
 the tuned kernel and ``torch.matmul`` on the same fresh random inputs, timed the same way
-(``cuda_measure.time_launches``: L2 flushed and output poisoned before every run, one event pair
+(``cuda_measure.time_launches``: L2 flushed before every run, one event pair
 per run) in alternating rounds, median of >= 60 each. Writes ``gemm_vs_cublas.{json,md,png}`` and
 the winners' HGMMA/QGMMA lines (``gemm_vs_cublas.sass.txt``).
     bench/gemm_vs_cublas.sh       (check, tune, measure, the 100-trial run: one device call)

@@ -39,7 +39,7 @@ def admitted(problem: dict) -> list[dict]:
 def sdpa_seconds(problem: dict) -> float:
     """Median seconds of PyTorch's flash SDPA on the same problem, timed the worker's way."""
     inputs = SPEC.make_inputs(problem, np.random.default_rng(0))
-    out = torch.empty(1, device="cuda")  # poisoned by the timer; SDPA allocates its own output
+    out = torch.empty(1, device="cuda")  # poisoned by the timer (last run); SDPA allocates its own
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
         return statistics.median(time_launches(
             lambda: F.scaled_dot_product_attention(*inputs.values(), is_causal=problem["causal"]),

@@ -108,6 +108,7 @@ def wrap_local(clock: Clock, arch: str) -> None:
         from tuner.workers import cuda_launch, cuda_measure
 
         clock.wrap(cuda_launch, "launcher", "measure: load the module")
+        clock.wrap(cuda_measure, "measurement_inputs", "measure: inputs + references (drawn once a study)")
         clock.wrap(cuda_measure, "time_launches", "measure: warm-up + timed runs")
         clock.wrap(cuda_measure, "_verify", "measure: verify")
 

@@ -293,7 +293,10 @@ class KernelSpec(ProblemSpace, ABC):
 
     @abstractmethod
     def make_inputs(self, problem: Problem, rng: np.random.Generator) -> dict[str, Any]:
-        """Fresh random inputs, never zeros, as arrays of the backend's kind."""
+        """Fresh random inputs, never zeros, as arrays of the backend's kind. Drawn from a study's
+        seed, not a trial's: the CUDA worker draws two sets and computes their references once per
+        (problem, seed) and measures every config of the study on them, so this and ``reference``
+        must depend on their arguments alone (specs that inherit both share the draw)."""
 
     def kernel_inputs(self, inputs: Mapping[str, Any], config: Config) -> dict[str, Any]:
         """The buffers of ``inputs`` (make_inputs') that ``config``'s kernel takes, in order: all of

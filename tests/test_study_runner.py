@@ -79,7 +79,7 @@ def run(store: Store, template: str, study: str = "s", sampler: str = "grid", **
     target = executor.start(CPU)
     runner = StudyRunner(spec, SpecRef(spec.name, "cpu", template),
                          RunSettings(study_name=study, problem=PROBLEM, sampler=sampler,
-                                     seed=1, **{"warm_start": False, **settings}),  # cold: reuse is the point
+                                     **{"seed": 1, "warm_start": False, **settings}),  # cold: reuse is the point
                          store, executor, target, RunProgress(None, Console(quiet=True), enabled=False),
                          make_sampler(sampler, SamplerContext(spec, PROBLEM, target.device, 1)))
     return runner.run(), target
@@ -147,3 +147,16 @@ def test_remeasure_measures_every_valid_config_again(store, template):
     run(store, template, study="first", trials=None)
     again, _ = run(store, template, study="again", trials=None, remeasure=True)
     assert (again.measured, again.reused) == (VALID, 0)
+
+
+def test_every_trial_of_a_run_is_measured_on_the_inputs_of_one_seed(store, template, monkeypatch):
+    """One seed for the run's inputs, not one per trial: its configs are verified on the same
+    inputs, so their errors compare, and a measuring process draws them once (cuda_measure)."""
+    seeds: list[int] = []
+    submit = LocalExecutor.submit
+    monkeypatch.setattr(LocalExecutor, "submit", lambda self, job: (seeds.append(job.seed), submit(self, job))[1])
+    run(store, template, trials=None)
+    assert len(seeds) == VALID and set(seeds) == {1}  # run() passes --seed 1
+    seeds.clear()
+    run(store, template, study="unseeded", trials=None, seed=None, remeasure=True)
+    assert len(seeds) == VALID and set(seeds) == {0}

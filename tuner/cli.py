@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, default=None, help="trials to run now (default 30 unless --timeout; "
                      "--sampler grid: every point of the grid)")
     run.add_argument("--timeout", type=positive_seconds, help="stop proposing after this many seconds")
-    run.add_argument("--seed", type=int, help="seed for proposals and inputs (reproducible runs)")
+    run.add_argument("--seed", type=int,
+                     help="seed for proposals and for the inputs every trial is measured on "
+                          "(reproducible runs; default 0 for the inputs)")
     run.add_argument("--remeasure", action="store_true", help="measure configs even if stored already")
     run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                      help="join a running Ray cluster (HOST:PORT; env RAY_ADDRESS) instead of starting one")

@@ -83,6 +83,10 @@ class StudyRunner:
                                   unbeaten=lambda before: store.unbeaten_running_trials(settings.study_name, before))
         self._owed = self._proposer.waiting()  # retries of a killed tuner's trials: run on top of --trials
         self.summary = RunSummary(study=self._study)
+        # The seed of every trial's measurement inputs: one for the run, not one per trial, so all its
+        # configs are verified on the same inputs (their errors compare) and a measuring process draws
+        # them and computes their references once (workers/cuda_measure.py).
+        self.inputs_seed = settings.seed or 0
         if settings.warm_start:
             configs = nearest_configs(store, kernel=spec.name, arch=self._arch, problem=settings.problem,
                                       study=settings.study_name)
@@ -161,10 +165,9 @@ class StudyRunner:
             if digest in self._measuring:
                 self._twins[self._measuring[digest]].append((proposal.number, config, source))
                 return True
-        seed = (self._settings.seed or 0) * 1_000_003 + proposal.number
         ref = replace(self._ref, family=family.family) if family is not self._spec else self._ref
-        self._executor.submit(Job(trial_id=proposal.number, spec=ref, config=own,
-                                  problem=problem, target=self._target.device, source=source, seed=seed))
+        self._executor.submit(Job(trial_id=proposal.number, spec=ref, config=own, problem=problem,
+                                  target=self._target.device, source=source, seed=self.inputs_seed))
         self._in_flight[proposal.number] = (config, source)
         self._measuring[digest] = proposal.number
         return True

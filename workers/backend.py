@@ -7,9 +7,11 @@ Contract:
   it caches on disk by a content hash and never raises for a bad source: it returns an
   :class:`Artifact` whose ``error`` says what the compiler said.
 - ``measure`` runs in the one measuring process of a device, one call at a time, so timings do
-  not disturb each other. It draws fresh inputs from ``job.seed``, poisons the output before
-  every run, times under ``policy``, verifies the output of a timed run against the spec's
-  reference, and returns a :class:`Measurement` (failures as statuses, never exceptions).
+  not disturb each other. It draws random inputs from ``job.seed`` (two sets: the second for the
+  last timed run; the same for every trial of a study, so a backend may keep them and their
+  references between trials), poisons the output before every run whose output it verifies,
+  times under ``policy``, verifies the output of the first run and of the last timed run against
+  the spec's reference, and returns a :class:`Measurement` (failures as statuses, never exceptions).
 """
 
 from __future__ import annotations

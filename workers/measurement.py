@@ -47,7 +47,10 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Job:
-    """One trial to measure: where the spec is, what to run, on what inputs."""
+    """One trial to measure: where the spec is, what to run, on what inputs.
+
+    ``seed`` draws the inputs (``KernelSpec.make_inputs``); a study gives every trial of a run the
+    same one, so its configs are all verified on the same inputs (``tuner.study``)."""
 
     trial_id: int
     spec: SpecRef
