@@ -9,7 +9,7 @@
 #   compile        bench/compile_throughput.py, NVRTC against nvcc on this machine's cores
 #   cuda_example   bench/cuda_example.sh (the README's CUDA example, as printed)
 #   search         bench/search_gpu_pipeline.sh (ours against Kernel Tuner on the GPU)
-#   measure_tests  the measurement's GPU tests (tests/gpu/test_measure_cuda.py, their numbers printed)
+#   measure_tests  the measurement's GPU tests (their numbers printed) and the Hopper primitives' ones
 #   gemm_odd       bench/gemm_odd_sizes.sh (the odd GEMM sizes beside cuBLAS, with ncu)
 #   fp8_probe      bench/attention_hopper_probe.py time --fp8 (the e4m3 tiles, each poly_exp2 share)
 set -uo pipefail
@@ -38,7 +38,7 @@ for part in ${PARTS:-gpu_tests runtime_bench compile}; do
     cuda_example) run_part cuda_example 150 bash bench/cuda_example.sh "$root/cuda_example" ;;
     search) run_part search 240 bash bench/search_gpu_pipeline.sh "$root/search" ;;
     measure_tests) run_part measure_tests 120 python3 -P -m pytest --import-mode=append -m gpu -v -s \
-                     -p no:cacheprovider tests/gpu/test_measure_cuda.py ;;
+                     -p no:cacheprovider tests/gpu/test_measure_cuda.py tests/gpu/test_hopper_primitives.py ;;
     gemm_odd) run_part gemm_odd 240 bash bench/gemm_odd_sizes.sh "$root/gemm_odd" ;;
     fp8_probe) run_part fp8_probe 200 python3 -P bench/attention_hopper_probe.py time --fp8 --out "$root/fp8_probe" ;;
     *) echo "unknown part $part" | tee -a "$root/summary.txt" ;;
