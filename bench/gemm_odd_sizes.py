@@ -7,6 +7,8 @@
 - (3000, 3072, 3072), (3072, 3000, 3072), (3072, 3072, 3000): one operand's rows unaligned at a time
   (A's rows are K long; B's and C's are N long).
 - 1000x5000x3000 against 1008x5008x3008 and 1024x5120x3072: the same for the second odd row.
+- 128x192 tiles (alone and stream-K) beside 128x256: 3000 is 15.6 tiles of 192 and 11.7 of 256, so
+  a 128x192 grid fills its last wave on 132 SMs (384 tiles: 2.9 waves) where 128x256 does not (288: 2.2).
 
 Each tile and cuBLAS are timed in alternating rounds (gemm_vs_cublas.interleaved_s: L2 flushed and
 output poisoned before every run); every output is checked against the fp32 product.
@@ -34,6 +36,8 @@ SHAPES = [(3000, 3000, 3000), (3008, 3008, 3008), (3072, 3072, 3072), (3000, 307
 # The odd rows' fp16 winner (128x256, two consumers), 128x128 with one consumer, and 256x128.
 BASE = REFERENCE_CONFIG | {"cluster": 1, "persistent": False, "epilogue": "tma_half"}
 CONFIGS = {"128x256": BASE, "128x256 c2": BASE | {"cluster": 2},
+           "128x192": BASE | {"block_n": 192, "epilogue": "tma"},
+           "128x192 sk": BASE | {"block_n": 192, "epilogue": "tma", "persistent": True, "stream_k": True},
            "128x128": BASE | {"block_n": 128, "consumers": 1, "stages": 6, "epilogue": "tma"},
            "256x128": BASE | {"block_m": 256, "block_n": 128, "stages": 4}}
 

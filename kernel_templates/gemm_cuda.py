@@ -78,8 +78,9 @@ class GemmCuda(KernelSpec):
     archs = ("sm_90a",)
     params = (
         Param("block_m", (64, 128, 256), "output rows of a block's tile"),
-        Param("block_n", (128, 256),
-              "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP)"),
+        Param("block_n", (128, 192, 256),
+              "output columns of a block's tile (the wgmma N; N=64 MMAs read B at twice the bytes per FLOP; "
+              "192 fills the last wave where 128 and 256 leave it part-empty, e.g. 3000 = 15.6 x 192)"),
         Param("block_k", (64, 128), "K of a pipeline stage: 128 bytes of K, so 64 for fp16/bf16 (128 never won "
                                     "a row: see bench/GEMM_NOTES.md) and 128 for e4m3"),
         Param("stages", (2, 3, 4, 5, 6), "shared-memory stages of the TMA -> wgmma ring"),
@@ -291,6 +292,10 @@ def check_types(config: Config, problem: Problem) -> str | None:
     if dtype != "e4m3" and named not in ("same", dtype):
         return f"{dtype} inputs write {dtype}: out_dtype other than it is for dtype=e4m3"
     in_bytes = element_bytes(config, problem)[0]
+    if mma == "e4m3" and config["block_n"] == 192:
+        return "e4m3 wgmma runs block_n 128 or 256"
+    if problem["layout"] == "nn" and config["cluster"] > 1 and config["block_n"] % 128:
+        return "a 2-block cluster shares MN-major B in 64-column halves: block_n 128 or 256 with layout nn"
     if config["block_k"] * in_bytes != 128:
         return (f"a stage's K is one 128-byte swizzled row: block_k={128 // in_bytes} "
                 f"for {'e4m3' if in_bytes == 1 else dtype}")
@@ -317,6 +322,10 @@ def check_tiles(config: Config, device: Device, in_bytes: int = 2, out_bytes: in
     if rows not in (64, 128):
         return (f"{rows} rows per consumer warpgroup (block_m, over consumers unless ping-pong); "
                 "the kernel needs 64 or 128")
+    if config["block_n"] == 192 and (config["block_m"], config["consumers"], pingpong) != (128, 2, False):
+        return "block_n 192 fills the waves of 128-row cooperative tiles: block_m 128, 2 consumers, cooperative"
+    if config["epilogue"] == "tma_half" and config["block_n"] % 128:
+        return "tma_half stores a tile in two 64-column-aligned halves: block_n 128 or 256"
     accumulators = rows * config["block_n"] // 128
     if accumulators > MAX_ACCUMULATORS:
         return (f"{accumulators} fp32 accumulators per consumer thread (over {MAX_ACCUMULATORS}) spill: "

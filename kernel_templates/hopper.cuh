@@ -340,10 +340,11 @@ __device__ __forceinline__ float exp2_approx(float x) {
 /* 2^x for x <= 0 on the FMA pipe, where MUFU is the softmax's bound (FlashAttention-4's trick):
  * 2^x = 2^j * 2^f with j = round(x) (the 1.5 * 2^23 shift leaves j in the low mantissa bits) and
  * f in [-0.5, 0.5], 2^f by a degree-3 polynomial (relative error 7.5e-5, fitted for this range);
- * j is added to the exponent field. x is clamped at -126, so 2^-inf is 1.2e-38, not 0: below what
- * a 16-bit or e4m3 probability can hold. */
+ * j is added to the exponent field. x is clamped at -125, where the result (p >= 0.707) is still a
+ * normal float (at -126 the sum would land in the denormals, which this addition does not make),
+ * so 2^-inf is 2.4e-38, not 0: below what a 16-bit or e4m3 probability can hold. */
 __device__ __forceinline__ float exp2_poly(float x) {
-  x = fmaxf(x, -126.f);
+  x = fmaxf(x, -125.f);
   const float shifted = x + 12582912.f;
   const float f = x - (shifted - 12582912.f);
   const float p = fmaf(fmaf(fmaf(0.0551715f, f, 0.24261096f), f, 0.69326099f), f, 0.99992808f);

@@ -126,8 +126,9 @@ def test_an_output_with_nan_or_inf_has_infinite_errors_and_a_huge_finite_one_doe
 # ---- the flush and the warm-up ----
 
 
-def test_the_flush_is_twice_the_l2_with_a_floor_and_a_fallback() -> None:
-    assert l2_flush_bytes(50 << 20) == 100 << 20  # H100: 50 MiB
+def test_the_flush_is_tritons_256_mib_or_five_times_a_larger_l2() -> None:
+    assert l2_flush_bytes(50 << 20) == 256 << 20 == L2_FLUSH_MIN_BYTES  # H100 and H200: 50 MiB
+    assert l2_flush_bytes(126 << 20) == 5 * (126 << 20)  # a larger L2
     assert l2_flush_bytes(1 << 20) == L2_FLUSH_MIN_BYTES
     assert l2_flush_bytes(0) == l2_flush_bytes(None) == L2_FLUSH_FALLBACK_BYTES
 

@@ -3,7 +3,8 @@
 Habits from Triton's ``do_bench``: estimate first and derive the repeats from a time budget (the
 estimate's runs count toward the warm-up), flush the L2 before every run that is timed or sizes
 the timing, time each repeat with its own pair of events, keep quantiles. The flush writes a
-buffer of twice the device's L2 (:func:`flush_buffer`), allocated once per device and process.
+buffer of at least 256 MiB, five times the L2 where that is more (:func:`flush_buffer`), allocated
+once per device and process.
 
 Habits for trust: random inputs (never zeros); the output poisoned (NaN, or a sentinel for
 integers) before every *verified* run; the first run verified before any timing; and a second
@@ -41,11 +42,13 @@ from .cuda_runtime import environment, sm_clock_mhz
 from .measurement import Artifact, Job, Measurement, Status, verdict
 from .stats import REFERENCE_NOT_FINITE, summarize
 
-# The L2 flush writes this many times the device's L2 (torch's L2_cache_size), so that no line of
-# the previous run survives it; never less than the floor (a device reporting a tiny or no L2),
-# and the fallback where torch reports none at all (Triton's fixed 256 MB).
-L2_FLUSH_FACTOR = 2
-L2_FLUSH_MIN_BYTES = 32 << 20
+# The L2 flush writes Triton's 256 MiB, or on a device with a larger L2 as many times its L2 as that
+# is of the H100's 50 MiB (torch's L2_cache_size), and 256 MiB where no size is reported. Twice the L2
+# is not enough: on an H100, a 16 MB memory-bound kernel timed 18.24 us with no flush, 18.80 after a
+# 100 MiB flush and 19.58 after 256 MiB (tests/gpu/test_measure_cuda.py, 2026-12-08), so a 2x flush
+# left more than half of the kernel's L2 benefit in place.
+L2_FLUSH_FACTOR = 5
+L2_FLUSH_MIN_BYTES = 256 << 20
 L2_FLUSH_FALLBACK_BYTES = 256 << 20
 ESTIMATE_RUNS = 5
 

