@@ -29,7 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))
 from bench.attention_vs_sdpa import header  # noqa: E402
 from bench.gemm_vs_cublas import (  # noqa: E402
-    BACKEND, REFERENCE_CONFIG, SPEC, TARGET, bound, cublas_launch, interleaved_s, launched_error, output, tuned_launch)
+    BACKEND,
+    REFERENCE_CONFIG,
+    SPEC,
+    TARGET,
+    bound,
+    cublas_launch,
+    interleaved_s,
+    launched_error,
+    output,
+    tuned_launch,
+)
 
 SHAPES = [(3000, 3000, 3000), (3008, 3008, 3008), (3072, 3072, 3072), (3000, 3072, 3072), (3072, 3000, 3072),
           (3072, 3072, 3000), (1000, 5000, 3000), (1008, 5008, 3008), (1024, 5120, 3072)]
