@@ -1,10 +1,20 @@
 """Ray executor: compilation as parallel CPU tasks, measurement on one actor per device.
 
-Each measuring actor holds one device (its context and loaded modules) and is given one job at a
+Each measuring actor holds one device (its context and loaded modules) and measures one job at a
 time, so timings never overlap and a crash or hang costs one trial: the actor's process is thrown
 away (a CUDA context is poisoned after a fault) and a fresh one takes its place. A job whose actor
 died is tried once more on a fresh actor, which Ray may place on another node: a node that leaves
 the cluster loses no trial, and a kernel that really crashes is confirmed by its second crash.
+
+On a GPU each actor is also handed a second compiled job while its first runs (``depth``): Ray
+runs an actor's calls one after another in the order they were sent, so the queued one starts
+the moment the first ends, with no round trip through the driver, which may be busy storing a
+result or fitting the sampler's model. A queued job is not blamed for what the job ahead of it
+did: its hang clock starts when that job's result is collected, and when the actor is lost
+(a crash, a hang, a lost node) or replaced (a launch error, which poisons the CUDA context the
+queued job would run in) it goes back to the front of the compiled queue for the next free
+device, its one retry unspent. An idle device is always served before any device gets a second
+job, so a GPU that joins mid-run is not starved by the others' queues.
 
 Actors are spread over the cluster's nodes; only devices of the first actor's kind are kept, so
 a study never compares an H100 with an A100. For CUDA, a GPU that joins mid-run gets an actor.
@@ -15,7 +25,8 @@ lands is handed the next compiled job before the driver stores the result, so th
 neither for storage nor for the sampler. On the CPU backend the device *is* the CPUs, so the
 executor alternates: a batch of parallel compiles, then its measurements back to back with no
 compile running and the driver waiting (their results are handed over once the batch is
-measured), so that neither a compiler nor the driver steals cycles from a timed kernel.
+measured), so that neither a compiler nor the driver steals cycles from a timed kernel; there
+each actor holds one job at a time (depth 1), as nothing else runs beside a timed kernel anyway.
 """
 
 from __future__ import annotations
@@ -70,27 +81,47 @@ class MeasuringActor:
     def describe(self, target: Target) -> MeasuringDevice:
         return describe(target)
 
-    def measure(self, job: Job, artifact: Artifact, policy: TimingPolicy) -> Measurement:
+    def measure(self, job: Job, artifact: Artifact, policy: TimingPolicy) -> _Measured:
+        started = time.monotonic()
         measurement = measure_job(job, artifact, policy)
         measurement.environment = {**measurement.environment, "ray_node": self._node}
-        return measurement
+        return _Measured(measurement, started, time.monotonic())
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A measurement and when its call ran on the actor (``time.monotonic`` of the actor's host:
+    its difference is the job's own measuring time wherever the actor runs)."""
+
+    measurement: Measurement
+    started: float
+    ended: float
 
 
 @dataclass
 class _Running:
+    """A job sent to a measuring actor. ``started`` is when the driver saw it start: when it was
+    sent to an idle actor, or when the result of the job ahead of it was collected; None while
+    it waits behind that job."""
+
     job: Job
     artifact: Artifact
     ref: ray.ObjectRef
-    started: float
+    started: float | None
+    measured: _Measured | None = None  # once its result is in
 
 
 @dataclass
 class _Slot:
-    """One measuring device: its actor and the job it is measuring, if any."""
+    """One measuring device: its actor and the jobs sent to it, the one it is measuring first."""
 
     actor: ray.actor.ActorHandle
     target: MeasuringDevice
-    running: _Running | None = None
+    jobs: collections.deque[_Running] = field(default_factory=collections.deque)
+
+    @property
+    def running(self) -> _Running | None:
+        return self.jobs[0] if self.jobs else None
 
 
 @dataclass
@@ -155,16 +186,21 @@ class RayExecutor(Executor):
     HANG_FACTOR = 5.0
 
     def __init__(self, policy: TimingPolicy, trial_timeout_s: float, address: str | None = None,
-                 devices: int | None = None):
+                 devices: int | None = None, depth: int | None = None):
         """``trial_timeout_s`` is the floor of the hang timeout; it grows with the slowest healthy
         measurement seen, so a slow-but-sound kernel is never mistaken for a hang. ``devices``
         is the number of measuring actors (default: every GPU of the cluster for CUDA, one CPU
-        device otherwise)."""
+        device otherwise). ``depth`` is the number of jobs sent to an actor at once, the one it
+        measures and those queued behind it (default: 2 for CUDA, 1 for the CPU backend)."""
+        if depth is not None and depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
         self._owns_ray = init_ray(address)
         self._policy = policy
         self._floor_s = trial_timeout_s
         self._slowest_s = 0.0
         self._devices = devices
+        self._depth_asked = depth
+        self._depth = depth or 1
         self._q = _Queues()
         self._slots: list[_Slot] = []
         self._retried: set[int] = set()
@@ -186,10 +222,13 @@ class RayExecutor(Executor):
         if target.backend == "cuda" and self._cluster_gpus() == 0:
             raise ExecutorError("the Ray cluster has no GPU to measure on: start a worker with a GPU, "
                                 "or tune --arch cpu")
+        self._depth = self._depth_asked or (2 if target.backend == "cuda" else 1)
         for _ in range(wanted):
             self._add_slot()
         if not self._slots:
             raise ExecutorError("no measuring device could be started on the Ray cluster")
+        # enough in flight to fill every actor's queue while the compile pool stays busy
+        self.capacity = max(self.capacity, self._depth * len(self._slots) + self._compile_slots)
         return self._slots[0].target
 
     @property
@@ -215,6 +254,10 @@ class RayExecutor(Executor):
         self._slots.append(_Slot(actor, target))
 
     def _replace(self, slot: _Slot) -> None:
+        """Throws ``slot``'s actor away for a fresh one. The jobs still sent to it are not its
+        fault: they go back to the front of the compiled queue, in order, for the next free device."""
+        self._q.compiled.extendleft((queued.job, queued.artifact) for queued in reversed(slot.jobs))
+        slot.jobs.clear()
         ray.kill(slot.actor, no_restart=True)
         self._slots.remove(slot)
         self._add_slot()
@@ -248,6 +291,7 @@ class RayExecutor(Executor):
             self._dispatch()
             if self._ready():
                 break
+            # an actor's queued jobs wait behind its first: only that one can finish next
             refs = list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
             if not refs:
                 return None
@@ -269,7 +313,7 @@ class RayExecutor(Executor):
         return not self.exclusive or not (self._measuring() or self._q.compiled)
 
     def _measuring(self) -> bool:
-        return any(slot.running for slot in self._slots)
+        return any(slot.jobs for slot in self._slots)
 
     def _launch_compiles(self) -> None:
         if self.exclusive and (self._measuring() or self._q.compiled):
@@ -279,23 +323,29 @@ class RayExecutor(Executor):
             self._q.compiling[_compile_task.options(num_cpus=1).remote(job)] = job
 
     def _dispatch(self) -> None:
+        """Hands compiled jobs to the actors, every idle one first, then those with room in
+        their queue: a second job never waits behind a busy device while another one idles."""
         if self.exclusive and self._q.compiling:  # no compile beside a timed kernel on the CPU backend
             return
-        for slot in self._slots:
-            while slot.running is None and self._q.compiled:
-                job, artifact = self._q.compiled.popleft()
-                if artifact.error is not None:  # no need to bother the device
-                    self._q.done.append(measure_job(job, artifact, self._policy))
-                    continue
-                ref = slot.actor.measure.remote(job, artifact, self._policy)
-                slot.running = _Running(job, artifact, ref, time.monotonic())
+        for level in range(self._depth):
+            for slot in self._slots:
+                while len(slot.jobs) <= level and self._q.compiled:
+                    job, artifact = self._q.compiled.popleft()
+                    if artifact.error is not None:  # no need to bother the device
+                        self._q.done.append(measure_job(job, artifact, self._policy))
+                        continue
+                    self._send(slot, job, artifact)
+
+    def _send(self, slot: _Slot, job: Job, artifact: Artifact) -> None:
+        ref = slot.actor.measure.remote(job, artifact, self._policy)
+        slot.jobs.append(_Running(job, artifact, ref, None if slot.jobs else time.monotonic()))
 
     def _timeout_s(self) -> float:
         return max(self._floor_s, self.HANG_FACTOR * self._slowest_s)
 
     def _wait_budget(self, deadline: float | None) -> float:
         limits = [1.0] + [max(0.0, s.running.started + self._timeout_s() - time.monotonic())
-                          for s in self._slots if s.running]
+                          for s in self._slots if s.running and s.running.started is not None]
         if deadline is not None:
             limits.append(max(0.0, deadline - time.monotonic()))
         return min(limits)
@@ -308,24 +358,36 @@ class RayExecutor(Executor):
             except RayError as exc:
                 self._q.done.append(failed(job, Status.CRASHED, f"compile worker died: {exc}"))
             return
-        slot, running = next((s, s.running) for s in self._slots if s.running and s.running.ref == ref)
-        slot.running = None
+        slot = next(s for s in self._slots if s.running and s.running.ref == ref)
+        running = slot.jobs.popleft()
         try:
-            measurement = ray.get(ref)
+            running.measured = ray.get(ref)
         except RayActorError as exc:
             self._actor_died(slot, running, exc)
             return
         except RayTaskError as exc:
             self._q.done.append(failed(running.job, Status.CRASHED, f"measuring raised: {exc}"))
+            self._start_next(slot)
             return
+        measurement = running.measured.measurement
         if measurement.status is Status.OK:
-            self._slowest_s = max(self._slowest_s, time.monotonic() - running.started)
+            self._slowest_s = max(self._slowest_s, running.measured.ended - running.measured.started)
+            self._start_next(slot)
         elif measurement.status is Status.LAUNCH_ERROR:
-            self._replace(slot)  # a faulting kernel poisons the CUDA context it ran in
+            self._replace(slot)  # a faulting kernel poisons the CUDA context it ran in, and its queue's
+        else:
+            self._start_next(slot)
         self._q.done.append(measurement)
 
+    @staticmethod
+    def _start_next(slot: _Slot) -> None:
+        """The job queued behind the one just collected is running now: its hang clock starts."""
+        if slot.running is not None:
+            slot.running.started = time.monotonic()
+
     def _actor_died(self, slot: _Slot, running: _Running, exc: Exception) -> None:
-        """A crashed kernel or a lost node: the job gets one more try on a fresh actor."""
+        """A crashed kernel or a lost node: the job gets one more try on a fresh actor (the jobs
+        queued behind it go back to the compiled queue, their own try unspent)."""
         self._replace(slot)
         trial = running.job.trial_id
         if trial in self._retried:
@@ -336,10 +398,15 @@ class RayExecutor(Executor):
             self._q.compiled.appendleft((running.job, running.artifact))
 
     def _time_out_hung(self) -> None:
+        """Blames the job each actor is measuring, on its own time since it started, never one
+        queued behind it (that one goes back to the compiled queue as the actor is replaced)."""
         for slot in list(self._slots):
             running = slot.running
-            if running and time.monotonic() - running.started > self._timeout_s():
-                slot.running = None
+            if running and running.started is not None and time.monotonic() - running.started > self._timeout_s():
+                if ray.wait([running.ref], timeout=0)[0]:  # it ended after all: no hang
+                    self._collect(running.ref)
+                    continue
+                slot.jobs.popleft()
                 self._q.done.append(failed(running.job, Status.TIMEOUT,
                                            f"no result after {self._timeout_s():.1f} s: the kernel hung "
                                            "or is far too slow; its process was replaced"))
