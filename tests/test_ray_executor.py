@@ -46,16 +46,19 @@ class Recording(RayExecutor):
         super().__init__(*args, **kwargs)
         self.sent: list[tuple[int, str, int, float]] = []  # trial, actor, jobs already on it, when
         self.collected: dict[int, float] = {}
+        self.ran: dict[int, tuple[float, float]] = {}  # the measure call on the actor, as it timed it
 
     def _send(self, slot, job, artifact) -> None:
         self.sent.append((job.trial_id, slot.actor._actor_id.hex(), len(slot.jobs), time.monotonic()))
         super()._send(slot, job, artifact)
 
     def _collect(self, ref) -> None:
-        trial = next((s.running.job.trial_id for s in self._slots if s.running and s.running.ref == ref), None)
+        running = next((s.running for s in self._slots if s.running and s.running.ref == ref), None)
         super()._collect(ref)
-        if trial is not None:
-            self.collected[trial] = time.monotonic()
+        if running is not None:
+            self.collected[running.job.trial_id] = time.monotonic()
+            if running.measured is not None:
+                self.ran[running.job.trial_id] = (running.measured.started, running.measured.ended)
 
     def actors(self, trial: int) -> list[str]:
         return [actor for t, actor, _, _ in self.sent if t == trial]
@@ -104,6 +107,7 @@ def test_both_jobs_go_to_the_actor_at_once_and_are_measured_in_order(executor):
     results = measure_in_order(ex, [job(0, "unroll4"), job(1, "loop")])
     assert all(m.status is Status.OK for m in results.values()), results
     assert [(t, ahead) for t, _, ahead, _ in ex.sent] == [(0, 0), (1, 1)]  # no round trip between them
+    assert ex.ran[0][1] <= ex.ran[1][0], "one after the other, never beside it"
     assert ex.collected[0] <= ex.collected[1]
 
 
