@@ -180,3 +180,47 @@ def test_every_idle_actor_gets_a_job_before_any_gets_a_second(executor):
     assert all(m.status is Status.OK for m in results.values()), results
     first, second = ex.sent[0][1], ex.sent[1][1]
     assert first != second and [ahead for _, _, ahead, _ in ex.sent] == [0, 0, 1]
+
+
+class Overlapping(Recording):
+    """The CPU backend measured as a GPU is: compiles beside measurements, results as they land."""
+
+    @property
+    def exclusive(self) -> bool:
+        return False
+
+
+def test_on_a_gpu_submit_hands_the_finished_compiles_to_the_devices(ray_session):
+    """While the driver proposes a batch (here, a submit every 0.3 s), each submit collects the
+    compiles and measurements that finished and sends the next jobs: the first one is measured
+    before the driver first asks for a result, which it then gets at once."""
+    ex = Overlapping(QUICK, trial_timeout_s=5.0, depth=2)
+    try:
+        ex.start(CPU)
+        jobs = [job(trial, variant) for trial, variant in enumerate(["unroll4", "loop", "unroll2", "unroll8"] * 3)]
+        for submitted in jobs:
+            ex.submit(submitted)
+            time.sleep(0.3)
+        asked = time.monotonic()
+        assert ex.sent and ex.sent[0][3] < asked and 0 in ex.collected, "measured while the driver proposed"
+        results = {}
+        while (measurement := ex.next_result()) is not None:
+            results[measurement.trial_id] = measurement
+        assert sorted(results) == list(range(len(jobs)))
+        assert all(m.status is Status.OK for m in results.values()), results
+    finally:
+        ex.close()
+
+
+def test_without_dispatch_on_submit_only_next_result_sends_jobs(ray_session):
+    ex = Overlapping(QUICK, trial_timeout_s=5.0, depth=2)
+    ex.DISPATCH_ON_SUBMIT = False
+    try:
+        ex.start(CPU)
+        for trial in range(2):
+            ex.submit(job(trial, "unroll4"))
+            time.sleep(0.5)
+        assert ex.sent == []
+        assert ex.next_result() is not None and ex.sent
+    finally:
+        ex.close()

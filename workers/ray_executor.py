@@ -22,7 +22,9 @@ a study never compares an H100 with an A100. For CUDA, a GPU that joins mid-run 
 On a GPU, compiles overlap measurement: a job's compile starts as it is submitted, on every core
 (at a lower priority than the measuring process and the driver), and a device whose measurement
 lands is handed the next compiled job before the driver stores the result, so the device waits
-neither for storage nor for the sampler. On the CPU backend the device *is* the CPUs, so the
+neither for storage nor for the sampler. Each ``submit`` also collects, without waiting, what has
+finished and hands the free devices their next jobs, so that a batch of proposals (the first one
+fills ``capacity``) does not hold the device up either. On the CPU backend the device *is* the CPUs, so the
 executor alternates: a batch of parallel compiles, then its measurements back to back with no
 compile running and the driver waiting (their results are handed over once the batch is
 measured), so that neither a compiler nor the driver steals cycles from a timed kernel; there
@@ -184,6 +186,8 @@ def _sigint_blocked() -> Iterator[None]:
 class RayExecutor(Executor):
     # A measurement may take this many times the slowest healthy one before it counts as hung.
     HANG_FACTOR = 5.0
+    # On a GPU, submit collects what finished and dispatches (see submit); False: next_result alone.
+    DISPATCH_ON_SUBMIT = True
 
     def __init__(self, policy: TimingPolicy, trial_timeout_s: float, address: str | None = None,
                  devices: int | None = None, depth: int | None = None):
@@ -203,6 +207,7 @@ class RayExecutor(Executor):
         self._depth = depth or 1
         self._q = _Queues()
         self._slots: list[_Slot] = []
+        self._owed_slots = 0  # actors thrown away and not yet replaced
         self._retried: set[int] = set()
         self._backend = ""
         self._target: Target | None = None
@@ -254,13 +259,21 @@ class RayExecutor(Executor):
         self._slots.append(_Slot(actor, target))
 
     def _replace(self, slot: _Slot) -> None:
-        """Throws ``slot``'s actor away for a fresh one. The jobs still sent to it are not its
-        fault: they go back to the front of the compiled queue, in order, for the next free device."""
+        """Throws ``slot``'s actor away; a fresh one takes its place at the next turn of
+        ``next_result`` (``_restore``: starting an actor takes seconds, and ``submit`` must not
+        wait). The jobs still sent to it are not its fault: they go back to the front of the
+        compiled queue, in order, for the next free device."""
         self._q.compiled.extendleft((queued.job, queued.artifact) for queued in reversed(slot.jobs))
         slot.jobs.clear()
         ray.kill(slot.actor, no_restart=True)
         self._slots.remove(slot)
-        self._add_slot()
+        self._owed_slots += 1
+
+    def _restore(self) -> None:
+        """Starts the actors owed for those thrown away."""
+        owed, self._owed_slots = self._owed_slots, 0
+        for _ in range(owed):
+            self._add_slot()
         if not self._slots:
             raise ExecutorError("every measuring device of the Ray cluster is gone")
 
@@ -276,9 +289,25 @@ class RayExecutor(Executor):
 
     def submit(self, job: Job) -> None:
         """Queues ``job`` and starts its compile at once where a compile slot is free, so the
-        compile pool fills while the driver is still proposing the rest of the batch."""
+        compile pool fills while the driver is still proposing the rest of the batch. On a GPU it
+        also collects what has finished, without waiting, and hands the free devices their next
+        compiled job: a batch of proposals (the first fills ``capacity``, each proposal a model
+        fit) does not keep the device waiting for the driver's next ``next_result``."""
         self._q.pending.append(job)
         self._launch_compiles()
+        if self.DISPATCH_ON_SUBMIT and not self.exclusive:
+            self._poll()
+
+    def _poll(self) -> None:
+        """A turn that never waits: the finished compiles and measurements collected, the free
+        devices and compile slots handed their next job (results wait in ``done``)."""
+        refs = self._waiting_on()
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                self._collect(ref)
+        self._launch_compiles()
+        self._dispatch()
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         """Every turn hands the free devices their next compiled job before anything is returned:
@@ -286,13 +315,13 @@ class RayExecutor(Executor):
         result and proposes (on a GPU; on the CPU backend, see ``_ready``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._restore()
             self._grow()
             self._launch_compiles()
             self._dispatch()
             if self._ready():
                 break
-            # an actor's queued jobs wait behind its first: only that one can finish next
-            refs = list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
+            refs = self._waiting_on()
             if not refs:
                 return None
             ready, _ = ray.wait(refs, num_returns=1, timeout=self._wait_budget(deadline))
@@ -303,6 +332,11 @@ class RayExecutor(Executor):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
         return self._q.done.popleft() if self._ready() else None
+
+    def _waiting_on(self) -> list[ray.ObjectRef]:
+        """What can finish next: the compiles, and the job each actor measures (those queued
+        behind it wait for it)."""
+        return list(self._q.compiling) + [s.running.ref for s in self._slots if s.running]
 
     def _ready(self) -> bool:
         """Results to hand back. On the CPU backend they are held until the batch of compiled

@@ -96,3 +96,21 @@ def test_the_gpu_does_not_wait_for_a_driver_that_is_away(executor, depth):
         assert gap < 0.02, f"the GPU waited {gap * 1000:.1f} ms between two queued jobs"
     else:
         assert gap > 0.5 * (away_s - (end1 - start1)), f"{gap:.3f} s: the driver's absence should show at depth 1"
+
+
+def test_the_gpu_measures_while_the_driver_proposes_a_batch(executor):
+    """A first batch of proposals, one every 0.3 s (slower than the sampler, so that the compile
+    workers' start is behind us): the compiles that land are measured during the batch, not after
+    the driver's first next_result."""
+    ex = executor()
+    variants = [v for v in faulty_cuda.VARIANTS if v not in faulty_cuda.FAULTY] * 2
+    for trial, variant in enumerate(variants):
+        ex.submit(job(trial, variant))
+        time.sleep(0.3)
+    asked = time.monotonic()
+    assert ex.ran and min(start for start, _ in ex.ran.values()) < asked - 0.2, (ex.ran, asked)
+    results = []
+    while (measurement := ex.next_result()) is not None:
+        results.append(measurement)
+    assert sorted(m.trial_id for m in results) == list(range(len(variants)))
+    assert all(m.status is Status.OK for m in results), [(m.trial_id, m.status, m.reason) for m in results]
