@@ -114,7 +114,7 @@ def wrap_local(clock: Clock, arch: str) -> None:
         clock.wrap(cuda_measure, "_verify", "measure: verify")
 
 
-def wrap_ray(clock: Clock, depth: int | None = None) -> None:
+def wrap_ray(clock: Clock, depth: int | None = None, dispatch_on_submit: bool = True) -> None:
     """Ray measures in actors: each measurement's interval is its call on the actor, as the actor
     timed it (one host here: its monotonic clock is ours), so a job queued behind another counts
     from when it began, not from when it was sent; a call that left no result (its actor died)
@@ -147,6 +147,9 @@ def wrap_ray(clock: Clock, depth: int | None = None) -> None:
 
         ray_executor.RayExecutor.__init__ = init  # type: ignore[method-assign]
         clock._undo.append(lambda: setattr(ray_executor.RayExecutor, "__init__", original_init))
+    if not dispatch_on_submit:  # only next_result hands the devices their jobs
+        ray_executor.RayExecutor.DISPATCH_ON_SUBMIT = False
+        clock._undo.append(lambda: setattr(ray_executor.RayExecutor, "DISPATCH_ON_SUBMIT", True))
 
 
 # time.monotonic() (the executor's clock) to time.perf_counter() (ours)
@@ -156,7 +159,7 @@ OFFSET = time.monotonic() - time.perf_counter()
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock()
     wrap_driver(clock)
-    (wrap_local(clock, args.arch) if args.executor == "local" else wrap_ray(clock, args.depth))
+    (wrap_local(clock, args.arch) if args.executor == "local" else wrap_ray(clock, args.depth, args.dispatch_on_submit))
     summaries: list[Any] = []
     original_run = study_module.StudyRunner.run
 
@@ -183,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               for name, seconds in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
     return {"arch": args.arch, "executor": args.executor, "shape": args.shape, "trials": args.trials,
             "seed": args.seed, "depth": args.depth if args.executor == "ray" else None,
+            "dispatch_on_submit": args.dispatch_on_submit if args.executor == "ray" else None,
             "measured": summary.measured, "command_s": round(command_s, 3),
             "loop_s": round(loop_s, 3), "evaluations_per_minute": round(60 * summary.measured / loop_s, 1),
             "device_timed_runs_s": round(timed_s, 4), "device_timed_share": round(timed_s / loop_s, 4),
@@ -194,6 +198,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
         depth = f" (depth {row['depth']})" if row.get("depth") else ""
+        depth += " (no dispatch on submit)" if row.get("dispatch_on_submit") is False else ""
         lines += [f"## {row['label']}: {row['arch']}, {row['executor']} executor{depth}, {row['measured']} measured, "
                   f"shape {row['shape']}", "",
                   f"loop {row['loop_s']} s ({row['evaluations_per_minute']} evaluations/min; command "
@@ -216,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=None,
                         help="jobs sent to each Ray measuring actor at once (default: the executor's, "
                              "2 on a GPU and 1 on the CPU); 1 on a GPU is the one-job-at-a-time baseline")
+    parser.add_argument("--no-dispatch-on-submit", dest="dispatch_on_submit", action="store_false",
+                        help="Ray: only next_result hands the devices their jobs, not submit too")
     parser.add_argument("--label", default="now", help="names the rows (e.g. before, after)")
     parser.add_argument("--out", type=Path, help="a JSON file; rows of other labels in it are kept")
     args = parser.parse_args(argv)
