@@ -224,3 +224,41 @@ def test_without_dispatch_on_submit_only_next_result_sends_jobs(ray_session):
         assert ex.next_result() is not None and ex.sent
     finally:
         ex.close()
+
+
+class WatchingStarts(Overlapping):
+    """Records, for every actor started and every actor death seen, whether submit's turn saw it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.started_in_submit: list[bool] = []
+        self.died_in_submit: list[bool] = []
+
+    def _add_slot(self) -> None:
+        self.started_in_submit.append(getattr(self, "_polling", False))
+        super()._add_slot()
+
+    def _actor_died(self, slot, running, exc) -> None:
+        self.died_in_submit.append(self._polling)
+        super()._actor_died(slot, running, exc)
+
+
+def test_a_crash_seen_by_submit_is_replaced_by_next_result(ray_session):
+    """Submit never waits for an actor to start: a crash it collects leaves the fresh actor to the
+    next next_result; the crashing job still has its retry there and the others are measured."""
+    ex = WatchingStarts(QUICK, trial_timeout_s=5.0, depth=2)
+    try:
+        ex.start(CPU)
+        jobs = [job(0, "oob_write")] + [job(trial, "unroll4") for trial in range(1, 8)]
+        for submitted in jobs:
+            ex.submit(submitted)
+            time.sleep(0.5)
+        assert True in ex.died_in_submit, "the crash was collected within submit (a slower machine?)"
+        results = {}
+        while (measurement := ex.next_result()) is not None:
+            results[measurement.trial_id] = measurement
+        assert results[0].status is Status.CRASHED and "twice" in results[0].reason, results[0].reason
+        assert all(results[trial].status is Status.OK for trial in range(1, 8)), results
+        assert ex._retried == {0} and not any(ex.started_in_submit) and len(ex.started_in_submit) >= 2
+    finally:
+        ex.close()

@@ -24,11 +24,13 @@ On a GPU, compiles overlap measurement: a job's compile starts as it is submitte
 lands is handed the next compiled job before the driver stores the result, so the device waits
 neither for storage nor for the sampler. Each ``submit`` also collects, without waiting, what has
 finished and hands the free devices their next jobs, so that a batch of proposals (the first one
-fills ``capacity``) does not hold the device up either. On the CPU backend the device *is* the CPUs, so the
-executor alternates: a batch of parallel compiles, then its measurements back to back with no
-compile running and the driver waiting (their results are handed over once the batch is
-measured), so that neither a compiler nor the driver steals cycles from a timed kernel; there
-each actor holds one job at a time (depth 1), as nothing else runs beside a timed kernel anyway.
+fills ``capacity``) does not hold the device up either.
+
+On the CPU backend the device *is* the CPUs, so the executor alternates: a batch of parallel
+compiles, then its measurements back to back with no compile running and the driver waiting (their
+results are handed over once the batch is measured), so that neither a compiler nor the driver
+steals cycles from a timed kernel; there each actor holds one job at a time (depth 1), as nothing
+else runs beside a timed kernel anyway.
 """
 
 from __future__ import annotations
@@ -208,6 +210,7 @@ class RayExecutor(Executor):
         self._q = _Queues()
         self._slots: list[_Slot] = []
         self._owed_slots = 0  # actors thrown away and not yet replaced
+        self._polling = False  # within submit's turn, which never waits
         self._retried: set[int] = set()
         self._backend = ""
         self._target: Target | None = None
@@ -259,8 +262,8 @@ class RayExecutor(Executor):
         self._slots.append(_Slot(actor, target))
 
     def _replace(self, slot: _Slot) -> None:
-        """Throws ``slot``'s actor away; a fresh one takes its place at the next turn of
-        ``next_result`` (``_restore``: starting an actor takes seconds, and ``submit`` must not
+        """Throws ``slot``'s actor away for a fresh one, started at once, or within ``submit`` at
+        the next turn of ``next_result`` (starting an actor takes seconds; ``submit`` must not
         wait). The jobs still sent to it are not its fault: they go back to the front of the
         compiled queue, in order, for the next free device."""
         self._q.compiled.extendleft((queued.job, queued.artifact) for queued in reversed(slot.jobs))
@@ -268,6 +271,8 @@ class RayExecutor(Executor):
         ray.kill(slot.actor, no_restart=True)
         self._slots.remove(slot)
         self._owed_slots += 1
+        if not self._polling:
+            self._restore()
 
     def _restore(self) -> None:
         """Starts the actors owed for those thrown away."""
@@ -302,12 +307,16 @@ class RayExecutor(Executor):
         """A turn that never waits: the finished compiles and measurements collected, the free
         devices and compile slots handed their next job (results wait in ``done``)."""
         refs = self._waiting_on()
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            for ref in ready:
-                self._collect(ref)
-        self._launch_compiles()
-        self._dispatch()
+        self._polling = True
+        try:
+            if refs:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                for ref in ready:
+                    self._collect(ref)
+            self._launch_compiles()
+            self._dispatch()
+        finally:
+            self._polling = False
 
     def next_result(self, timeout: float | None = None) -> Measurement | None:
         """Every turn hands the free devices their next compiled job before anything is returned:
