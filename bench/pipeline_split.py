@@ -6,12 +6,13 @@ Runs ``tuner run`` in this process (the real CLI, proposer, sampler, store, exec
 with a timer around each phase of a trial: on the driver, proposing (Optuna's ask with the
 sampler), the constraint check, rendering, the storage lookup of an earlier measurement, storing
 (our row, Optuna's tell, the front) and heartbeats; on the measuring device, each measurement from
-its dispatch to its result (Ray) or the compile and measure calls themselves (local), inside which
-the backend's own phases are timed where they run in this process (the CPU backend's load, inputs
-and reference, warm-up plus timed runs, verification). The device's *timed runs* are the workers'
-own sum of timed repeats (the run summary's share); *busy* is the union of the measuring
-intervals; *idle* is the loop less busy. The same script runs on a GPU (``--arch sm_90a``): the
-driver phases and the device's busy and idle time are measured alike on every backend.
+its start to its end on the measuring actor (Ray) or the compile and measure calls themselves
+(local), inside which the backend's own phases are timed where they run in this process (the CPU
+backend's load, inputs and reference, warm-up plus timed runs, verification). The device's *timed
+runs* are the workers' own sum of timed repeats (the run summary's share); *busy* is the union of
+the measuring intervals; *idle* is the loop less busy. The same script runs on a GPU (``--arch
+sm_90a``): the driver phases and the device's busy and idle time are measured alike on every
+backend.
 """
 
 from __future__ import annotations
@@ -113,8 +114,11 @@ def wrap_local(clock: Clock, arch: str) -> None:
         clock.wrap(cuda_measure, "_verify", "measure: verify")
 
 
-def wrap_ray(clock: Clock) -> None:
-    """Ray measures in actors: each measurement's interval runs from its dispatch to its result."""
+def wrap_ray(clock: Clock, depth: int | None = None, dispatch_on_submit: bool = True) -> None:
+    """Ray measures in actors: each measurement's interval is its call on the actor, as the actor
+    timed it (one host here: its monotonic clock is ours), so a job queued behind another counts
+    from when it began, not from when it was sent; a call that left no result (its actor died)
+    from when the driver saw it start to its collection."""
     from tuner.workers import ray_executor
 
     original = ray_executor.RayExecutor._collect
@@ -124,7 +128,10 @@ def wrap_ray(clock: Clock) -> None:
         compiling = ref in self._q.compiling
         original(self, ref)
         now = time.perf_counter()
-        if running is not None:
+        if running is not None and running.measured is not None:
+            measured = running.measured
+            clock.intervals["device: measure call"].append((measured.started - OFFSET, measured.ended - OFFSET))
+        elif running is not None:
             clock.intervals["device: measure call"].append((running.started - OFFSET, now))
         elif compiling:
             clock.calls["compile"] += 1
@@ -132,6 +139,17 @@ def wrap_ray(clock: Clock) -> None:
     ray_executor.RayExecutor._collect = collect  # type: ignore[method-assign]
     clock._undo.append(lambda: setattr(ray_executor.RayExecutor, "_collect", original))
     clock.wrap(ray_executor.RayExecutor, "next_result", "wait for the executor")
+    if depth is not None:  # jobs per measuring actor other than the executor's default
+        original_init = ray_executor.RayExecutor.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(self, *args, **{**kwargs, "depth": depth})
+
+        ray_executor.RayExecutor.__init__ = init  # type: ignore[method-assign]
+        clock._undo.append(lambda: setattr(ray_executor.RayExecutor, "__init__", original_init))
+    if not dispatch_on_submit:  # only next_result hands the devices their jobs
+        ray_executor.RayExecutor.DISPATCH_ON_SUBMIT = False
+        clock._undo.append(lambda: setattr(ray_executor.RayExecutor, "DISPATCH_ON_SUBMIT", True))
 
 
 # time.monotonic() (the executor's clock) to time.perf_counter() (ours)
@@ -141,7 +159,7 @@ OFFSET = time.monotonic() - time.perf_counter()
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock()
     wrap_driver(clock)
-    (wrap_local(clock, args.arch) if args.executor == "local" else wrap_ray(clock))
+    (wrap_local(clock, args.arch) if args.executor == "local" else wrap_ray(clock, args.depth, args.dispatch_on_submit))
     summaries: list[Any] = []
     original_run = study_module.StudyRunner.run
 
@@ -167,7 +185,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     phases = {name: {"s": round(seconds, 4), "share": round(seconds / loop_s, 4), "calls": clock.calls[name]}
               for name, seconds in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
     return {"arch": args.arch, "executor": args.executor, "shape": args.shape, "trials": args.trials,
-            "seed": args.seed, "measured": summary.measured, "command_s": round(command_s, 3),
+            "seed": args.seed, "depth": args.depth if args.executor == "ray" else None,
+            "dispatch_on_submit": args.dispatch_on_submit if args.executor == "ray" else None,
+            "measured": summary.measured, "command_s": round(command_s, 3),
             "loop_s": round(loop_s, 3), "evaluations_per_minute": round(60 * summary.measured / loop_s, 1),
             "device_timed_runs_s": round(timed_s, 4), "device_timed_share": round(timed_s / loop_s, 4),
             "device_busy_s": round(busy_s, 4), "device_busy_share": round(busy_s / loop_s, 4),
@@ -177,7 +197,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
-        lines += [f"## {row['label']}: {row['arch']}, {row['executor']} executor, {row['measured']} measured, "
+        depth = f" (depth {row['depth']})" if row.get("depth") else ""
+        depth += " (no dispatch on submit)" if row.get("dispatch_on_submit") is False else ""
+        lines += [f"## {row['label']}: {row['arch']}, {row['executor']} executor{depth}, {row['measured']} measured, "
                   f"shape {row['shape']}", "",
                   f"loop {row['loop_s']} s ({row['evaluations_per_minute']} evaluations/min; command "
                   f"{row['command_s']} s); device in timed runs {100 * row['device_timed_share']:.1f}% "
@@ -196,6 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shape", default=None)
+    parser.add_argument("--depth", type=int, default=None,
+                        help="jobs sent to each Ray measuring actor at once (default: the executor's, "
+                             "2 on a GPU and 1 on the CPU); 1 on a GPU is the one-job-at-a-time baseline")
+    parser.add_argument("--no-dispatch-on-submit", dest="dispatch_on_submit", action="store_false",
+                        help="Ray: only next_result hands the devices their jobs, not submit too")
     parser.add_argument("--label", default="now", help="names the rows (e.g. before, after)")
     parser.add_argument("--out", type=Path, help="a JSON file; rows of other labels in it are kept")
     args = parser.parse_args(argv)
