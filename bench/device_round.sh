@@ -10,6 +10,8 @@
 #   cuda_example   bench/cuda_example.sh (the README's CUDA example, as printed)
 #   search         bench/search_gpu_pipeline.sh (ours against Kernel Tuner on the GPU)
 #   measure_tests  the measurement's GPU tests (their numbers printed) and the Hopper primitives' ones
+#   new_tests      the GPU tests of this session's changes: measurement, Hopper primitives, two jobs per
+#                  measuring actor (tests/gpu/test_ray_executor_cuda.py), the GEMM's (block_n 192 among them)
 #   gemm_odd       bench/gemm_odd_sizes.sh (the odd GEMM sizes beside cuBLAS, with ncu)
 #   fp8_probe      bench/attention_hopper_probe.py time --fp8 (the e4m3 tiles, each poly_exp2 share)
 set -uo pipefail
@@ -39,6 +41,9 @@ for part in ${PARTS:-gpu_tests runtime_bench compile}; do
     search) run_part search 240 bash bench/search_gpu_pipeline.sh "$root/search" ;;
     measure_tests) run_part measure_tests 120 python3 -P -m pytest --import-mode=append -m gpu -v -s \
                      -p no:cacheprovider tests/gpu/test_measure_cuda.py tests/gpu/test_hopper_primitives.py ;;
+    new_tests) run_part new_tests 200 python3 -P -m pytest --import-mode=append -m gpu -v -s -p no:cacheprovider \
+                 tests/gpu/test_measure_cuda.py tests/gpu/test_hopper_primitives.py tests/gpu/test_ray_executor_cuda.py \
+                 tests/gpu/test_gemm_cuda.py ;;
     gemm_odd) run_part gemm_odd 240 bash bench/gemm_odd_sizes.sh "$root/gemm_odd" ;;
     fp8_probe) run_part fp8_probe 200 python3 -P bench/attention_hopper_probe.py time --fp8 --out "$root/fp8_probe" ;;
     *) echo "unknown part $part" | tee -a "$root/summary.txt" ;;
