@@ -45,7 +45,7 @@ from .stats import REFERENCE_NOT_FINITE, summarize
 # The L2 flush writes Triton's 256 MiB, or on a device with a larger L2 as many times its L2 as that
 # is of the H100's 50 MiB (torch's L2_cache_size), and 256 MiB where no size is reported. Twice the L2
 # is not enough: on an H100, a 16 MB memory-bound kernel timed 18.24 us with no flush, 18.80 after a
-# 100 MiB flush and 19.58 after 256 MiB (tests/gpu/test_measure_cuda.py, 2026-12-08), so a 2x flush
+# 100 MiB flush and 19.58 after 256 MiB (bench/results/measure_gpu_tests_first.log), so a 2x flush
 # left more than half of the kernel's L2 benefit in place.
 L2_FLUSH_FACTOR = 5
 L2_FLUSH_MIN_BYTES = 256 << 20
