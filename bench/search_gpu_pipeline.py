@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_split(args: argparse.Namespace) -> None:
-    """Our loop phase by phase (bench/pipeline_split.py), on the same shape, budget and seed."""
+    """Our loop phase by phase (bench/pipeline_split.py), on the same shape, budget and seed (over
+    every family of the template: pipeline_split.py has no --family)."""
     split = Path(__file__).with_name("pipeline_split.py")
     done = subprocess.run([sys.executable, "-P", str(split), "--arch", ARCH, "--executor", "ray", "--shape",
                            args.shape, "--trials", str(args.budget), "--seed", str(args.seed), "--label", "gpu",
